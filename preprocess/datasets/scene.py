@@ -1,0 +1,51 @@
+"""What every dataset reader returns: one scene's points and its camera views.
+
+Readers validate at the boundary (shapes, finite values, files present) and raise
+`DatasetError` naming the file and the fix; everything downstream trusts these objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+
+class DatasetError(ValueError):
+    """Raw dataset input that cannot be read; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class View:
+    """One camera image of a scene.
+
+    `world_to_camera` maps the scene's point coordinates (the frame of `Scene.xyz`) into the
+    OpenCV camera frame (x right, y down, z forward); `intrinsic` is the 3x3 matrix of the
+    colour image at `width` x `height`.
+    """
+
+    name: str
+    world_to_camera: np.ndarray  # (4,4) float64
+    intrinsic: np.ndarray  # (3,3) float64
+    width: int
+    height: int
+    load_color: Callable[[], np.ndarray]  # -> (H,W,3) uint8
+    # -> (depth (h,w) float32 metres, 0 = no measurement, its (3,3) intrinsic); None: no depth
+    load_depth: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
+
+
+@dataclass
+class Scene:
+    """A scene's geometry (mesh vertices or LiDAR points) and its views."""
+
+    scene_id: str
+    xyz: np.ndarray  # (N,3) float32
+    rgb: np.ndarray  # (N,3) uint8 (zeros where the sensor gives no colour)
+    faces: np.ndarray | None = None  # (F,3) int32 triangle vertex ids, meshes only
+    gt: np.ndarray | None = None  # (N,) int16 benchmark class ids, -1 ignore
+    instance: np.ndarray | None = None  # (N,) int32 instance ids (-1 none) where annotated
+    views: list[View] = field(default_factory=list)
+    sources: list[Path] = field(default_factory=list)  # files whose content defines the scene
+    meta: dict = field(default_factory=dict)  # axis_alignment, skipped frames, timestamps...

@@ -1,0 +1,363 @@
+"""Pipeline files: one TOML per experiment, loaded into frozen dataclasses.
+
+Every key is checked: an unknown key or a value of the wrong type is a `ConfigError` naming
+the file, the dotted key and what was expected, so a typo never silently falls back to a
+default. Environment variables SCANNET_ROOT / NUSCENES_ROOT override `dataset.root`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DATASETS = ("scannet", "nuscenes", "synthetic")
+ROOT_ENV = {"scannet": "SCANNET_ROOT", "nuscenes": "NUSCENES_ROOT"}
+
+
+class ConfigError(ValueError):
+    """A pipeline file that cannot be used as written."""
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str
+    root: str
+    # Scene lists: "all", a text file (relative to root) with one scene id per line, or a list.
+    train: str | list[str] = "all"
+    val: str | list[str] = field(default_factory=list)
+    max_scenes: int = 0  # 0 = no cap; a cap keeps quick runs quick
+    version: str = "v1.0-trainval"  # nuScenes table folder (v1.0-mini, v1.0-trainval)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    normal_knn: int = 30  # neighbours for point-cloud normals (nuScenes has no faces)
+    max_range: float = 0.0  # nuScenes: drop LiDAR points farther than this (0 = keep all)
+
+
+@dataclass(frozen=True)
+class FelzenszwalbParams:
+    k: float = 0.01
+    min_verts: int = 20
+    knn: int = 10  # graph for point clouds without faces
+
+
+@dataclass(frozen=True)
+class VCCSParams:
+    voxel_resolution: float = 0.02
+    seed_resolution: float = 0.1
+    color_importance: float = 0.2
+    spatial_importance: float = 0.4
+    normal_importance: float = 1.0
+
+
+@dataclass(frozen=True)
+class SuperpointParams:
+    k_nn: int = 45
+    k_graph: int = 10
+    reg: float = 0.1
+    voxel: float = 0.0  # SPG's voxel pruning before the partition; 0 = use the points as they are
+
+
+PARTITION_PARAMS: dict[str, type] = {
+    "felzenszwalb": FelzenszwalbParams,
+    "vccs": VCCSParams,
+    "superpoints": SuperpointParams,
+}
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    name: str  # how [train] refers to it; defaults to the method name
+    method: str
+    params: Any  # one of PARTITION_PARAMS' dataclasses
+
+
+@dataclass(frozen=True)
+class MaskCLIPConfig:
+    model: str = "ViT-B-16"
+    pretrained: str = "openai"  # open_clip tag or a local checkpoint path
+    batch_size: int = 8
+    device: str = "auto"
+    class_names: list[str] = field(default_factory=list)  # empty = the dataset's class names
+    templates: list[str] = field(
+        default_factory=lambda: [
+            "a photo of a {}.", "a photo of the {}.", "there is a {} in the scene.",
+            "a photo of a {} in the scene.", "itap of a {}.",
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class SimulatedCLIPConfig:
+    seed: int = 0
+    patch: int = 16  # labels decided per patch, like a ViT-B/16
+    confusion: float = 0.45  # probability that a region's class is swapped for a confusable one
+    region_px: int = 64  # size of the regions whose class is confused together
+    bleed_px: int = 12  # labels leak this far across object boundaries
+    flip_prob: float = 0.08  # per-view, per-patch random flips (view-dependent noise)
+    feature_dim: int = 512
+
+
+@dataclass(frozen=True)
+class LabelsConfig:
+    labeler: str = "simulated-clip"  # "maskclip" | "simulated-clip"
+    frame_skip: int = 20  # ScanNet: every n-th frame
+    label_width: int = 320  # label maps are made and used at this width (aspect kept)
+    depth_tolerance: float = 0.05  # metres; |z_point - depth| above this is occluded
+    store_features: bool = False  # keep per-point mean CLIP features (f16) for distillation
+    maskclip: MaskCLIPConfig = field(default_factory=MaskCLIPConfig)
+    simulated: SimulatedCLIPConfig = field(default_factory=SimulatedCLIPConfig)
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    partition: str = "felzenszwalb"  # name of a [[partitions]] entry
+    rho: float = 0.5  # minimum winning share of the score-weighted vote
+    visual_weighting: bool = False
+
+
+@dataclass(frozen=True)
+class HICLConfig:
+    refine: bool = True
+    intra_set: bool = True  # train on refined labels (False: raw pseudo-labels)
+    intra_scene: bool = True
+    inter_scene: bool = True
+    feedback: bool = True
+    rho: float = 0.5
+    visual_weighting: bool = False
+    tau: float = 0.1
+    embed_dim: int = 128
+    queries_per_scene: int = 4096
+    memory_size: int = 8192
+    lambda_intra: float = 1.0
+    lambda_inter: float = 1.0
+    lambda_feedback: float = 1.0
+    feedback_warmup_epochs: int = 10
+
+
+@dataclass(frozen=True)
+class CLIP2SceneConfig:
+    distill_weight: float = 1.0
+    switch_epoch: int = 10
+    switch_prob: float = 0.5
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    method: str = "hicl"  # "hicl" | "clip2scene" | "pseudo-ce" | "gt" (supervised check)
+    partition: str = "felzenszwalb"  # name of a [[partitions]] entry
+    voxel_size: float = 0.02
+    epochs: int = 120
+    batch_size: int = 4
+    optimizer: str = "adamw"  # "adamw" | "sgd"
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    grad_clip: float = 10.0
+    width: float = 1.0  # MinkUNet channel multiplier (SPVNAS's cr)
+    head: str = "text"  # "text" (fixed CLIP text embeddings, cosine logits) | "linear"
+    num_workers: int = 2
+    seed: int = 0
+    checkpoint_every: int = 500
+    eval_every_epochs: int = 0
+    out_dir: str = "runs/default"
+    backend: str = "auto"  # "auto" | "torch" | "torchsparse"
+    max_points: int = 0  # crop scenes above this many points during training (0 = no crop)
+    hicl: HICLConfig = field(default_factory=HICLConfig)
+    clip2scene: CLIP2SceneConfig = field(default_factory=CLIP2SceneConfig)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    source: Path  # the file it was read from
+    dataset: DatasetConfig
+    store: StoreConfig
+    ingest: IngestConfig
+    partitions: tuple[PartitionConfig, ...]
+    labels: LabelsConfig
+    refine: RefineConfig
+    train: TrainConfig
+
+    def partition(self, name: str) -> PartitionConfig:
+        for p in self.partitions:
+            if p.name == name:
+                return p
+        raise ConfigError(
+            f"{self.source}: no [[partitions]] entry named {name!r} "
+            f"(have: {[p.name for p in self.partitions]})"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _check_value(value: Any, tp: Any, key: str, source: Path) -> Any:
+    """Value checked (and int→float widened) against a dataclass field type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _check_value(value, option, key, source)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{source}: '{key}' = {value!r} must be {_type_name(tp)}")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: '{key}' = {value!r} must be a list of {_type_name(item_tp)}")
+        return [_check_value(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: '{key}' must be a table ([{key}])")
+        return _build(tp, value, key, source)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{source}: '{key}' = {value!r} must be true or false")
+    if tp in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{source}: '{key}' = {value!r} must be {tp.__name__}")
+    if tp is Any or isinstance(value, tp):
+        return value
+    raise ConfigError(f"{source}: '{key}' = {value!r} must be {_type_name(tp)}, not {type(value).__name__}")
+
+
+def _build(cls: type, table: dict, prefix: str, source: Path, skip: tuple[str, ...] = ()):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)} - set(skip)
+    unknown = sorted(set(table) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"{source}: unknown key '{where}{unknown[0]}' (known keys: {', '.join(sorted(names))})"
+        )
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if f.name in table:
+            kwargs[f.name] = _check_value(table[f.name], hints[f.name], key, source)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{source}: missing required key '{key}'")
+    return cls(**kwargs)
+
+
+def _partition(entry: Any, index: int, source: Path) -> PartitionConfig:
+    prefix = f"partitions[{index}]"
+    if not isinstance(entry, dict) or "method" not in entry:
+        raise ConfigError(f"{source}: '{prefix}' needs a 'method' ({', '.join(PARTITION_PARAMS)})")
+    entry = dict(entry)
+    method = entry.pop("method")
+    name = entry.pop("name", method)
+    if method not in PARTITION_PARAMS:
+        raise ConfigError(
+            f"{source}: '{prefix}.method' = {method!r} is not one of {sorted(PARTITION_PARAMS)}"
+        )
+    if not isinstance(name, str):
+        raise ConfigError(f"{source}: '{prefix}.name' must be a string")
+    return PartitionConfig(name, method, _build(PARTITION_PARAMS[method], entry, prefix, source))
+
+
+def load_pipeline(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Pipeline:
+    """Read and validate a pipeline file; `overrides` maps dotted keys to values (CLI --set)."""
+    source = Path(path)
+    if not source.is_file():
+        raise ConfigError(f"{source}: pipeline file not found (see pipelines/ for examples)")
+    try:
+        raw = tomllib.loads(source.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: malformed TOML: {e}") from None
+    for dotted, value in (overrides or {}).items():
+        *parents, last = dotted.split(".")
+        table = raw
+        for p in parents:
+            table = table.setdefault(p, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"{source}: cannot override '{dotted}': '{p}' is not a table")
+        table[last] = value
+
+    sections = {"dataset", "store", "ingest", "partitions", "labels", "refine", "train"}
+    unknown = sorted(set(raw) - sections)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key '{unknown[0]}' (known sections: {', '.join(sorted(sections))})")
+    for required in ("dataset", "store"):
+        if required not in raw:
+            raise ConfigError(f"{source}: missing section [{required}]")
+
+    dataset = _build(DatasetConfig, raw["dataset"], "dataset", source)
+    if dataset.name not in DATASETS:
+        raise ConfigError(
+            f"{source}: 'dataset.name' = {dataset.name!r} is not a known dataset (one of {', '.join(DATASETS)})"
+        )
+    env = ROOT_ENV.get(dataset.name)
+    if env and os.environ.get(env):
+        dataset = dataclasses.replace(dataset, root=os.environ[env])
+
+    entries = raw.get("partitions", [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"{source}: 'partitions' must be an array of tables ([[partitions]])")
+    partitions = tuple(_partition(e, i, source) for i, e in enumerate(entries))
+    names = [p.name for p in partitions]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: [[partitions]] names must be unique, got {names}; add name = \"...\"")
+
+    def section(cls, key):
+        table = raw.get(key, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: '{key}' must be a table ([{key}])")
+        return _build(cls, table, key, source)
+
+    pipeline = Pipeline(
+        source=source,
+        dataset=dataset,
+        store=section(StoreConfig, "store"),
+        ingest=section(IngestConfig, "ingest"),
+        partitions=partitions,
+        labels=section(LabelsConfig, "labels"),
+        refine=section(RefineConfig, "refine"),
+        train=section(TrainConfig, "train"),
+    )
+    _check_choices(pipeline)
+    return pipeline
+
+
+def _check_choices(p: Pipeline) -> None:
+    choices = {
+        "labels.labeler": (p.labels.labeler, ("maskclip", "simulated-clip")),
+        "train.method": (p.train.method, ("hicl", "clip2scene", "pseudo-ce", "gt")),
+        "train.optimizer": (p.train.optimizer, ("adamw", "sgd")),
+        "train.head": (p.train.head, ("text", "linear")),
+        "train.backend": (p.train.backend, ("auto", "torch", "torchsparse")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{p.source}: '{key}' = {value!r} must be one of {', '.join(allowed)}")
+    if p.partitions:
+        names = [x.name for x in p.partitions]
+        for key, name in (("train.partition", p.train.partition), ("refine.partition", p.refine.partition)):
+            if name not in names:
+                raise ConfigError(f"{p.source}: '{key}' = {name!r} names no [[partitions]] entry (have {names})")
+
+
+def params_dict(params: Any) -> dict[str, Any]:
+    """Stage parameters as a plain dict (what cache keys and store attributes hold)."""
+    return dataclasses.asdict(params)

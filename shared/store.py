@@ -1,0 +1,154 @@
+"""The Zarr v3 store: schema, content-addressed stage keys and atomic stage writes.
+
+Layout (one store per dataset; one group per scene):
+
+    <scene>/points/{xyz f32 (N,3), rgb u8 (N,3), normal f32 (N,3), gt i16 (N,), faces i32 (F,3)}
+    <scene>/partitions/<method>-<key>/segment  i32 (N,)
+    <scene>/pseudo/<labeler>-<key>/{label i16, score f16, views u16, feat f16 (N,D)}
+
+A stage output is a group whose attributes hold its key, parameters and `complete: true`.
+It is written under a temporary name and renamed into place, so a killed run leaves only a
+`.tmp-*` folder that nothing trusts; `complete` is checked as well so a group copied or
+synced half-way is never taken as done either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import zarr
+
+STORE_FORMAT = 1
+
+# Bump a stage's version when its code changes what it writes: every key that depends on it
+# changes, so stale results are recomputed instead of trusted.
+STAGE_VERSIONS = {"ingest": 1, "partitions": 1, "labels": 1, "refine": 1}
+
+POINTS = "points"
+
+
+def stage_key(stage: str, params: Mapping[str, Any], inputs: Sequence[str] = ()) -> str:
+    """Content address of a stage output: its name, version, parameters and input keys."""
+    payload = json.dumps(
+        {"stage": stage, "version": STAGE_VERSIONS[stage], "params": params, "inputs": list(inputs)},
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class Store:
+    """A dataset's store on the local filesystem (or a mounted shared filesystem)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if self.path.exists() and not (self.path / "zarr.json").exists():
+            raise FileExistsError(
+                f"{self.path}: exists but is not a Zarr store; choose another [store] path or remove it"
+            )
+        self.root = zarr.open_group(str(self.path), mode="a", zarr_format=3)
+        if "format" not in self.root.attrs:
+            self.root.attrs["format"] = STORE_FORMAT
+
+    # ---------------------------------------------------------------- reading
+    def scenes(self) -> list[str]:
+        """Scenes whose points are complete."""
+        return sorted(s for s in self._dirs(self.path) if self.is_complete(s, POINTS))
+
+    def _dirs(self, path: Path) -> list[str]:
+        if not path.is_dir():
+            return []
+        return [p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+    def outputs(self, scene: str, kind: str) -> list[str]:
+        """Complete outputs of a kind ('partitions', 'pseudo') of a scene, by group name."""
+        return sorted(n for n in self._dirs(self.path / scene / kind) if self.is_complete(scene, f"{kind}/{n}"))
+
+    def attrs(self, scene: str, group: str) -> dict[str, Any]:
+        meta = self.path / scene / group / "zarr.json"
+        if not meta.is_file():
+            raise KeyError(f"{self.path}: scene {scene!r} has no {group!r}")
+        return json.loads(meta.read_text()).get("attributes", {})
+
+    def is_complete(self, scene: str, group: str, key: str | None = None) -> bool:
+        try:
+            attrs = self.attrs(scene, group)
+        except (KeyError, json.JSONDecodeError):
+            return False
+        return bool(attrs.get("complete")) and (key is None or attrs.get("key") == key)
+
+    def read(self, scene: str, group: str, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Arrays of a complete group (all of them, or `names`)."""
+        if not self.is_complete(scene, group):
+            raise KeyError(f"{self.path}: {scene}/{group} is missing or incomplete; run the preprocess stage first")
+        g = zarr.open_group(str(self.path / scene / group), mode="r", zarr_format=3)
+        keys = list(names) if names is not None else [k for k, _ in g.arrays()]
+        return {k: g[k][...] for k in keys}
+
+    # ---------------------------------------------------------------- writing
+    def write(
+        self,
+        scene: str,
+        group: str,
+        arrays: Mapping[str, np.ndarray],
+        attrs: Mapping[str, Any],
+    ) -> bool:
+        """Write a stage output atomically; False if another writer finished it first.
+
+        The group is built under `<scene>/<parent>/.tmp-<name>-<uuid>` and renamed into place.
+        A rename onto an existing complete group fails on POSIX, which is how two concurrent
+        runs of one stage resolve: the first to finish wins and the other discards its copy.
+        """
+        final = self.path / scene / group
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self._ensure_groups(scene, group)
+        tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+        g = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        for name, array in arrays.items():
+            array = np.ascontiguousarray(array)
+            chunks = (max(1, min(len(array), 1 << 18)),) + array.shape[1:] if array.ndim else ()
+            g.create_array(name, data=array, chunks=chunks or "auto")
+        g.attrs.update(_json_safe({**attrs, "complete": True}))
+        if final.exists() and not self.is_complete(scene, group):
+            shutil.rmtree(final, ignore_errors=True)  # leftover of an older, broken writer
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return False
+        return True
+
+    def _ensure_groups(self, scene: str, group: str) -> None:
+        parts = [scene, *group.split("/")[:-1]]
+        for i in range(1, len(parts) + 1):
+            sub = "/".join(parts[:i])
+            if not (self.path / sub / "zarr.json").exists():
+                zarr.open_group(str(self.path / sub), mode="a", zarr_format=3)
+
+    def remove(self, scene: str, group: str) -> None:
+        shutil.rmtree(self.path / scene / group, ignore_errors=True)
+
+    def clean_temporaries(self) -> int:
+        """Delete `.tmp-*` leftovers of killed runs; returns how many."""
+        leftovers = list(self.path.glob("*/*/.tmp-*")) + list(self.path.glob("*/.tmp-*"))
+        for p in leftovers:
+            shutil.rmtree(p, ignore_errors=True)
+        return len(leftovers)

@@ -1,0 +1,26 @@
+"""Fixtures: the real sample data beside the repository (skipped cleanly where absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(os.environ.get("HICL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data: real ScanNet and nuScenes samples; tests using it skip where it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real sample data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def scannet_scene0000(shared_data: Path) -> Path:
+    path = shared_data / "scannet" / "scans" / "scene0000_00"
+    if not path.is_dir():
+        pytest.skip(f"{path} not found")
+    return path
