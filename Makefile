@@ -1,0 +1,54 @@
+# Everyday commands. DATASET picks pipelines/$(DATASET).toml; PIPELINE=path.toml overrides it.
+DATASET ?= synthetic
+PIPELINE ?= pipelines/$(DATASET).toml
+PY ?= .venv/bin/python
+SYNTH_DIR ?= data/synthetic
+SYNTH_SCENES ?= 8
+CHECKPOINT ?=
+ARGS ?=
+
+.PHONY: setup test test-fast demo synth preprocess train eval bench clean
+
+setup:  ## .venv with the project, its dependencies and a torch that fits them
+	@if ! ldconfig -p 2>/dev/null | grep -q libusb-1.0; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing libusb-1.0 (open3d needs it)"; apt-get update -qq && apt-get install -y -qq libusb-1.0-0 >/dev/null; \
+	  else echo "open3d needs the system library libusb-1.0: install it (Debian/Ubuntu: sudo apt-get install libusb-1.0-0)"; fi; \
+	fi
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	@# Respect a torch the user already installed; otherwise the pair open_clip needs.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+
+test:  ## the whole test suite
+	$(PY) -m pytest -q
+
+test-fast:  ## skip the slow end-to-end runs
+	$(PY) -m pytest -q -m "not slow"
+
+$(SYNTH_DIR)/scannetv2_train.txt:
+	$(PY) -m preprocess synth --out $(SYNTH_DIR) --scenes $(SYNTH_SCENES) --seed 0
+
+synth: $(SYNTH_DIR)/scannetv2_train.txt  ## generate the embedded default dataset
+
+demo: synth  ## generate → preprocess → train (short schedule) → evaluate, on the embedded default
+	$(PY) -m preprocess run pipelines/synthetic.toml $(ARGS)
+	$(PY) -m preprocess label-quality pipelines/synthetic.toml --out reports/synthetic
+	$(PY) -m train fit pipelines/synthetic.toml
+	$(PY) -m train eval pipelines/synthetic.toml --out reports/synthetic
+
+preprocess:  ## make preprocess DATASET=scannet
+	$(PY) -m preprocess run $(PIPELINE) $(ARGS)
+
+train:  ## make train DATASET=scannet
+	$(PY) -m train fit $(PIPELINE) $(ARGS)
+
+eval:  ## make eval DATASET=scannet [CHECKPOINT=path]
+	$(PY) -m train eval $(PIPELINE) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(ARGS)
+
+bench:  ## speed benchmarks (tables on stdout)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf cache runs reports

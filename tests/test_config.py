@@ -1,0 +1,90 @@
+from pathlib import Path
+
+import pytest
+
+from shared.config import ConfigError, FelzenszwalbParams, load_pipeline
+
+MINIMAL = """
+[dataset]
+name = "synthetic"
+root = "data/x"
+[store]
+path = "cache/x.zarr"
+[[partitions]]
+method = "felzenszwalb"
+k = 0.02
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_pipelines_load():
+    for path in sorted(Path("pipelines").glob("*.toml")):
+        p = load_pipeline(path)
+        assert p.partitions, path
+
+
+def test_minimal_fills_defaults(tmp_path):
+    p = load_pipeline(write(tmp_path, MINIMAL))
+    assert p.partitions[0].params == FelzenszwalbParams(k=0.02, min_verts=20)
+    assert p.partitions[0].name == "felzenszwalb"
+    assert p.train.method == "hicl" and p.labels.labeler == "simulated-clip"
+
+
+def test_unknown_key_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"p\.toml: unknown key 'train\.epoch'"):
+        load_pipeline(write(tmp_path, MINIMAL + "[train]\nepoch = 3\n"))
+    with pytest.raises(ConfigError, match=r"unknown key 'partitions\[0\]\.kk'"):
+        load_pipeline(write(tmp_path, MINIMAL + "kk = 1\n"))
+    with pytest.raises(ConfigError, match="unknown key 'trian'"):
+        load_pipeline(write(tmp_path, MINIMAL + "[trian]\n"))
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"'train\.epochs' = 'ten' must be int"):
+        load_pipeline(write(tmp_path, MINIMAL + '[train]\nepochs = "ten"\n'))
+    with pytest.raises(ConfigError, match=r"'labels\.store_features' = 1 must be true or false"):
+        load_pipeline(write(tmp_path, MINIMAL + "[labels]\nstore_features = 1\n"))
+    # ints widen to floats
+    assert load_pipeline(write(tmp_path, MINIMAL + "[train]\nlr = 1\n")).train.lr == 1.0
+
+
+def test_unknown_dataset_and_choices(tmp_path):
+    with pytest.raises(ConfigError, match="'dataset.name' = 'kitti' is not a known dataset"):
+        load_pipeline(write(tmp_path, MINIMAL.replace('"synthetic"', '"kitti"')))
+    with pytest.raises(ConfigError, match="'train.method' = 'x' must be one of"):
+        load_pipeline(write(tmp_path, MINIMAL + '[train]\nmethod = "x"\n'))
+    with pytest.raises(ConfigError, match="'train.partition' = 'vccs' names no"):
+        load_pipeline(write(tmp_path, MINIMAL + '[train]\npartition = "vccs"\n'))
+
+
+def test_malformed_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="malformed TOML"):
+        load_pipeline(write(tmp_path, "[dataset\nname="))
+    with pytest.raises(ConfigError, match="pipeline file not found"):
+        load_pipeline(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match=r"missing section \[store\]"):
+        load_pipeline(write(tmp_path, '[dataset]\nname = "scannet"\nroot = "x"\n'))
+
+
+def test_duplicate_partition_names(tmp_path):
+    text = MINIMAL + '[[partitions]]\nmethod = "felzenszwalb"\nk = 0.03\n'
+    with pytest.raises(ConfigError, match="names must be unique"):
+        load_pipeline(write(tmp_path, text))
+    p = load_pipeline(write(tmp_path, text + 'name = "fz3"\n'))
+    assert [x.name for x in p.partitions] == ["felzenszwalb", "fz3"]
+
+
+def test_environment_overrides_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCANNET_ROOT", "/elsewhere")
+    p = load_pipeline(write(tmp_path, MINIMAL.replace('"synthetic"', '"scannet"')))
+    assert p.dataset.root == "/elsewhere"
+
+
+def test_overrides(tmp_path):
+    p = load_pipeline(write(tmp_path, MINIMAL), {"train.epochs": 3, "train.hicl.tau": 0.2})
+    assert p.train.epochs == 3 and p.train.hicl.tau == 0.2
