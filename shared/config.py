@@ -178,6 +178,7 @@ class TrainConfig:
     out_dir: str = "runs/default"
     backend: str = "auto"  # "auto" | "torch" | "torchsparse"
     max_points: int = 0  # crop scenes above this many points during training (0 = no crop)
+    input_normals: bool = False  # input features rgb (3) + normals (3) instead of rgb only
     hicl: HICLConfig = field(default_factory=HICLConfig)
     clip2scene: CLIP2SceneConfig = field(default_factory=CLIP2SceneConfig)
 

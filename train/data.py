@@ -1,0 +1,380 @@
+"""Scenes from the store as voxelised training/evaluation samples, batched for the network.
+
+A sample is a pure function of (seed, epoch, scene index): augmentation and the random point
+kept per voxel draw from a generator seeded by those three numbers, so results do not depend on
+worker count or scheduling and a resumed run sees exactly the samples it would have seen.
+
+Coordinates are batch-first `(b, x, y, z)` int32, in voxel units, shifted to be non-negative per
+scene — the one place this layout is fixed for the trainer (asserted in `collate`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from shared.classes import class_table
+from shared.config import Pipeline, params_dict
+from shared.refine import refine_labels
+from shared.store import POINTS, Store, stage_key
+from train.augment import augment
+
+log = logging.getLogger(__name__)
+
+# What a sample can carry besides coordinates and input features; methods ask for a subset.
+FIELDS = frozenset({"pseudo", "feat", "segment", "refined", "gt"})
+
+
+class MissingData(RuntimeError):
+    """The store, a scene split or a stage output the trainer needs is absent (message says the fix)."""
+
+
+# ----------------------------------------------------------------------------- store look-ups
+def open_store(pipeline: Pipeline) -> Store:
+    """The pipeline's store, refusing to create an empty one where none was preprocessed."""
+    path = Path(pipeline.store.path)
+    if not (path / "zarr.json").is_file():
+        raise MissingData(f"{path}: store not found (from {pipeline.source}); run `make preprocess` first")
+    return Store(path)
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def find_output(store: Store, scene: str, kind: str, prefix: str, params: Mapping[str, Any]) -> str:
+    """Group (e.g. 'partitions/felzenszwalb-1a2b…') of the one complete output of `kind` whose
+    name starts with `prefix` and whose stored attrs["params"] agree with `params`.
+
+    Parameters are compared on the keys both sides have (nested tables flattened), so the
+    trainer never recomputes cache keys yet never picks an output made with other settings.
+    """
+    want = _flatten(params)
+    matches = []
+    for name in store.outputs(scene, kind):
+        if not name.startswith(prefix):
+            continue
+        have = _flatten(store.attrs(scene, f"{kind}/{name}").get("params", {}))
+        if all(have[k] == want[k] for k in have.keys() & want.keys()):
+            matches.append(name)
+    if not matches:
+        raise MissingData(
+            f"{store.path}: scene {scene!r} has no complete {kind}/{prefix}* output with the pipeline's "
+            f"parameters; run `make preprocess` first"
+        )
+    if len(matches) > 1:
+        raise MissingData(f"{store.path}: scene {scene!r} has several matching {kind} outputs {matches}; "
+                          "remove the stale ones")
+    return f"{kind}/{matches[0]}"
+
+
+def label_params(pipeline: Pipeline) -> dict[str, Any]:
+    """The pseudo-label parameters stored with each labels output (the chosen labeler's own)."""
+    cfg = pipeline.labels
+    sub = cfg.maskclip if cfg.labeler == "maskclip" else cfg.simulated
+    flat = {k: v for k, v in params_dict(cfg).items() if k not in ("maskclip", "simulated")}
+    return {**flat, "labeler_params": params_dict(sub), "classes": list(class_names(pipeline))}
+
+
+def class_names(pipeline: Pipeline) -> tuple[str, ...]:
+    names = pipeline.labels.maskclip.class_names
+    return tuple(names) if names else class_table(pipeline.dataset.name).names
+
+
+def text_embedding(store: Store, pipeline: Pipeline, scene: str) -> np.ndarray:
+    """(C, D) f32 class-prompt embeddings stored at `text/<labeler>-<key>` for the pseudo-labels
+    of `scene`: the key hashes the labeler, its parameters and the class names."""
+    group = find_output(store, scene, "pseudo", f"{pipeline.labels.labeler}-", label_params(pipeline))
+    stored = store.attrs(scene, group)["params"]
+    key = stage_key("labels", {k: stored[k] for k in ("labeler", "labeler_params", "classes")}, [])
+    text = f"text/{pipeline.labels.labeler}-{key}"
+    if not store.is_complete("", text):
+        raise MissingData(f"{store.path}: no text embeddings at {text}; run `make preprocess` first")
+    return store.read("", text, ["embedding"])["embedding"].astype(np.float32)
+
+
+def split_scenes(pipeline: Pipeline, split: str, store: Store) -> list[str]:
+    """Scene ids of a split: 'all', a list, or a text file under dataset.root (one id a line).
+
+    Only scenes present in the store are returned. Where the dataset root (and so the file) is
+    not available, the split falls back to every scene in the store, with a warning.
+    """
+    spec = getattr(pipeline.dataset, split)
+    present = store.scenes()
+    if spec == "all":
+        wanted = present
+    elif isinstance(spec, list):
+        wanted = spec
+    else:
+        path = Path(pipeline.dataset.root) / spec
+        if path.is_file():
+            wanted = [s.strip() for s in path.read_text().splitlines() if s.strip()]
+        else:
+            log.warning("%s not found; the %s split falls back to all %d scenes in the store", path, split, len(present))
+            wanted = present
+    have = set(present)
+    scenes = [s for s in wanted if s in have]
+    if len(scenes) < len(wanted):
+        log.warning("%s split: %d of %d scenes are not in the store", split, len(wanted) - len(scenes), len(wanted))
+    if pipeline.dataset.max_scenes:
+        scenes = scenes[: pipeline.dataset.max_scenes]
+    if not scenes:
+        raise MissingData(
+            f"{pipeline.source}: the {split} split (dataset.{split} = {spec!r}) has no scenes in "
+            f"{store.path}; set dataset.{split} or run `make preprocess` first"
+        )
+    return scenes
+
+
+# ----------------------------------------------------------------------------- voxelisation
+def voxelize(
+    xyz: np.ndarray, voxel_size: float, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(coords (M,3) int32 >= 0, index (M,) of the point kept per voxel, inverse (N,) voxel per point).
+
+    Like Pointcept's GridSample: with `rng` the kept point is random (train), else the first (eval).
+    """
+    grid = np.floor(xyz / voxel_size).astype(np.int64)
+    grid -= grid.min(axis=0)
+    dims = grid.max(axis=0) + 1
+    keys = (grid[:, 0] * dims[1] + grid[:, 1]) * dims[2] + grid[:, 2]
+    order = rng.permutation(len(keys)) if rng is not None else np.arange(len(keys))
+    _, first, inverse = np.unique(keys[order], return_index=True, return_inverse=True)
+    index = order[first]
+    inv = np.empty(len(keys), dtype=np.int64)
+    inv[order] = inverse.ravel()
+    return grid[index].astype(np.int32), index, inv
+
+
+def crop(coords: np.ndarray, max_points: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of the `max_points` voxels nearest a random voxel (Pointcept's SphereCrop)."""
+    if max_points <= 0 or len(coords) <= max_points:
+        return np.arange(len(coords))
+    centre = coords[rng.integers(len(coords))]
+    dist = ((coords - centre).astype(np.int64) ** 2).sum(axis=1)
+    return np.sort(np.argpartition(dist, max_points - 1)[:max_points])
+
+
+# ----------------------------------------------------------------------------- dataset
+class SceneDataset(Dataset):
+    """Scenes of one split as voxelised samples (dicts of NumPy arrays, one row per voxel).
+
+    Train (`augment=True`): augmentation, a random point per voxel, optional crop to
+    train.max_points. Eval: one fixed point per voxel plus the inverse map and the full-resolution
+    ground truth, so predictions can be scored on every original point.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        split: str = "train",
+        with_gt: bool = False,
+        fields: Sequence[str] = ("pseudo",),
+        augment: bool | None = None,
+    ):
+        unknown = set(fields) - FIELDS
+        if unknown:
+            raise ValueError(f"unknown sample fields {sorted(unknown)}; known: {sorted(FIELDS)}")
+        self.pipeline = pipeline
+        self.cfg = pipeline.train
+        self.fields = frozenset(fields) | ({"gt"} if with_gt else set())
+        if "refined" in self.fields:
+            self.fields |= {"pseudo", "segment"}
+        self.augment = split == "train" if augment is None else augment
+        self.num_classes = len(class_names(pipeline))
+        self.store = open_store(pipeline)
+        self.scenes = split_scenes(pipeline, split, self.store)
+        self.groups = [self._groups(s) for s in self.scenes]
+
+    def _groups(self, scene: str) -> dict[str, str]:
+        """Resolve every needed stage output once, so a missing one fails before training starts."""
+        groups: dict[str, str] = {}
+        if self.fields & {"pseudo", "feat"}:
+            groups["pseudo"] = find_output(
+                self.store, scene, "pseudo", f"{self.pipeline.labels.labeler}-", label_params(self.pipeline)
+            )
+        if "segment" in self.fields:
+            part = self.pipeline.partition(self.cfg.partition)
+            groups["segment"] = find_output(
+                self.store, scene, "partitions", f"{part.method}-", {"method": part.method, **params_dict(part.params)}
+            )
+        if "feat" in self.fields and not (self.store.path / scene / groups["pseudo"] / "feat").is_dir():
+            raise MissingData(f"{self.store.path}: {scene}/{groups['pseudo']} has no per-point CLIP features; "
+                              "set labels.store_features = true and run `make preprocess`")
+        return groups
+
+    @property
+    def in_channels(self) -> int:
+        return 6 if self.cfg.input_normals else 3
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def read(self, i: int) -> dict[str, np.ndarray]:
+        """Full-resolution arrays of scene i (what the sample is made from)."""
+        scene, groups = self.scenes[i], self.groups[i]
+        names = ["xyz", "rgb"] + (["normal"] if self.cfg.input_normals else []) + (["gt"] if "gt" in self.fields else [])
+        data = self.store.read(scene, POINTS, names)
+        if "pseudo" in groups:
+            pseudo_names = (["label", "score"] if "pseudo" in self.fields else []) + (["feat"] if "feat" in self.fields else [])
+            data.update(self.store.read(scene, groups["pseudo"], pseudo_names))
+        if "segment" in groups:
+            data["segment"] = self.store.read(scene, groups["segment"], ["segment"])["segment"]
+        if "refined" in self.fields:
+            hicl = self.cfg.hicl
+            data["refined"] = refine_labels(
+                data["label"], data["score"].astype(np.float32), data["segment"], self.num_classes,
+                rho=hicl.rho, features=data.get("feat") if hicl.visual_weighting else None,
+            )
+        return data
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        """`item` is a scene index (eval) or (scene index, epoch) from `EpochSampler` (train)."""
+        i, epoch = item if isinstance(item, tuple) else (item, 0)
+        data = self.read(i)
+        rng = np.random.default_rng((self.cfg.seed, epoch, i)) if self.augment else None
+        xyz, normal = data["xyz"], data.get("normal")
+        if rng is not None:
+            xyz, normal = augment(xyz, normal, rng)
+        coords, index, inverse = voxelize(xyz, self.cfg.voxel_size, rng)
+        if rng is not None:
+            keep = crop(coords, self.cfg.max_points, rng)
+            coords, index = coords[keep], index[keep]
+        feats = data["rgb"][index].astype(np.float32) / 255.0
+        if normal is not None:
+            feats = np.concatenate([feats, normal[index]], axis=1)
+        sample: dict[str, Any] = {"scene": self.scenes[i], "coords": coords, "feats": feats}
+        targets = {}
+        if "pseudo" in self.fields:
+            targets["label"] = data["label"][index].astype(np.int64)
+            targets["score"] = data["score"][index].astype(np.float32)
+        if "feat" in self.fields:
+            targets["feat"] = data["feat"][index].astype(np.float32)
+        if "refined" in self.fields:
+            targets["refined"] = data["refined"][index].astype(np.int64)
+        if "segment" in self.fields:
+            # Compact ids (the voxels keep a subset of the sets), -1 = in no set stays -1.
+            seg = data["segment"][index].astype(np.int64)
+            uniq, compact = np.unique(seg, return_inverse=True)
+            compact = compact.ravel() - int(uniq[0] < 0)
+            targets["segment"] = compact
+            sample["num_segments"] = int((uniq >= 0).sum())
+        if "gt" in self.fields:
+            targets["gt"] = data["gt"][index].astype(np.int64)
+        sample["targets"] = targets
+        if not self.augment:
+            sample["inverse"] = inverse
+            if "gt" in self.fields:
+                sample["point_gt"] = data["gt"].astype(np.int64)
+        return sample
+
+
+# ----------------------------------------------------------------------------- batching
+@dataclass
+class Batch:
+    """Several scenes as one sparse input: rows are voxels of all scenes, concatenated."""
+
+    coords: torch.Tensor  # (M, 4) int32, (b, x, y, z)
+    feats: torch.Tensor  # (M, C) f32
+    targets: dict[str, torch.Tensor]  # per-voxel; "segment" unique across the batch
+    scene_index: torch.Tensor  # (M,) int64 = coords[:, 0]
+    scenes: list[str]
+    num_segments: int = 0
+    inverse: list[np.ndarray] = field(default_factory=list)  # eval: voxel of every original point
+    point_gt: list[np.ndarray] = field(default_factory=list)  # eval: full-resolution ground truth
+
+    def to(self, device: torch.device | str) -> "Batch":
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(move(self.coords), move(self.feats), {k: move(v) for k, v in self.targets.items()},
+                     move(self.scene_index), self.scenes, self.num_segments, self.inverse, self.point_gt)
+
+    def sparse(self):
+        """The network input as a SparseTensor of the selected sparse backend."""
+        from train.sparse import SparseTensor
+
+        return SparseTensor(self.feats, self.coords)
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+
+def collate(samples: list[dict[str, Any]]) -> Batch:
+    """Concatenate samples; prepend the batch column; offset segment ids so each is unique."""
+    sizes = [len(s["coords"]) for s in samples]
+    scene_index = np.repeat(np.arange(len(samples)), sizes)
+    coords = np.concatenate([s["coords"] for s in samples])
+    assert coords.ndim == 2 and coords.shape[1] == 3 and coords.min() >= 0, "coords must be (N,3) >= 0"
+    coords = np.concatenate([scene_index[:, None], coords], axis=1).astype(np.int32)
+    targets = {k: torch.from_numpy(np.concatenate([s["targets"][k] for s in samples])) for k in samples[0]["targets"]}
+    num_segments = 0
+    if "segment" in targets:
+        counts = np.array([s["num_segments"] for s in samples])
+        offsets = np.repeat(np.concatenate([[0], np.cumsum(counts)[:-1]]), sizes)
+        seg = targets["segment"].numpy()
+        targets["segment"] = torch.from_numpy(np.where(seg >= 0, seg + offsets, -1))
+        num_segments = int(counts.sum())
+    return Batch(
+        coords=torch.from_numpy(coords),
+        feats=torch.from_numpy(np.concatenate([s["feats"] for s in samples])),
+        targets=targets,
+        scene_index=torch.from_numpy(scene_index),
+        scenes=[s["scene"] for s in samples],
+        num_segments=num_segments,
+        inverse=[s["inverse"] for s in samples if "inverse" in s],
+        point_gt=[s["point_gt"] for s in samples if "point_gt" in s],
+    )
+
+
+class EpochSampler(DistributedSampler):
+    """DistributedSampler that yields (index, epoch) and can start part-way into an epoch.
+
+    The epoch travels with the index so the dataset seeds its augmentation per sample (no state
+    to forward into workers); `skip` drops the samples a resumed run has already trained on.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int, shuffle: bool = True):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+        self.skip = 0
+
+    def start(self, epoch: int, skip: int = 0) -> None:
+        self.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((i, self.epoch) for i in islice(super().__iter__(), self.skip, None))
+
+    def __len__(self) -> int:
+        return self.num_samples - self.skip
+
+
+def make_loader(
+    dataset: SceneDataset,
+    batch_size: int,
+    num_workers: int,
+    sampler: EpochSampler | None = None,
+) -> DataLoader:
+    """Loader over `dataset`; train passes an EpochSampler, eval iterates scenes in order."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+        drop_last=False,
+    )
