@@ -1,0 +1,1 @@
+"""File formats shared by the dataset readers and the generated dataset (PLY meshes)."""
