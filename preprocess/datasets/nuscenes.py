@@ -1,0 +1,259 @@
+"""nuScenes keyframes read straight from the JSON tables (no devkit).
+
+One scene per keyframe sample: the LiDAR sweep in the LiDAR frame, and the six camera images
+of that sample, each with the full chain LiDAR -> ego(t_lidar) -> global -> ego(t_cam) ->
+camera, so the cameras' motion between their exposure and the sweep is accounted for. Only
+the tables needed are read (sample, sample_data, calibrated_sensor, ego_pose, sensor, scene;
+lidarseg and category where present), so partial table sets without log/map work too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache, partial
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from preprocess.datasets.scene import DatasetError, Scene, View
+from shared.classes import NUSCENES, NUSCENES_RAW_NAMES
+
+CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT")
+LIDAR = "LIDAR_TOP"
+_TABLES = ("scene", "sample", "sample_data", "calibrated_sensor", "ego_pose", "sensor")
+
+
+@dataclass(frozen=True)
+class NuScenesIndex:
+    """The tables of one nuScenes version, keyed by token, and the keyframes of each sample."""
+
+    root: Path
+    table_dir: Path
+    tables: dict[str, dict[str, dict]]  # table name -> token -> record
+    samples: dict[str, str]  # scene id ("scene-0916_000") -> sample token, sorted by scene id
+    keyframes: dict[str, dict[str, dict]]  # sample token -> channel -> keyframe sample_data record
+    lidarseg: dict[str, str]  # LiDAR sample_data token -> labels file (relative to root)
+
+    def record(self, table: str, token: str, referrer: str) -> dict:
+        """A record by token; a dangling reference names the table and who refers to it."""
+        try:
+            return self.tables[table][token]
+        except KeyError:
+            raise DatasetError(
+                f"{self.table_dir / table}.json: no record with token {token!r} (referenced by {referrer}); "
+                "the tables are incomplete, download this version's metadata again"
+            ) from None
+
+
+def list_nuscenes_samples(root: str | os.PathLike, version: str) -> list[str]:
+    """Scene ids of every keyframe sample, "<scene name>_<index in the scene, 3 digits>"."""
+    return list(load_index(root, version).samples)
+
+
+def read_nuscenes_sample(root: str | os.PathLike, version: str, scene_id: str, load_views: bool = True) -> Scene:
+    """One keyframe: LiDAR points (LiDAR frame), lidarseg ground truth where present, 6 cameras."""
+    index = load_index(root, version)
+    if scene_id not in index.samples:
+        raise DatasetError(
+            f"{index.table_dir / 'sample'}.json: no keyframe sample {scene_id!r}; "
+            "list the ids with list_nuscenes_samples (e.g. 'scene-0916_000')"
+        )
+    sample_token = index.samples[scene_id]
+    frames = index.keyframes.get(sample_token, {})
+    if LIDAR not in frames:
+        raise DatasetError(
+            f"{index.table_dir / 'sample_data'}.json: sample {sample_token} has no {LIDAR} keyframe; "
+            "the tables are incomplete, download this version's metadata again"
+        )
+    lidar = frames[LIDAR]
+    lidar_path = index.root / lidar["filename"]
+    sources = [lidar_path]
+    labels_file = index.lidarseg.get(lidar["token"])
+    if labels_file is None:
+        points, gt = read_lidar_points(lidar_path), None
+    else:
+        points, gt = read_lidarseg(lidar_path, index.root / labels_file)
+        sources.append(index.root / labels_file)
+
+    lidar_to_ego = _transform(index.record("calibrated_sensor", lidar["calibrated_sensor_token"], f"sample_data {lidar['token']}"))
+    ego_to_global = _transform(index.record("ego_pose", lidar["ego_pose_token"], f"sample_data {lidar['token']}"))
+    lidar_to_global = ego_to_global @ lidar_to_ego
+    views = [_camera_view(index, c, frames[c], lidar_to_global) for c in _camera_channels(frames)] if load_views else []
+    sample = index.record("sample", sample_token, scene_id)
+    return Scene(
+        scene_id=scene_id,
+        xyz=np.ascontiguousarray(points[:, :3]),
+        rgb=np.zeros((len(points), 3), np.uint8),
+        gt=gt,
+        views=views,
+        sources=sources,
+        meta={
+            "sample_token": sample_token,
+            "lidar_token": lidar["token"],
+            "timestamp": sample["timestamp"],
+            "intensity": np.ascontiguousarray(points[:, 3]),
+            "ring": points[:, 4].astype(np.uint8),
+            "lidar_to_global": lidar_to_global,
+        },
+    )
+
+
+def read_lidar_points(path: str | os.PathLike) -> np.ndarray:
+    """A `.pcd.bin` sweep: (N,5) float32 x, y, z, intensity, ring, in the LiDAR frame."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: LiDAR sweep not found; download the nuScenes samples/LIDAR_TOP blobs")
+    raw = np.fromfile(path, dtype="<f4")
+    if raw.size % 5:
+        raise DatasetError(f"{path}: {raw.size} floats is not a whole number of 5-float points; the file is truncated, download it again")
+    points = raw.reshape(-1, 5)
+    if not np.isfinite(points[:, :3]).all():
+        raise DatasetError(f"{path}: non-finite point coordinates; the file is corrupt, download it again")
+    return points
+
+
+def read_lidarseg(points_path: str | os.PathLike, labels_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """A sweep and its lidarseg labels: (N,5) float32 points and (N,) int16 ids of the 16
+    evaluation classes (-1 for noise and the classes the benchmark ignores)."""
+    points = read_lidar_points(points_path)
+    labels_path = Path(labels_path)
+    if not labels_path.is_file():
+        raise DatasetError(f"{labels_path}: lidarseg labels not found; download nuScenes-lidarseg for this version")
+    raw = np.fromfile(labels_path, dtype=np.uint8)
+    if len(raw) != len(points):
+        raise DatasetError(
+            f"{labels_path}: {len(raw)} labels for the {len(points)} points of {Path(points_path).name}; "
+            "the labels belong to another sweep or are truncated"
+        )
+    if raw.max(initial=0) >= len(NUSCENES_RAW_NAMES):
+        raise DatasetError(f"{labels_path}: label {int(raw.max())} is not a lidarseg class id (0-31); the file is corrupt")
+    return points, NUSCENES.map_raw(raw)
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------
+@lru_cache(maxsize=4)
+def _cached_index(root: Path, version: str) -> NuScenesIndex:
+    table_dir = root / version
+    if not table_dir.is_dir():
+        raise DatasetError(f"{table_dir}: table folder not found; dataset.root must hold <version>/ (dataset.version = {version!r})")
+    tables = {name: {r["token"]: r for r in _read_table(table_dir / f"{name}.json")} for name in _TABLES}
+    lidarseg: dict[str, str] = {}
+    if (table_dir / "lidarseg.json").is_file():
+        lidarseg = {r["sample_data_token"]: r["filename"] for r in _read_table(table_dir / "lidarseg.json")}
+    if (table_dir / "category.json").is_file():
+        _check_categories(table_dir / "category.json")
+
+    channel_of = {
+        token: tables["sensor"][cs["sensor_token"]]["channel"]
+        for token, cs in tables["calibrated_sensor"].items()
+        if cs["sensor_token"] in tables["sensor"]
+    }
+    keyframes: dict[str, dict[str, dict]] = {}
+    for sd in tables["sample_data"].values():
+        if sd["is_key_frame"]:
+            if sd["calibrated_sensor_token"] not in channel_of:
+                raise DatasetError(
+                    f"{table_dir / 'calibrated_sensor'}.json: sample_data {sd['token']} refers to calibration "
+                    f"{sd['calibrated_sensor_token']!r} without a known sensor; download this version's metadata again"
+                )
+            keyframes.setdefault(sd["sample_token"], {})[channel_of[sd["calibrated_sensor_token"]]] = sd
+    # Only keyframes are read: dropping sweeps' records keeps trainval's index a tenth the size.
+    kept = [sd for frames in keyframes.values() for sd in frames.values()]
+    tables["sample_data"] = {sd["token"]: sd for sd in kept}
+    tables["ego_pose"] = {sd["ego_pose_token"]: tables["ego_pose"][sd["ego_pose_token"]]
+                          for sd in kept if sd["ego_pose_token"] in tables["ego_pose"]}
+
+    samples: dict[str, str] = {}
+    for scene in tables["scene"].values():
+        token = scene["first_sample_token"]
+        for i in range(scene["nbr_samples"]):
+            if token not in tables["sample"]:
+                raise DatasetError(
+                    f"{table_dir / 'sample'}.json: no record with token {token!r} (sample {i} of {scene['name']}); "
+                    "the tables are incomplete, download this version's metadata again"
+                )
+            samples[f"{scene['name']}_{i:03d}"] = token
+            token = tables["sample"][token]["next"]
+    return NuScenesIndex(root, table_dir, tables, dict(sorted(samples.items())), keyframes, lidarseg)
+
+
+def load_index(root: str | os.PathLike, version: str) -> NuScenesIndex:
+    """The tables of `root/version`, read once per process (trainval's tables are large)."""
+    return _cached_index(Path(root).resolve(), version)
+
+
+def _read_table(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise DatasetError(f"{path}: table not found; download the nuScenes metadata for this version")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: malformed JSON ({e}); download the nuScenes metadata again") from None
+
+
+def _check_categories(path: Path) -> None:
+    """lidarseg ids are positions in NUSCENES_RAW_NAMES; a table that disagrees would shift classes."""
+    for c in _read_table(path):
+        if "index" in c and (c["index"] >= len(NUSCENES_RAW_NAMES) or NUSCENES_RAW_NAMES[c["index"]] != c["name"]):
+            raise DatasetError(
+                f"{path}: category {c['name']!r} has lidarseg index {c['index']}, which shared/classes.py knows as "
+                f"{NUSCENES_RAW_NAMES[c['index']] if c['index'] < len(NUSCENES_RAW_NAMES) else 'nothing'!r}; "
+                "use the official nuScenes-lidarseg category table"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry
+# --------------------------------------------------------------------------------------------
+def quaternion_to_matrix(q: list[float]) -> np.ndarray:
+    """Rotation matrix of a unit quaternion given as (w, x, y, z), nuScenes' order."""
+    w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def _transform(record: dict) -> np.ndarray:
+    """4x4 that maps a record's child frame into its parent (sensor -> ego, ego -> global)."""
+    matrix = np.eye(4)
+    matrix[:3, :3] = quaternion_to_matrix(record["rotation"])
+    matrix[:3, 3] = record["translation"]
+    return matrix
+
+
+def _camera_channels(frames: dict[str, dict]) -> list[str]:
+    present = [c for c in frames if c.startswith("CAM_")]
+    return sorted(present, key=lambda c: (CAMERAS.index(c) if c in CAMERAS else len(CAMERAS), c))
+
+
+def _load_image(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _camera_view(index: NuScenesIndex, channel: str, sd: dict, lidar_to_global: np.ndarray) -> View:
+    referrer = f"sample_data {sd['token']}"
+    calibration = index.record("calibrated_sensor", sd["calibrated_sensor_token"], referrer)
+    intrinsic = np.asarray(calibration["camera_intrinsic"], dtype=np.float64)
+    if intrinsic.shape != (3, 3):
+        raise DatasetError(
+            f"{index.table_dir / 'calibrated_sensor'}.json: record {calibration['token']} has no 3x3 camera_intrinsic; "
+            "download this version's metadata again"
+        )
+    image_path = index.root / sd["filename"]
+    if not image_path.is_file():
+        raise DatasetError(f"{image_path}: camera image not found; download the nuScenes samples/CAM_* blobs")
+    camera_to_ego = _transform(calibration)
+    ego_to_global = _transform(index.record("ego_pose", sd["ego_pose_token"], referrer))
+    world_to_camera = np.linalg.inv(ego_to_global @ camera_to_ego) @ lidar_to_global
+    return View(
+        name=channel, world_to_camera=world_to_camera, intrinsic=intrinsic,
+        width=int(sd["width"]), height=int(sd["height"]), load_color=partial(_load_image, image_path),
+    )
