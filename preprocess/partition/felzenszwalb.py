@@ -33,7 +33,8 @@ _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
 
 
-@njit(cache=True, nogil=True)
+# error_model="numpy": x/0 gives inf/NaN as in C++, instead of raising ZeroDivisionError.
+@njit(cache=True, nogil=True, error_model="numpy")
 def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Running mean of unit face normals per vertex, in face order, float32 (segmentator.cpp)."""
     normals = np.zeros((vertices.shape[0], 3), dtype=np.float32)
@@ -63,7 +64,7 @@ def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return normals
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _edge_weights(points: np.ndarray, normals: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Segmentator's asymmetric weight of each directed edge (a,b), float32."""
     w = np.empty(a.shape[0], dtype=np.float32)
@@ -83,6 +84,43 @@ def _edge_weights(points: np.ndarray, normals: np.ndarray, a: np.ndarray, b: np.
             ww = ww * ww
         w[e] = ww
     return w
+
+
+@njit(cache=True, nogil=True)
+def _stable_argsort(w: np.ndarray) -> np.ndarray:
+    """Stable ascending argsort of float32 weights (LSD radix, 3 x 11 bits), NaN last.
+
+    The sort is most of the run time; a radix sort is ~5x faster than np.argsort(kind="stable")
+    and gives the same order: keys are the float bits made order-preserving, with -0 == +0 and
+    every NaN after +inf, like comparisons that are false for NaN would leave them in C++.
+    """
+    n = w.shape[0]
+    bits = w.view(np.uint32)
+    keys = np.empty(n, dtype=np.uint32)
+    for i in range(n):
+        if np.isnan(w[i]):
+            keys[i] = np.uint32(0xFFFFFFFF)
+        elif bits[i] == np.uint32(0x80000000):  # -0.0 ties with +0.0
+            keys[i] = np.uint32(0x80000000)
+        elif bits[i] >> np.uint32(31):
+            keys[i] = ~bits[i]
+        else:
+            keys[i] = bits[i] | np.uint32(0x80000000)
+    order = np.arange(n)
+    scratch = np.empty(n, dtype=np.int64)
+    for shift in (0, 11, 22):
+        starts = np.zeros(2049, dtype=np.int64)
+        for i in range(n):
+            starts[((keys[i] >> np.uint32(shift)) & np.uint32(0x7FF)) + 1] += 1
+        for d in range(2048):
+            starts[d + 1] += starts[d]
+        for i in range(n):
+            j = order[i]
+            d = (keys[j] >> np.uint32(shift)) & np.uint32(0x7FF)
+            scratch[starts[d]] = j
+            starts[d] += 1
+        order, scratch = scratch, order
+    return order
 
 
 @njit(cache=True, nogil=True)
@@ -163,7 +201,7 @@ def _check_params(k: float, min_verts: int) -> np.float32:
 def _sort_and_segment(
     n: int, a: np.ndarray, b: np.ndarray, w: np.ndarray, c: np.float32, min_verts: int
 ) -> np.ndarray:
-    order = np.argsort(w, kind="stable")  # NaN weights last
+    order = _stable_argsort(w)
     return _segment(n, a[order], b[order], w[order], c, int(min_verts))
 
 
