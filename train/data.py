@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from shared.config import Pipeline, params_dict
 from shared.refine import refine_labels
 from shared.store import POINTS, Store, stage_key
 from train.augment import augment
+from train.sparse import SparseTensor, sparse_quantize
 
 log = logging.getLogger(__name__)
 
@@ -147,16 +148,12 @@ def voxelize(
 
     Like Pointcept's GridSample: with `rng` the kept point is random (train), else the first (eval).
     """
-    grid = np.floor(xyz / voxel_size).astype(np.int64)
-    grid -= grid.min(axis=0)
-    dims = grid.max(axis=0) + 1
-    keys = (grid[:, 0] * dims[1] + grid[:, 1]) * dims[2] + grid[:, 2]
-    order = rng.permutation(len(keys)) if rng is not None else np.arange(len(keys))
-    _, first, inverse = np.unique(keys[order], return_index=True, return_inverse=True)
+    order = rng.permutation(len(xyz)) if rng is not None else np.arange(len(xyz))
+    voxels, first, inverse = sparse_quantize(xyz[order], voxel_size, return_index=True, return_inverse=True)
     index = order[first]
-    inv = np.empty(len(keys), dtype=np.int64)
-    inv[order] = inverse.ravel()
-    return grid[index].astype(np.int32), index, inv
+    inv = np.empty(len(xyz), dtype=np.int64)
+    inv[order] = inverse
+    return (voxels - voxels.min(axis=0)).astype(np.int32), index, inv
 
 
 def crop(coords: np.ndarray, max_points: int, rng: np.random.Generator) -> np.ndarray:
@@ -301,11 +298,9 @@ class Batch:
         return Batch(move(self.coords), move(self.feats), {k: move(v) for k, v in self.targets.items()},
                      move(self.scene_index), self.scenes, self.num_segments, self.inverse, self.point_gt)
 
-    def sparse(self):
-        """The network input as a SparseTensor of the selected sparse backend."""
-        from train.sparse import SparseTensor
-
-        return SparseTensor(self.feats, self.coords)
+    def sparse(self, tensor: Callable[[torch.Tensor, torch.Tensor], Any] = SparseTensor) -> Any:
+        """The network input; `tensor` is the selected backend's SparseTensor constructor."""
+        return tensor(self.feats, self.coords)
 
     def __len__(self) -> int:
         return len(self.scenes)

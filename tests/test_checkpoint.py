@@ -1,0 +1,48 @@
+"""Checkpoints: atomic replacement (a crash mid-write leaves the previous one loadable), RNG state."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from train import checkpoint as ckpt
+
+
+def test_crash_mid_write_keeps_previous(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    ckpt.save_checkpoint({"step": 1, "w": torch.arange(4)}, path)
+    real_save = torch.save
+
+    def crash(obj, f, *a, **k):  # write part of the new file, then die
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_checkpoint({"step": 2, "w": torch.zeros(4)}, path)
+    monkeypatch.setattr(torch, "save", real_save)
+    state = ckpt.load_checkpoint(path)
+    assert state["step"] == 1 and torch.equal(state["w"], torch.arange(4))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no stray temporary
+    ckpt.save_checkpoint({"step": 3}, path)
+    assert ckpt.load_checkpoint(path)["step"] == 3
+
+
+def test_truncated_or_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        ckpt.load_checkpoint(tmp_path / "none.pt")
+    bad = tmp_path / "bad.pt"
+    ckpt.save_checkpoint({"x": torch.ones(100)}, bad)
+    bad.write_bytes(bad.read_bytes()[:50])
+    with pytest.raises(RuntimeError, match="not a readable checkpoint"):
+        ckpt.load_checkpoint(bad)
+
+
+def test_rng_state_round_trip():
+    state = ckpt.rng_state()
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    ckpt.set_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first

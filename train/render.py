@@ -1,0 +1,89 @@
+"""Qualitative outputs: coloured binary PLY files and top-down orthographic renders.
+
+The render is a z-buffer rasteriser in NumPy: points fall into pixels of an orthographic view
+from above; per pixel the highest point wins (found by sorting, not by a loop over points), so
+ceilings aside a room reads like a floor plan with its furniture.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from plyfile import PlyData, PlyElement
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+UNLABELLED = np.array([128, 128, 128], dtype=np.uint8)  # ignore / unseen points
+BACKGROUND = 255
+
+
+def palette(num_classes: int) -> np.ndarray:
+    """(C, 3) u8 colours, distinct for up to 20 classes (matplotlib's tab20)."""
+    colours = plt.get_cmap("tab20")(np.arange(num_classes) % 20)[:, :3]
+    return (colours * 255).astype(np.uint8)
+
+
+def colour_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(N, 3) u8 colours per label; labels outside [0, C) are grey."""
+    valid = (labels >= 0) & (labels < num_classes)
+    out = np.tile(UNLABELLED, (len(labels), 1))
+    out[valid] = palette(num_classes)[labels[valid]]
+    return out
+
+
+def write_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray, label: np.ndarray | None = None) -> Path:
+    """Binary little-endian PLY with x, y, z, red, green, blue (and an optional `label` int)."""
+    fields = [("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    if label is not None:
+        fields.append(("label", "i4"))
+    vertex = np.empty(len(xyz), dtype=fields)
+    vertex["x"], vertex["y"], vertex["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    vertex["red"], vertex["green"], vertex["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    if label is not None:
+        vertex["label"] = label
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PlyData([PlyElement.describe(vertex, "vertex")], byte_order="<").write(str(path))
+    return path
+
+
+def render_topdown(xyz: np.ndarray, rgb: np.ndarray, size: int = 512, max_z: float | None = None) -> np.ndarray:
+    """(H, W, 3) u8 orthographic view from +z; the longer horizontal side spans `size` pixels.
+
+    Points above `max_z` are dropped (e.g. to look under a ceiling); empty pixels are white.
+    """
+    keep = np.ones(len(xyz), bool) if max_z is None else xyz[:, 2] <= max_z
+    xyz, rgb = xyz[keep], rgb[keep]
+    lo, hi = xyz[:, :2].min(axis=0), xyz[:, :2].max(axis=0)
+    scale = (size - 1) / max(float((hi - lo).max()), 1e-9)
+    width, height = (np.floor((hi - lo) * scale).astype(int) + 1)
+    col = np.floor((xyz[:, 0] - lo[0]) * scale).astype(np.int64)
+    row = (height - 1) - np.floor((xyz[:, 1] - lo[1]) * scale).astype(np.int64)  # y up in the image
+    pixel = row * width + col
+    order = np.lexsort((xyz[:, 2], pixel))  # by pixel, then height: the last of a run is on top
+    pixel = pixel[order]
+    top = np.r_[pixel[1:] != pixel[:-1], True]
+    image = np.full((height * width, 3), BACKGROUND, dtype=np.uint8)
+    image[pixel[top]] = rgb[order][top]
+    return image.reshape(height, width, 3)
+
+
+def save_panels(path: str | Path, panels: dict[str, np.ndarray], legend: list[str] | None = None) -> Path:
+    """Side-by-side images with titles (input, ground truth, pseudo-labels, prediction, ...)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.4), squeeze=False)
+    for ax, (title, image) in zip(axes[0], panels.items()):
+        ax.imshow(image)
+        ax.set_title(title)
+        ax.axis("off")
+    if legend:
+        colours = palette(len(legend)) / 255.0
+        handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours]
+        fig.legend(handles, legend, loc="lower center", ncol=min(10, len(legend)), fontsize=7, frameon=False)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
