@@ -1,0 +1,211 @@
+"""2D → 3D label transfer: which pixel each point falls on, whether it is seen there, and the
+score-weighted vote of all views that see it.
+
+Pixel convention (the one of `preprocess.geometry.render`): pixel column i covers image
+coordinates u in [i, i+1), so a point at u lands in column floor(u) and an intrinsic matrix
+is rescaled to another image size by multiplying its first two rows by the size ratio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import numba
+import numpy as np
+
+from preprocess.datasets.scene import Scene, View
+from preprocess.geometry.render import render
+
+NEAR = 1e-3  # metres; points closer to (or behind) the camera plane than this are dropped
+
+
+def scale_intrinsic(intrinsic: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
+    """The 3x3 intrinsic of an image of `from_size` (width, height) resized to `to_size`
+    (width, height), so that label maps can be made at a smaller size than the camera's."""
+    sx = to_size[0] / from_size[0]
+    sy = to_size[1] / from_size[1]
+    return np.diag([sx, sy, 1.0]) @ np.asarray(intrinsic, dtype=np.float64)
+
+
+def label_size(width: int, height: int, label_width: int = 320) -> tuple[int, int]:
+    """(width, height) of a label map `label_width` wide with the camera's aspect ratio kept."""
+    return int(label_width), max(1, int(round(height * label_width / width)))
+
+
+def project(
+    points: np.ndarray,
+    world_to_camera: np.ndarray,
+    intrinsic: np.ndarray,
+    width: int,
+    height: int,
+    depth: tuple[np.ndarray, np.ndarray] | None = None,
+    tolerance: float = 0.05,
+    near: float = NEAR,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel of every point in an image and whether the point is seen there.
+
+    points: (N,3) scene coordinates. world_to_camera: (4,4) scene → OpenCV camera frame.
+    intrinsic: (3,3) of the image at `width` x `height` (the label map's size).
+    depth: None (no occlusion test: LiDAR) or (depth map f32 metres with 0 = no measurement,
+        its (3,3) intrinsic) in the same camera frame, at any resolution; a point is seen only
+        where that map has a measurement within `tolerance` metres of the point's own depth.
+    near: points with camera z at or below this (behind the camera) are never seen.
+    Returns (u, v, visible): int32 column and row (valid where visible) and a bool mask, (N,).
+    """
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"project: points must be (N,3), got {points.shape}")
+    T = np.asarray(world_to_camera, dtype=np.float64)
+    cam = points.astype(np.float64, copy=False) @ T[:3, :3].T + T[:3, 3]
+    z = cam[:, 2]
+    front = z > near
+    zs = np.where(front, z, 1.0)
+    K = np.asarray(intrinsic, dtype=np.float64)
+    uf = K[0, 0] * cam[:, 0] / zs + K[0, 1] * cam[:, 1] / zs + K[0, 2]
+    vf = K[1, 1] * cam[:, 1] / zs + K[1, 2]
+    visible = front & (uf >= 0) & (uf < width) & (vf >= 0) & (vf < height)
+    u = np.where(visible, uf, 0).astype(np.int32)
+    v = np.where(visible, vf, 0).astype(np.int32)
+    if depth is not None:
+        dmap, dK = depth
+        dh, dw = dmap.shape
+        dK = np.asarray(dK, dtype=np.float64)
+        du = dK[0, 0] * cam[:, 0] / zs + dK[0, 1] * cam[:, 1] / zs + dK[0, 2]
+        dv = dK[1, 1] * cam[:, 1] / zs + dK[1, 2]
+        inside = visible & (du >= 0) & (du < dw) & (dv >= 0) & (dv < dh)
+        measured = np.zeros(len(points), dtype=np.float32)
+        measured[inside] = dmap[dv[inside].astype(np.int64), du[inside].astype(np.int64)]
+        visible = inside & (measured > 0) & (np.abs(z - measured) <= tolerance)
+    return u, v, visible
+
+
+@dataclass(frozen=True)
+class Fused:
+    """Per-point result of fusing all views: label i16 (-1 unseen), score f16 in [0,1] (the
+    winning class's score-weighted vote divided by the number of views that saw the point),
+    views u16 (how many views saw it) and, where features were given, their mean f16 (N,D)."""
+
+    label: np.ndarray
+    score: np.ndarray
+    views: np.ndarray
+    feat: np.ndarray | None = None
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        out = {"label": self.label, "score": self.score, "views": self.views}
+        if self.feat is not None:
+            out["feat"] = self.feat
+        return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_rows(acc: np.ndarray, index: np.ndarray, rows: np.ndarray) -> None:
+    """acc[index[k]] += rows[k] for every k (np.add.at without its slowness)."""
+    for k in range(index.shape[0]):
+        i = index[k]
+        for d in range(acc.shape[1]):
+            acc[i, d] += rows[k, d]
+
+
+def fuse(
+    num_points: int,
+    num_classes: int,
+    hits: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]],
+) -> Fused:
+    """Score-weighted vote over views.
+
+    num_points: N. num_classes: C (labels outside 0..C-1 are rejected; -1 hits are skipped).
+    hits: one entry per view, (point index (M,), label (M,), score (M,)[, feature (M,D) or
+        None]) for the points that view sees; a generator keeps only one view in memory.
+    Each view adds its score to the (point, label) accumulator (N x C float32); a tiny
+    per-view count term breaks ties where every score is zero. Features, where given for
+    every view, are averaged over the views that saw the point.
+    """
+    votes = np.zeros(num_points * num_classes, dtype=np.float32)
+    counts = np.zeros(num_points, dtype=np.int64)
+    feat_sum: np.ndarray | None = None
+    feat_count = np.zeros(num_points, dtype=np.int64)
+    for hit in hits:
+        idx, label, score = (np.asarray(a) for a in hit[:3])
+        feat = hit[3] if len(hit) > 3 else None
+        if not (idx.shape == label.shape == score.shape) or idx.ndim != 1:
+            raise ValueError(f"fuse: point index, label and score must be equal-length 1-D, got {idx.shape}, {label.shape}, {score.shape}")
+        if len(idx) and (idx.min() < 0 or idx.max() >= num_points):
+            raise ValueError(f"fuse: point index outside 0..{num_points - 1}")
+        if len(label) and label.max() >= num_classes:
+            raise ValueError(f"fuse: label {int(label.max())} outside 0..{num_classes - 1}")
+        keep = label >= 0
+        idx64 = idx[keep].astype(np.int64)
+        key = idx64 * num_classes + label[keep]
+        votes += np.bincount(key, weights=score[keep].astype(np.float64) + 1e-6, minlength=len(votes)).astype(np.float32)
+        counts += np.bincount(idx64, minlength=num_points)
+        if feat is not None:
+            feat = np.asarray(feat)[keep]
+            if feat_sum is None:
+                feat_sum = np.zeros((num_points, feat.shape[1]), dtype=np.float32)
+            _add_rows(feat_sum, idx64, np.ascontiguousarray(feat, dtype=np.float32))
+            feat_count += np.bincount(idx64, minlength=num_points)
+    votes = votes.reshape(num_points, num_classes)
+    seen = counts > 0
+    label = np.where(seen, votes.argmax(axis=1), -1).astype(np.int16)
+    best = votes.max(axis=1) if num_classes else np.zeros(num_points, np.float32)
+    score = np.where(seen, np.clip(best / np.maximum(counts, 1), 0.0, 1.0), 0.0).astype(np.float16)
+    feat_mean = None
+    if feat_sum is not None:
+        feat_mean = (feat_sum / np.maximum(feat_count, 1)[:, None]).astype(np.float16)
+    return Fused(label, score, np.minimum(counts, np.iinfo(np.uint16).max).astype(np.uint16), feat_mean)
+
+
+def sample_map(values: np.ndarray, u: np.ndarray, v: np.ndarray, width: int, height: int) -> np.ndarray:
+    """values[v, u] for pixels (u, v) of a `width` x `height` image, where `values` may be at
+    a coarser resolution (e.g. per-patch CLIP features): pixels are mapped proportionally."""
+    vh, vw = values.shape[:2]
+    if (vw, vh) == (width, height):
+        return values[v, u]
+    return values[(v.astype(np.int64) * vh) // height, (u.astype(np.int64) * vw) // width]
+
+
+def view_hits(
+    scene: Scene,
+    view: View,
+    label_map: np.ndarray,
+    score_map: np.ndarray,
+    feature_map: np.ndarray | None = None,
+    tolerance: float = 0.05,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """(point index, label, score, feature or None) of the points of `scene` that `view` sees,
+    read off label/score maps made at any size with the view's aspect ratio.
+
+    Occlusion: from the view's depth frame where it has one, else from a depth map rendered
+    from the scene's mesh at the label map's size, else (LiDAR) none.
+    """
+    h, w = label_map.shape
+    if score_map.shape != label_map.shape:
+        raise ValueError(f"view {view.name}: score map {score_map.shape} differs from label map {label_map.shape}")
+    K = scale_intrinsic(view.intrinsic, (view.width, view.height), (w, h))
+    depth = None
+    if view.load_depth is not None:
+        depth = view.load_depth()
+    elif scene.faces is not None:
+        depth = (render(scene.xyz, scene.faces, view.world_to_camera, K, w, h)[0], K)
+    u, v, visible = project(scene.xyz, view.world_to_camera, K, w, h, depth=depth, tolerance=tolerance)
+    idx = np.flatnonzero(visible)
+    u, v = u[idx], v[idx]
+    feat = None if feature_map is None else sample_map(feature_map, u, v, w, h)
+    return idx, label_map[v, u], score_map[v, u], feat
+
+
+def transfer_labels(
+    scene: Scene,
+    views: list[View],
+    maps: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    num_classes: int,
+    tolerance: float = 0.05,
+) -> Fused:
+    """Fuse per-view (label map, score map, feature map or None) of `views` onto the scene's
+    points (see `view_hits` for visibility, `fuse` for the vote). `maps` may be a generator."""
+    return fuse(
+        len(scene.xyz),
+        num_classes,
+        (view_hits(scene, view, *m, tolerance=tolerance) for view, m in zip(views, maps, strict=True)),
+    )
