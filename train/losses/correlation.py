@@ -1,0 +1,299 @@
+"""Intra-scene and inter-scene correlation learning with set prototypes, and feedback
+(method.md §3–§5).
+
+For a query embedding f_q and labelled keys k_g (L2-normalised set prototypes):
+    A_qg = softmax_g(f_q · k_g / τ),   p_q[c] = Σ_{g: ŷ_g = c} A_qg,   L = −mean_q log p_q[ŷ_q].
+log p_q[c] is computed as (logsumexp over the keys of class c) − (logsumexp over all keys), with
+the keys sorted by class so each class is one contiguous slice: exact and stable for any τ.
+Work is O(Q × G) for Q queries and G keys, done in chunks of queries that are recomputed in
+backward (activation checkpointing), so peak memory is O(chunk × G); nothing is O(points²)
+or O(Q × points).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from shared.config import HICLConfig
+from train.losses.memory_bank import MemoryBank
+
+
+# --------------------------------------------------------------------------------------------
+# Prototypes
+# --------------------------------------------------------------------------------------------
+def scene_segments(segment: Tensor, scene: Tensor) -> Tensor:
+    """Set ids made unique across the scenes of a batch: scene · span + segment; -1 stays -1."""
+    span = int(segment.max()) + 1 if segment.numel() else 1
+    return torch.where(segment >= 0, scene.long() * span + segment.long(), -1)
+
+
+def set_prototypes(
+    embeddings: Tensor, segment: Tensor, labels: Tensor, num_classes: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Prototype per set present in `segment`: (protos (G, D) normalised, labels (G,), index (M,)).
+
+    `segment` holds batch-global set ids (see `scene_segments`), -1 for points in no set; ids
+    need not be contiguous. A prototype is normalize(mean of its points' embeddings) and keeps
+    the gradient to them. Its label is the most frequent label >= 0 among its points (lowest
+    class on ties; -1 if none): for refined labels of a refined set that is the set label ŷ_g.
+    `index` maps every point to its prototype row, -1 for points in no set.
+    """
+    in_set = segment >= 0
+    ids = segment.long()[in_set]
+    span = int(ids.max()) + 1 if ids.numel() else 0
+    present = torch.bincount(ids, minlength=span) > 0
+    row = torch.cumsum(present, 0) - 1
+    index = torch.full_like(segment, -1, dtype=torch.long)
+    index[in_set] = row[ids]
+    num_sets = int(present.sum())
+
+    sums = embeddings.new_zeros(num_sets, embeddings.shape[1]).index_add(0, index[in_set], embeddings[in_set])
+    protos = F.normalize(sums, dim=1)
+
+    voted = in_set & (labels >= 0)
+    counts = torch.bincount(
+        index[voted] * num_classes + labels[voted].long(), minlength=num_sets * num_classes
+    ).view(num_sets, num_classes)
+    proto_labels = torch.where(counts.sum(1) > 0, counts.argmax(1), -1)
+    return protos, proto_labels, index
+
+
+# --------------------------------------------------------------------------------------------
+# Correlation
+# --------------------------------------------------------------------------------------------
+class ClassMass(NamedTuple):
+    """Per query and class: log Σ_{g: ŷ_g=c} exp(f_q·k_g/τ) and whether class c has a key for q."""
+
+    log_mass: Tensor  # (Q, C); -inf for classes without keys
+    has_key: Tensor  # (Q, C) bool
+
+
+def _chunk_log_mass(
+    query: Tensor, keys: Tensor, excluded: Tensor, sizes: list[int], present: Tensor, tau: float
+) -> Tensor:
+    """(Qc, C) log class masses for one chunk of queries; keys sorted by class."""
+    sim = query @ keys.T / tau
+    rows = torch.nonzero(excluded >= 0).squeeze(1)
+    # The most negative finite value, not -inf: a slice whose only key is excluded stays
+    # finite, so logsumexp's backward never computes inf − inf.
+    sim = sim.index_put((rows, excluded[rows]), sim.new_tensor(torch.finfo(sim.dtype).min))
+    out = sim.new_full((query.shape[0], present.shape[0]), float("-inf"))
+    parts = [torch.logsumexp(s, dim=1) for s in sim.split(sizes, dim=1)]
+    out[:, present] = torch.stack(parts, dim=1)
+    return out
+
+
+def class_log_mass(
+    query: Tensor,
+    keys: Tensor,
+    key_label: Tensor,
+    *,
+    num_classes: int,
+    tau: float = 0.1,
+    exclude: Tensor | None = None,
+    chunk_size: int = 2048,
+) -> ClassMass:
+    """Class masses of the correlation of `query` (Q, D) with the keys (G, D) whose label >= 0.
+
+    `exclude` (Q,) names one key row (into `keys`) per query to leave out, -1 for none.
+    """
+    num_q = query.shape[0]
+    usable = torch.nonzero(key_label >= 0).squeeze(1)
+    order = usable[torch.argsort(key_label[usable], stable=True)]
+    sorted_keys = keys[order]
+    counts = torch.bincount(key_label[order].long(), minlength=num_classes)
+    present = counts > 0
+    sizes = counts[present].tolist()
+
+    # Position of each query's excluded key in the sorted order (-1: none or not a usable key).
+    position = torch.full((keys.shape[0],), -1, dtype=torch.long, device=keys.device)
+    position[order] = torch.arange(order.shape[0], device=keys.device)
+    excluded = torch.full((num_q,), -1, dtype=torch.long, device=query.device)
+    if exclude is not None:
+        excluded = torch.where(exclude >= 0, position[exclude.clamp(min=0)], -1)
+
+    key_count = counts.expand(num_q, num_classes).clone()
+    hit = torch.nonzero(excluded >= 0).squeeze(1)
+    key_count[hit, key_label[order[excluded[hit]]].long()] -= 1
+    has_key = key_count > 0
+
+    if order.numel() == 0:
+        return ClassMass(query.new_full((num_q, num_classes), float("-inf")), has_key)
+    track = torch.is_grad_enabled() and (query.requires_grad or keys.requires_grad)
+    chunks = []
+    for start in range(0, num_q, chunk_size):
+        args = (query[start:start + chunk_size], sorted_keys, excluded[start:start + chunk_size], sizes, present, tau)
+        chunks.append(checkpoint(_chunk_log_mass, *args, use_reentrant=False) if track else _chunk_log_mass(*args))
+    log_mass = torch.cat(chunks) if chunks else query.new_zeros(0, num_classes)
+    return ClassMass(log_mass, has_key)
+
+
+def combine(a: ClassMass, b: ClassMass) -> ClassMass:
+    """Class masses over the union of two disjoint key sets."""
+    return ClassMass(torch.logaddexp(a.log_mass, b.log_mass), a.has_key | b.has_key)
+
+
+def correlation_nll(mass: ClassMass, query_label: Tensor) -> tuple[Tensor, Tensor]:
+    """(−log p_q[ŷ_q] (Q,), valid (Q,)): valid where ŷ_q >= 0 and class ŷ_q has a key for q."""
+    label = query_label.long()
+    valid = (label >= 0) & mass.has_key.gather(1, label.clamp(min=0)[:, None]).squeeze(1)
+    own = mass.log_mass.gather(1, label.clamp(min=0)[:, None]).squeeze(1)
+    nll = torch.logsumexp(mass.log_mass, dim=1) - own
+    return nll, valid
+
+
+@torch.no_grad()
+def propagated_distribution(mass: ClassMass) -> Tensor:
+    """p (Q, C), detached (it is a target); rows of queries without any key are zero."""
+    log_mass = mass.log_mass.masked_fill(~mass.has_key, float("-inf"))
+    any_key = mass.has_key.any(dim=1, keepdim=True)
+    return torch.where(any_key, torch.softmax(log_mass.masked_fill(~any_key, 0.0), dim=1), 0.0)
+
+
+def correlation_loss(
+    query: Tensor,
+    query_label: Tensor,
+    keys: Tensor,
+    key_label: Tensor,
+    *,
+    num_classes: int,
+    tau: float = 0.1,
+    exclude: Tensor | None = None,
+    chunk_size: int = 2048,
+) -> tuple[Tensor, Tensor]:
+    """(−mean_q log p_q[ŷ_q], p (Q, C) detached). Queries whose class has no key are skipped;
+    with none left the loss is a zero that keeps the graph (so DDP sees every parameter)."""
+    mass = class_log_mass(query, keys, key_label, num_classes=num_classes, tau=tau, exclude=exclude,
+                          chunk_size=chunk_size)
+    nll, valid = correlation_nll(mass, query_label)
+    loss = nll[valid].mean() if bool(valid.any()) else query.sum() * 0.0
+    return loss, propagated_distribution(mass)
+
+
+def attention_map(query: Tensor, keys: Tensor, tau: float = 0.1, index: Tensor | None = None) -> Tensor:
+    """A_q· = softmax(keys · query / τ) over the keys (K,), for Figure-2 style renders.
+
+    With `index` (N,) mapping points to key rows (e.g. from `set_prototypes`), returns the map per
+    point (N,): each point shows its set's attention, 0 for points in no set.
+    """
+    attn = torch.softmax(keys @ query / tau, dim=0)
+    if index is None:
+        return attn
+    return torch.where(index >= 0, attn[index.clamp(min=0)], 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# The HICL loss terms
+# --------------------------------------------------------------------------------------------
+class HICLLoss(nn.Module):
+    """Intra-scene, inter-scene and feedback terms of method.md §3–§5 for one batch.
+
+    Choices ([design]):
+    - Queries: up to `queries_per_scene` random points per scene with label >= 0.
+    - Intra-scene keys: the scene's labelled prototypes. The query's own set is a key by default
+      (it is a positive: pulling a point to its set's mean is the intra-set compactness the
+      method wants, and no query is lost in scenes with one set per class); `exclude_own_set`
+      leaves it out so only other sets of the scene teach the query.
+    - Inter-scene keys: the labelled prototypes of the other scenes of the batch plus the memory
+      bank. The batch's prototypes enter the bank (detached) after the loss is computed, so a
+      scene never meets its own prototypes as inter-scene keys.
+    - Feedback: p_q over every key in reach (intra ∪ inter keys), detached, is the target of
+      KL(p_q || softmax(logits_q)), from epoch `feedback_warmup_epochs` on (epochs count from 0).
+    - Gradients flow into in-batch prototypes as well as queries; bank entries are constants.
+    The returned dict has one entry per active term ("intra", "inter", "feedback"), unweighted,
+    and "total" = Σ λ · term (0 when no term is active).
+    """
+
+    def __init__(self, cfg: HICLConfig, num_classes: int, chunk_size: int = 2048) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.chunk_size = chunk_size
+        self.memory = MemoryBank(cfg.memory_size, cfg.embed_dim) if cfg.inter_scene else None
+
+    def _sample_queries(
+        self, labels: Tensor, scene: Tensor, generator: torch.Generator | None
+    ) -> list[tuple[int, Tensor]]:
+        """(scene, point indices of its queries) for every scene present in the batch."""
+        out = []
+        for b in torch.unique(scene).tolist():
+            candidates = torch.nonzero((scene == b) & (labels >= 0)).squeeze(1)
+            device = generator.device if generator is not None else candidates.device
+            perm = torch.randperm(candidates.shape[0], generator=generator, device=device)
+            out.append((b, candidates[perm[: self.cfg.queries_per_scene].to(candidates.device)]))
+        return out
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        segment: Tensor,
+        scene: Tensor,
+        epoch: int,
+        logits: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """embeddings (N, D) L2-normalised; labels (N,) refined, -1 none; segment (N,) per-scene
+        set ids, -1 none; scene (N,) batch index; logits (N, C) for the feedback term."""
+        cfg, num_classes = self.cfg, self.num_classes
+        feedback = cfg.feedback and logits is not None and epoch >= cfg.feedback_warmup_epochs
+        need_intra, need_inter = cfg.intra_scene or feedback, cfg.inter_scene or feedback
+
+        protos, proto_labels, index = set_prototypes(embeddings, scene_segments(segment, scene), labels, num_classes)
+        proto_scene = torch.full_like(proto_labels, -1).scatter(0, index[index >= 0], scene.long()[index >= 0])
+        bank_keys, bank_labels = self.memory.get() if self.memory is not None else (protos[:0], proto_labels[:0])
+        all_keys = torch.cat([protos, bank_keys.to(protos)])
+        bank_labels = bank_labels.to(proto_labels.device)
+
+        def mass(query: Tensor, own_scene: bool, b: int, exclude: Tensor | None, grad: bool) -> ClassMass:
+            if own_scene:
+                keys, key_label = protos, torch.where(proto_scene == b, proto_labels, -1)
+            else:
+                keys = all_keys
+                key_label = torch.cat([torch.where(proto_scene != b, proto_labels, -1), bank_labels])
+            with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+                return class_log_mass(query, keys, key_label, num_classes=num_classes, tau=cfg.tau,
+                                      exclude=exclude, chunk_size=self.chunk_size)
+
+        nll = {"intra": [], "inter": []}
+        targets, query_idx = [], []
+        for b, idx in self._sample_queries(labels, scene, generator):
+            query, query_label = embeddings[idx], labels[idx]
+            exclude = index[idx] if cfg.exclude_own_set else None
+            masses = {}
+            if need_intra:
+                masses["intra"] = mass(query, True, b, exclude, cfg.intra_scene)
+            if need_inter:
+                masses["inter"] = mass(query, False, b, None, cfg.inter_scene)
+            for name, enabled in (("intra", cfg.intra_scene), ("inter", cfg.inter_scene)):
+                if enabled:
+                    nll[name].append(correlation_nll(masses[name], query_label))
+            if feedback:
+                union = combine(masses["intra"], masses["inter"])
+                targets.append(propagated_distribution(union))
+                query_idx.append(idx)
+
+        terms = {}
+        for name, enabled in (("intra", cfg.intra_scene), ("inter", cfg.inter_scene)):
+            if enabled:
+                values = torch.cat([v[m] for v, m in nll[name]]) if nll[name] else embeddings.new_zeros(0)
+                terms[name] = values.mean() if values.numel() else embeddings.sum() * 0.0
+        if feedback:
+            p, idx = torch.cat(targets), torch.cat(query_idx)
+            rows = p.sum(dim=1) > 0
+            log_q = torch.log_softmax(logits[idx[rows]].float(), dim=1)
+            kl = F.kl_div(log_q, p[rows].to(log_q.dtype), reduction="none").sum(dim=1)
+            terms["feedback"] = kl.mean() if kl.numel() else logits.sum() * 0.0
+
+        weights = {"intra": cfg.lambda_intra, "inter": cfg.lambda_inter, "feedback": cfg.lambda_feedback}
+        terms["total"] = sum((weights[k] * v for k, v in terms.items()), embeddings.new_zeros(()))
+
+        if self.memory is not None and self.training:
+            labelled = proto_labels >= 0
+            self.memory.push(protos[labelled], proto_labels[labelled])
+        return terms
