@@ -1,0 +1,134 @@
+"""The two 2D labelers behind one interface, and pseudo-labels of a whole scene.
+
+`labels_for_scene` is what the `labels` pipeline stage calls per scene: label the selected
+views, transfer the label maps to the points, fuse them (see `transfer.py`).
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Iterator, Protocol
+
+import numpy as np
+
+from preprocess.datasets.scene import Scene, View
+from preprocess.labels.maskclip import MaskCLIP, load_clip
+from preprocess.labels.simulated import (
+    confusion_matrix,
+    render_vertex_labels,
+    simulate_view,
+    simulated_text_embeddings,
+)
+from preprocess.labels.transfer import label_size, scale_intrinsic, transfer_labels
+from shared.config import LabelsConfig
+
+LabelMaps = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # label i16, score f16, feature f16 | None
+
+
+class Labeler(Protocol):
+    def label_views(self, scene: Scene, views: list[View]) -> list[LabelMaps]: ...
+
+
+class SimulatedCLIPLabeler:
+    """Noisy MaskCLIP-like labels from the scene's ground truth (see `simulated.py`); needs a
+    mesh with per-vertex `gt`. Each view's noise is seeded by (seed, scene id, view name), so a
+    view gets the same labels whatever else is labelled with it."""
+
+    def __init__(self, cfg: LabelsConfig, class_names: list[str] | tuple[str, ...]):
+        self.cfg = cfg
+        self.sim = cfg.simulated
+        self.confusions = confusion_matrix(class_names)
+        self.text = simulated_text_embeddings(len(class_names), self.sim.feature_dim, self.sim.seed)
+
+    def label_views(self, scene: Scene, views: list[View]) -> list[LabelMaps]:
+        if scene.faces is None or scene.gt is None:
+            raise ValueError(
+                f"scene {scene.scene_id}: the simulated-clip labeler renders ground-truth label images "
+                f"and needs a mesh with per-vertex gt; use labels.labeler = \"maskclip\" for this dataset"
+            )
+        out = []
+        for view in views:
+            w, h = label_size(view.width, view.height, self.cfg.label_width)
+            K = scale_intrinsic(view.intrinsic, (view.width, view.height), (w, h))
+            gt = render_vertex_labels(scene.xyz, scene.faces, scene.gt, view.world_to_camera, K, w, h)
+            rng = np.random.default_rng([self.sim.seed, zlib.crc32(scene.scene_id.encode()), zlib.crc32(view.name.encode())])
+            out.append(
+                simulate_view(
+                    gt, self.confusions, rng,
+                    text_embeddings=self.text if self.cfg.store_features else None,
+                    patch=self.sim.patch, confusion=self.sim.confusion, region_px=self.sim.region_px,
+                    bleed_px=self.sim.bleed_px, flip_prob=self.sim.flip_prob, feature_noise=self.sim.feature_noise,
+                )
+            )
+        return out
+
+
+class MaskCLIPLabeler:
+    """MaskCLIP on the views' colour images (weights loaded once per process)."""
+
+    def __init__(self, cfg: LabelsConfig, class_names: list[str] | tuple[str, ...]):
+        m = cfg.maskclip
+        names = list(m.class_names) or list(class_names)
+        if len(names) != len(class_names):
+            raise ValueError(
+                f"labels.maskclip.class_names has {len(names)} names but the dataset has {len(class_names)} classes"
+            )
+        self.cfg = cfg
+        model, tokenizer = load_clip(m.model, m.pretrained, m.device)
+        self.maskclip = MaskCLIP(model, tokenizer, names, list(m.templates))
+
+    def label_views(self, scene: Scene, views: list[View]) -> list[LabelMaps]:
+        images = [view.load_color() for view in views]
+        sizes = [label_size(v.width, v.height, self.cfg.label_width) for v in views]
+        return self.maskclip.label_images(
+            images, batch_size=self.cfg.maskclip.batch_size, out_sizes=sizes, return_features=self.cfg.store_features
+        )
+
+
+LABELERS: dict[str, type] = {"simulated-clip": SimulatedCLIPLabeler, "maskclip": MaskCLIPLabeler}
+
+
+def make_labeler(labels_cfg: LabelsConfig, class_names: list[str] | tuple[str, ...]) -> Labeler:
+    """The labeler named by `labels_cfg.labeler` for these classes."""
+    try:
+        cls = LABELERS[labels_cfg.labeler]
+    except KeyError:
+        raise ValueError(f"labels.labeler = {labels_cfg.labeler!r} is not one of {sorted(LABELERS)}") from None
+    return cls(labels_cfg, class_names)
+
+
+def select_views(scene: Scene, frame_skip: int = 20) -> list[View]:
+    """The views to label: every `frame_skip`-th frame of a mesh scene's video (ScanNet);
+    all cameras of a LiDAR sweep (nuScenes), which are not a video."""
+    if frame_skip < 1:
+        raise ValueError(f"labels.frame_skip must be >= 1, got {frame_skip}")
+    return scene.views[::frame_skip] if scene.faces is not None else list(scene.views)
+
+
+def labels_for_scene(
+    scene: Scene, labels_cfg: LabelsConfig, class_names: list[str] | tuple[str, ...]
+) -> dict[str, np.ndarray]:
+    """Pseudo-labels of one scene: {"label" i16 (N,) -1 unseen, "score" f16, "views" u16
+    [, "feat" f16 (N,D) when labels.store_features]}. Views are labelled a batch at a time so
+    memory stays bounded on long videos."""
+    labeler = make_labeler(labels_cfg, class_names)
+    views = select_views(scene, labels_cfg.frame_skip)
+    step = max(1, labels_cfg.maskclip.batch_size)
+
+    def maps() -> Iterator[LabelMaps]:
+        for start in range(0, len(views), step):
+            yield from labeler.label_views(scene, views[start : start + step])
+
+    fused = transfer_labels(scene, views, maps(), len(class_names), tolerance=labels_cfg.depth_tolerance)
+    return fused.as_dict()
+
+
+def text_embeddings(labels_cfg: LabelsConfig, class_names: list[str] | tuple[str, ...]) -> np.ndarray:
+    """(C, D) float32 unit class embeddings for the trainer's text head: CLIP's text tower
+    (prompt-template means) for "maskclip", the fixed random ones for "simulated-clip"."""
+    if labels_cfg.labeler not in LABELERS:
+        raise ValueError(f"labels.labeler = {labels_cfg.labeler!r} is not one of {sorted(LABELERS)}")
+    if labels_cfg.labeler == "simulated-clip":
+        sim = labels_cfg.simulated
+        return simulated_text_embeddings(len(class_names), sim.feature_dim, sim.seed)
+    return MaskCLIPLabeler(labels_cfg, class_names).maskclip.text.cpu().numpy().astype(np.float32)
