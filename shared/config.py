@@ -108,9 +108,10 @@ class SimulatedCLIPConfig:
     patch: int = 16  # labels decided per patch, like a ViT-B/16
     confusion: float = 0.45  # probability that a region's class is swapped for a confusable one
     region_px: int = 64  # size of the regions whose class is confused together
-    bleed_px: int = 12  # labels leak this far across object boundaries
+    bleed_px: int = 8  # labels leak this far across object boundaries (half a patch: bilinear upsampling's reach)
     flip_prob: float = 0.08  # per-view, per-patch random flips (view-dependent noise)
     feature_dim: int = 512
+    feature_noise: float = 1.0  # norm of the noise added to the class text embedding of a patch feature
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ class HICLConfig:
     rho: float = 0.5
     visual_weighting: bool = False
     tau: float = 0.1
+    exclude_own_set: bool = False  # intra-scene keys leave out the query's own set prototype
     embed_dim: int = 128
     queries_per_scene: int = 4096
     memory_size: int = 8192
