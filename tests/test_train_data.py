@@ -63,6 +63,7 @@ def make_toy_store(tmp: Path, scenes: int = 3, points: int = 3000, method: str =
         "[train]", *(f"{k} = {v!r}".replace("'", '"').replace("True", "true").replace("False", "false")
                      for k, v in train_opts.items()),
     ]
+    tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "toy.toml"
     path.write_text("\n".join(lines) + "\n")
     pipeline = load_pipeline(path)

@@ -1,0 +1,5 @@
+"""Entry point: `python -m train fit|eval PIPELINE.toml` (see train/cli.py)."""
+
+from train.cli import main
+
+raise SystemExit(main())

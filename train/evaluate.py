@@ -1,0 +1,128 @@
+"""Evaluation: network predictions on voxels, mapped back to every original point, scored on val.
+
+Convention (design.md; written into every report): the confusion matrix counts points whose
+ground truth is a benchmark class, ignored points dropped first; IoU_c = TP/(TP+FP+FN); mIoU is
+the mean over classes with a non-empty union; a class with neither ground truth nor prediction
+is "n/a" and left out of the mean. The pseudo-labels of the same scenes are scored alongside
+(raw, and refined by the intra-set vote), so a report shows what the network added.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from shared.config import Pipeline
+from shared.metrics import IoUAccumulator, IoUResult
+from train.checkpoint import load_checkpoint
+from train.data import MissingData, SceneDataset, class_names, make_loader
+from train.methods import Method, build_method
+from train.render import colour_labels, render_topdown, save_panels, write_ply
+from train.report_tables import write_report
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def predict(method: Method, dataset: SceneDataset, device: torch.device) -> Iterator[tuple[int, np.ndarray]]:
+    """(scene index, per-point class prediction (N,)) for every scene of `dataset`, in order."""
+    model = method.model
+    was_training = model.training
+    model.eval()
+    loader = make_loader(dataset, batch_size=1, num_workers=method.cfg.num_workers)
+    try:
+        for i, batch in enumerate(loader):
+            batch = batch.to(device)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+                logits = model(batch.sparse(method.backend.SparseTensor))["logits"]
+            voxel_pred = logits.argmax(dim=1).cpu().numpy()
+            yield i, voxel_pred[batch.inverse[0]]
+    finally:
+        model.train(was_training)
+
+
+def validate(pipeline: Pipeline, method: Method, device: torch.device) -> IoUResult:
+    """mIoU of the current network on the val split (used during training)."""
+    dataset = SceneDataset(pipeline, "val", with_gt=True, fields=())
+    acc = IoUAccumulator(class_names(pipeline))
+    for i, pred in predict(method, dataset, device):
+        acc.add(pred, dataset.read(i)["gt"])
+    return acc.result()
+
+
+def load_model(pipeline: Pipeline, checkpoint: str | Path, dataset: SceneDataset, device: torch.device) -> Method:
+    """The pipeline's method with the checkpoint's network weights."""
+    state = load_checkpoint(checkpoint, device)
+    method = build_method(pipeline, dataset, device)
+    try:
+        method.model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        trained = state.get("train_config", {})
+        raise RuntimeError(
+            f"{checkpoint}: weights do not fit the network of {pipeline.source} (trained with method="
+            f"{trained.get('method')!r}, width={trained.get('width')!r}, head={trained.get('head')!r}): {e}"
+        ) from None
+    method.model.to(device)
+    return method
+
+
+def evaluate(
+    pipeline: Pipeline, checkpoint: str | Path, out_dir: str | Path | None = None, render: int = 4
+) -> dict[str, IoUResult]:
+    """Score the checkpoint on the val split and write the report folder (default <out_dir>/eval).
+
+    Writes results.{md,csv,json}, confusion.png, run.json, and for the first `render` scenes a
+    coloured PLY of the prediction and a top-down panel (input, ground truth, pseudo-labels,
+    prediction). Returns the table rows: the network, then the pseudo-labels where stored.
+    """
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out = Path(out_dir) if out_dir is not None else Path(pipeline.train.out_dir) / "eval"
+    names = class_names(pipeline)
+    dataset = SceneDataset(pipeline, "val", with_gt=True, fields=())
+    method = load_model(pipeline, checkpoint, dataset, device)
+    try:
+        pseudo = SceneDataset(pipeline, "val", with_gt=True, fields=("refined",))
+    except MissingData as e:
+        log.warning("pseudo-label rows left out of the report: %s", e)
+        pseudo = None
+
+    rows = {pipeline.train.method: IoUAccumulator(names)}
+    if pseudo is not None:
+        rows[f"{pipeline.labels.labeler} pseudo-labels"] = IoUAccumulator(names)
+        rows[f"refined pseudo-labels (rho={pipeline.train.hicl.rho})"] = IoUAccumulator(names)
+    for i, pred in predict(method, dataset, device):
+        data = (pseudo or dataset).read(i)
+        accs = list(rows.values())
+        accs[0].add(pred, data["gt"])
+        if pseudo is not None:
+            accs[1].add(data["label"], data["gt"])
+            accs[2].add(data["refined"], data["gt"])
+        if i < render:
+            _render_scene(out, dataset, i, pred, data, len(names), list(names))
+    results = {name: acc.result() for name, acc in rows.items()}
+    info: dict[str, Any] = {
+        "checkpoint": str(checkpoint), "pipeline": str(pipeline.source), "method": pipeline.train.method,
+        "val scenes": len(dataset), "voxel size": pipeline.train.voxel_size,
+        "prediction": "on voxels (first point per voxel), mapped back to every original point",
+    }
+    for path in write_report(out, results, info):
+        log.info("wrote %s", path)
+    return results
+
+
+def _render_scene(out: Path, dataset: SceneDataset, i: int, pred: np.ndarray, data: dict[str, np.ndarray],
+                  num_classes: int, legend: list[str]) -> None:
+    scene = dataset.scenes[i]
+    xyz = data["xyz"]
+    pred_rgb = colour_labels(pred, num_classes)
+    write_ply(out / "ply" / f"{scene}_pred.ply", xyz, pred_rgb, label=pred)
+    panels = {"input": render_topdown(xyz, data["rgb"]),
+              "ground truth": render_topdown(xyz, colour_labels(data["gt"], num_classes))}
+    if "label" in data:
+        panels["pseudo-labels"] = render_topdown(xyz, colour_labels(data["label"], num_classes))
+    panels["prediction"] = render_topdown(xyz, pred_rgb)
+    save_panels(out / "render" / f"{scene}.png", panels, legend)
