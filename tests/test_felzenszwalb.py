@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from plyfile import PlyData, PlyElement
 
-from preprocess.partition.felzenszwalb import _stable_argsort, felzenszwalb, felzenszwalb_points
+from preprocess.partition.felzenszwalb import _sort_edges, felzenszwalb, felzenszwalb_points
 from preprocess.partition.metrics import purity
 from preprocess.segment_cli import main
 
@@ -40,12 +40,17 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     return len(pairs) == len(np.unique(a)) == len(np.unique(b))
 
 
-def test_weight_sort_is_numpys_stable_sort_with_nan_last() -> None:
+def test_edge_sort_is_numpys_stable_sort_with_nan_last() -> None:
     rng = np.random.default_rng(0)
     w = (rng.random(50_000) * 2.2 - 0.2).astype(np.float32)
     w[::7], w[1::11], w[2::13], w[3::17] = 0.0, -0.0, np.nan, np.inf
     w[4::5] = np.round(w[4::5], 2)  # many ties
-    np.testing.assert_array_equal(_stable_argsort(w), np.argsort(w, kind="stable"))
+    a, b = np.arange(len(w), dtype=np.int32), np.arange(len(w), dtype=np.int32)[::-1].copy()
+    order = np.argsort(w, kind="stable")
+    sorted_a, sorted_b, sorted_w = _sort_edges(a, b, w)
+    np.testing.assert_array_equal(sorted_a, order)
+    np.testing.assert_array_equal(sorted_b, b[order])
+    np.testing.assert_array_equal(sorted_w, np.where(w == 0, np.float32(0), w)[order])  # -0 becomes +0
 
 
 def test_flat_plane_is_one_segment_even_at_k_zero() -> None:
