@@ -4,6 +4,10 @@ Writes ScanNet's `.segs.json` next to the mesh, under the name the C++ tool give
 (`<base>.<kThresh as %f>.segs.json`, e.g. `scene0000_00_vh_clean_2.0.010000.segs.json`), so
 tools that expect ScanNet's files can consume ours. Like the original, `segIndices` are vertex
 ids (one representative vertex per segment: its smallest id), not 0..S-1.
+
+The mesh is read here rather than with `preprocess.io.ply.read_ply` because a drop-in must see
+the faces exactly as the C++ does: read_ply drops degenerate faces, which the original keeps
+(their NaN normals change which vertices merge).
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if "vertex" not in ply or "face" not in ply:
         raise ValueError(f"{path}: needs 'vertex' and 'face' elements; is it a triangle mesh?")
     vertex, face = ply["vertex"], ply["face"]
+    if not {"x", "y", "z"} <= {p.name for p in vertex.properties}:
+        raise ValueError(f"{path}: vertex element lacks x, y or z")
     names = {p.name for p in face.properties}
     index_name = "vertex_indices" if "vertex_indices" in names else "vertex_index"
     if index_name not in names:
@@ -52,14 +58,17 @@ def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
         if np.any(lengths != 3):
             raise ValueError(f"{path}: only triangle faces are supported; triangulate the mesh first")
         lists = np.concatenate(lists).reshape(-1, 3) if len(lists) else np.empty((0, 3))
-    return vertices, np.asarray(lists, dtype=np.int64)
+    faces = np.asarray(lists, dtype=np.int64)
+    if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
+        raise ValueError(f"{path}: faces refer to vertices outside 0..{len(vertices) - 1}; the file is corrupt")
+    return vertices, faces
 
 
 def segs_json(scene_id: str, k: float, min_verts: int, segment: np.ndarray) -> str:
     """ScanNet's .segs.json text; segIndices name each segment by its smallest vertex id."""
-    _, first = np.unique(segment, return_index=True)
+    _, first, inverse = np.unique(segment, return_index=True, return_inverse=True)
     params = {"kThresh": float(f"{np.float32(k):.6g}"), "segMinVerts": int(min_verts)}
-    document = {"params": params, "sceneId": scene_id, "segIndices": first[segment].tolist()}
+    document = {"params": params, "sceneId": scene_id, "segIndices": first[inverse].tolist()}
     return json.dumps(document, separators=(",", ":"))
 
 
@@ -71,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         vertices, faces = read_mesh(args.mesh)
         segment = felzenszwalb(vertices, faces, k=args.k, min_verts=args.min_verts)
+        out.write_text(segs_json(base.name, args.k, args.min_verts, segment))
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    out.write_text(segs_json(base.name, args.k, args.min_verts, segment))
     print(f"{int(segment.max(initial=-1)) + 1} segments written to {out}")
     return 0

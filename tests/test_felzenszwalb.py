@@ -212,3 +212,9 @@ def test_cli_default_name_and_errors(tmp_path: Path) -> None:
     assert document["params"] == {"kThresh": 0.02, "segMinVerts": 0} and document["sceneId"] == "room_mesh"
     assert same_partition(np.array(document["segIndices"]), felzenszwalb(vertices, faces, k=0.02, min_verts=0))
     assert main([str(tmp_path / "missing.ply")]) == 1
+    quads = np.array([([0, 1, 12, 11],)], dtype=[("vertex_indices", "i4", (4,))])
+    PlyData([PlyElement.describe(vertex, "vertex"), PlyElement.describe(quads, "face")], text=True).write(
+        str(tmp_path / "quads.ply")
+    )
+    assert main([str(tmp_path / "quads.ply")]) == 1
+    assert main([str(mesh), "--k", "-1"]) == 1

@@ -214,6 +214,7 @@ def _check_points(name: str, array: np.ndarray) -> np.ndarray:
 
 
 def _check_params(k: float, min_verts: int) -> np.float32:
+    """k as the float32 the original computes with; min_verts a non-negative integer."""
     if not np.isfinite(k) or k < 0:
         raise ValueError(f"k must be a finite number >= 0, got {k}")
     if int(min_verts) != min_verts or min_verts < 0:
@@ -224,6 +225,7 @@ def _check_params(k: float, min_verts: int) -> np.float32:
 def _sort_and_segment(
     n: int, a: np.ndarray, b: np.ndarray, w: np.ndarray, c: np.float32, min_verts: int
 ) -> np.ndarray:
+    """What meshes and point graphs share once their directed edges are weighted."""
     a, b, w = _sort_edges(a, b, w)
     return _segment(n, a, b, w, c, int(min_verts))
 
