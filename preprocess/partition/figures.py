@@ -115,14 +115,15 @@ def plot_partitions(
     if int(panel_px) != panel_px or panel_px < 16 or int(point_px) != point_px or point_px < 1:
         raise ValueError(f"panel_px must be an integer >= 16 and point_px >= 1, got {panel_px}, {point_px}")
     margin = max(2, panel_px // 50)
-    if faces is None:
-        visible = _visible_points(xyz, panel_px, margin, point_px)
-    else:
+    if faces is not None:
         faces = np.asarray(faces)
         if faces.ndim != 2 or faces.shape[1] != 3 or not np.issubdtype(faces.dtype, np.integer):
             raise ValueError(f"faces must be an integer (F,3) array, got shape {faces.shape}")
         if faces.size and (faces.min() < 0 or faces.max() >= len(xyz)):
             raise ValueError(f"faces hold vertex ids outside 0..{len(xyz) - 1}")
+    if faces is None or len(faces) == 0:
+        visible = _visible_points(xyz, panel_px, margin, point_px)
+    else:
         visible = _visible_mesh(xyz, faces, panel_px, margin)
     seen = visible >= 0
 
