@@ -50,12 +50,14 @@ def synthetic_room(target_vertices: int = 500_000, seed: int = 0) -> Scene:
     meshed at the spacing that gives about `target_vertices` vertices, with 1 mm coordinate noise."""
     rng = np.random.default_rng(seed)
     x, y, z = np.eye(3)
-    rects = [(np.zeros(3), 6 * x, 5 * y)]  # floor
-    rects += [(np.zeros(3), 6 * x, 2.5 * z), (5 * y, 6 * x, 2.5 * z), (np.zeros(3), 5 * y, 2.5 * z), (6 * x, 5 * y, 2.5 * z)]
+    origin = np.zeros(3)
+    rects = [(origin, 6 * x, 5 * y)]  # floor
+    rects += [(origin, 6 * x, 2.5 * z), (5 * y, 6 * x, 2.5 * z), (origin, 5 * y, 2.5 * z), (6 * x, 5 * y, 2.5 * z)]
     for _ in range(8):
         w, d, h = rng.uniform([0.4, 0.4, 0.4], [1.6, 1.0, 1.0])
         o = np.array([rng.uniform(0.2, 5.8 - w), rng.uniform(0.2, 4.8 - d), 0.0])
-        rects += [(o + h * z, w * x, d * y), (o, w * x, h * z), (o + d * y, w * x, h * z), (o, d * y, h * z), (o + w * x, d * y, h * z)]
+        rects += [(o + h * z, w * x, d * y)]  # top
+        rects += [(o, w * x, h * z), (o + d * y, w * x, h * z), (o, d * y, h * z), (o + w * x, d * y, h * z)]
     area = sum(float(np.linalg.norm(np.cross(u, v))) for _, u, v in rects)
     spacing = np.sqrt(area / target_vertices)
     vertices, faces, offset = [], [], 0

@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("mesh", type=Path, help="triangle mesh .ply (vertex x y z, face vertex_indices)")
     parser.add_argument("--k", type=float, default=0.01, help="kThresh: larger gives fewer segments (default 0.01)")
     parser.add_argument("--min-verts", type=int, default=20, help="segMinVerts: smallest segment size (default 20)")
-    parser.add_argument("--out", type=Path, default=None, help="output path (default: <base>.<k>.segs.json beside the mesh)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output path (default: <base>.<k>.segs.json beside the mesh)"
+    )
     return parser
 
 
