@@ -56,28 +56,54 @@ def project(
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] != 3:
         raise ValueError(f"project: points must be (N,3), got {points.shape}")
-    T = np.asarray(world_to_camera, dtype=np.float64)
-    cam = points.astype(np.float64, copy=False) @ T[:3, :3].T + T[:3, 3]
-    z = cam[:, 2]
-    front = z > near
-    zs = np.where(front, z, 1.0)
-    K = np.asarray(intrinsic, dtype=np.float64)
-    uf = K[0, 0] * cam[:, 0] / zs + K[0, 1] * cam[:, 1] / zs + K[0, 2]
-    vf = K[1, 1] * cam[:, 1] / zs + K[1, 2]
-    visible = front & (uf >= 0) & (uf < width) & (vf >= 0) & (vf < height)
-    u = np.where(visible, uf, 0).astype(np.int32)
-    v = np.where(visible, vf, 0).astype(np.int32)
-    if depth is not None:
-        dmap, dK = depth
-        dh, dw = dmap.shape
-        dK = np.asarray(dK, dtype=np.float64)
-        du = dK[0, 0] * cam[:, 0] / zs + dK[0, 1] * cam[:, 1] / zs + dK[0, 2]
-        dv = dK[1, 1] * cam[:, 1] / zs + dK[1, 2]
-        inside = visible & (du >= 0) & (du < dw) & (dv >= 0) & (dv < dh)
-        measured = np.zeros(len(points), dtype=np.float32)
-        measured[inside] = dmap[dv[inside].astype(np.int64), du[inside].astype(np.int64)]
-        visible = inside & (measured > 0) & (np.abs(z - measured) <= tolerance)
+    if depth is None:
+        dmap, dK = np.zeros((1, 1), np.float32), np.eye(3)
+    else:
+        dmap, dK = np.ascontiguousarray(depth[0], dtype=np.float32), depth[1]
+        if dmap.ndim != 2:
+            raise ValueError(f"project: depth map must be (h,w), got {dmap.shape}")
+    u = np.empty(len(points), np.int32)
+    v = np.empty(len(points), np.int32)
+    visible = np.empty(len(points), np.bool_)
+    _project(
+        np.ascontiguousarray(points, dtype=points.dtype if points.dtype in (np.float32, np.float64) else np.float64),
+        np.asarray(world_to_camera, np.float64),
+        np.asarray(intrinsic, np.float64), int(width), int(height), dmap, np.asarray(dK, np.float64),
+        depth is not None, float(tolerance), float(near), u, v, visible,
+    )
     return u, v, visible
+
+
+@numba.njit(cache=True, nogil=True)
+def _project(points, T, K, width, height, dmap, dK, use_depth, tolerance, near, u_out, v_out, visible):
+    """One pass per point: camera frame, pixel, bounds, optional depth test (see `project`)."""
+    dh, dw = dmap.shape
+    for i in range(points.shape[0]):
+        px, py, pz = points[i, 0], points[i, 1], points[i, 2]
+        x = T[0, 0] * px + T[0, 1] * py + T[0, 2] * pz + T[0, 3]
+        y = T[1, 0] * px + T[1, 1] * py + T[1, 2] * pz + T[1, 3]
+        z = T[2, 0] * px + T[2, 1] * py + T[2, 2] * pz + T[2, 3]
+        u_out[i] = 0
+        v_out[i] = 0
+        visible[i] = False
+        if z <= near:
+            continue
+        xn, yn = x / z, y / z
+        uf = K[0, 0] * xn + K[0, 1] * yn + K[0, 2]
+        vf = K[1, 1] * yn + K[1, 2]
+        if not (uf >= 0 and uf < width and vf >= 0 and vf < height):
+            continue
+        if use_depth:
+            du = dK[0, 0] * xn + dK[0, 1] * yn + dK[0, 2]
+            dv = dK[1, 1] * yn + dK[1, 2]
+            if not (du >= 0 and du < dw and dv >= 0 and dv < dh):
+                continue
+            d = dmap[int(dv), int(du)]
+            if d <= 0 or abs(z - d) > tolerance:
+                continue
+        u_out[i] = int(uf)
+        v_out[i] = int(vf)
+        visible[i] = True
 
 
 @dataclass(frozen=True)
