@@ -1,0 +1,661 @@
+"""L0 cut pursuit: the generalised minimal partition of a graph signal (Landrieu & Obozinski).
+
+Minimises SPG's energy over piecewise-constant signals x (value of a component = its mean):
+
+    E(x) = 1/2 * sum_i ||x_i - f_i||^2 + reg * sum_edges w_e * [x_source != x_target]
+
+Each iteration SPLITs every non-saturated component in two (2-means alternatives refined by
+min cuts, max-flow by Boykov-Kolmogorov), REDUCEs to the connected components of the graph minus the cut
+("active") edges, then MERGEs adjacent components greedily while that lowers E. Written from
+the papers and the notes in docs/oversegmentation.md (c); the GPL reference code is not used.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+from numba import njit
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def cut_pursuit(
+    features: np.ndarray,
+    source: np.ndarray,
+    target: np.ndarray,
+    weights: np.ndarray,
+    reg: float,
+    max_iterations: int = 15,
+    tolerance: float = 1e-3,
+    flow_rounds: int = 2,
+    kmeans_restarts: int = 3,
+    kmeans_iterations: int = 3,
+    seed: int = 0,
+) -> tuple[np.ndarray, float]:
+    """Partition the vertices of an undirected graph into components of constant value.
+
+    features: (N, D) float, the signal f to approximate.
+    source, target: (E,) int, edge endpoints in [0, N). Each listed edge counts once, so a pair
+        listed twice (mutual kNN) counts twice, like the reference; self-loops never count.
+    weights: (E,) float >= 0, edge weights w.
+    reg: regularisation strength (>= 0); larger gives fewer, larger components.
+    max_iterations: most split/reduce/merge iterations.
+    tolerance: stop once an iteration lowers E by less than this fraction of E.
+    flow_rounds: min-cut refinements of each binary split (alternatives re-fitted in between).
+    kmeans_restarts, kmeans_iterations: k-means++ restarts and Lloyd steps of the 2-means that
+        proposes the two alternatives of a split.
+    seed: seeds k-means++; the result is a deterministic function of the inputs and the seed.
+
+    Returns (components int32 (N,) numbered 0..K-1 in order of first vertex, energy E).
+    """
+    x, src, tgt, w = _validated(features, source, target, weights)
+    if not np.isfinite(reg) or reg < 0:
+        raise ValueError(f"reg must be a finite number >= 0, got {reg}")
+    if min(max_iterations, flow_rounds, kmeans_restarts, kmeans_iterations) < 1 or seed < 0 or tolerance < 0:
+        raise ValueError("max_iterations, flow_rounds, kmeans_restarts, kmeans_iterations must be >= 1, "
+                         f"seed and tolerance >= 0; got {max_iterations}, {flow_rounds}, {kmeans_restarts}, "
+                         f"{kmeans_iterations}, {seed}, {tolerance}")
+    n = x.shape[0]
+    keep = src != tgt
+    src, tgt, cap = src[keep], tgt[keep], reg * w[keep]
+    indptr, adj, arc_edge, rev = _forward_star(n, src, tgt)
+
+    comp, k = _components(indptr, adj, arc_edge, np.zeros(src.shape[0], np.bool_))
+    saturated = np.zeros(k, np.bool_)
+    energy = _energy(x, comp, k, src, tgt, cap)
+    for iteration in range(max_iterations):
+        active = comp[src] != comp[tgt]
+        split_any = _split_all(
+            x, comp, k, saturated, indptr, adj, arc_edge, rev, cap, active,
+            flow_rounds, kmeans_restarts, kmeans_iterations, np.uint64(seed * 1_000_003 + iteration),
+        )
+        if not split_any:
+            break
+        new_comp, new_k = _components(indptr, adj, arc_edge, active)
+        new_comp, new_k = _merge(x, new_comp, new_k, src, tgt, cap)
+        new_energy = _energy(x, new_comp, new_k, src, tgt, cap)
+        if new_energy > energy:
+            break
+        decrease = energy - new_energy
+        saturated = _unchanged(comp, k, new_comp, new_k)
+        comp, k, energy = new_comp, new_k, new_energy
+        if decrease <= tolerance * energy:
+            break
+    return _first_vertex_order(comp), float(energy)
+
+
+def partition_energy(
+    features: np.ndarray,
+    source: np.ndarray,
+    target: np.ndarray,
+    weights: np.ndarray,
+    components: np.ndarray,
+    reg: float,
+) -> float:
+    """SPG's energy of a partition with each component at its mean (see the module docstring).
+
+    Used to compare partitions made by different programs on equal terms."""
+    x, src, tgt, w = _validated(features, source, target, weights)
+    comp = np.asarray(components)
+    if comp.shape != (x.shape[0],) or not np.issubdtype(comp.dtype, np.integer):
+        raise ValueError(f"components must be an integer array of shape ({x.shape[0]},), got {comp.dtype} {comp.shape}")
+    _, comp = np.unique(comp, return_inverse=True)
+    k = int(comp.max()) + 1
+    counts = np.bincount(comp, minlength=k).astype(np.float64)
+    sums = np.zeros((k, x.shape[1]))
+    np.add.at(sums, comp, x)
+    residual = x - (sums / counts[:, None])[comp]
+    cut = comp[src] != comp[tgt]
+    return float(0.5 * np.sum(residual * residual) + reg * np.sum(w[cut]))
+
+
+def _validated(
+    features: np.ndarray, source: np.ndarray, target: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    x = np.ascontiguousarray(features, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0 or not np.all(np.isfinite(x)):
+        raise ValueError(f"features must be a finite (N, D) array with N, D >= 1, got shape {np.shape(features)}")
+    src, tgt, w = np.asarray(source), np.asarray(target), np.asarray(weights, dtype=np.float64)
+    if not (src.ndim == tgt.ndim == w.ndim == 1 and src.shape == tgt.shape == w.shape):
+        raise ValueError(f"source, target, weights must be 1-D of equal length, got {src.shape}, {tgt.shape}, {w.shape}")
+    if src.size and (not np.issubdtype(src.dtype, np.integer) or not np.issubdtype(tgt.dtype, np.integer)):
+        raise ValueError(f"source and target must be integer arrays, got {src.dtype}, {tgt.dtype}")
+    src, tgt = src.astype(np.int64), tgt.astype(np.int64)
+    if src.size and (min(src.min(), tgt.min()) < 0 or max(src.max(), tgt.max()) >= x.shape[0]):
+        raise ValueError(f"edge endpoints must lie in [0, {x.shape[0]})")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("weights must be finite and >= 0")
+    return x, src, tgt, w
+
+
+def _forward_star(n: int, src: np.ndarray, tgt: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Both arcs of every edge grouped by tail: arc -> (head, edge, the opposite arc)."""
+    m = src.shape[0]
+    tail = np.concatenate([src, tgt])
+    order = np.argsort(tail, kind="stable")
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(tail, minlength=n), out=indptr[1:])
+    adj = np.concatenate([tgt, src])[order]
+    arc_edge = np.concatenate([np.arange(m), np.arange(m)])[order]
+    position = np.empty(2 * m, np.int64)
+    position[order] = np.arange(2 * m)
+    rev = position[(order + m) % (2 * m)]
+    return indptr, adj, arc_edge, rev
+
+
+def _unchanged(old: np.ndarray, k_old: int, new: np.ndarray, k_new: int) -> np.ndarray:
+    """Per new component: is its vertex set an old component's? Every old component was either
+    saturated or just failed to split for good (its halves merged back), so these are saturated."""
+    representative = np.zeros(k_new, np.int64)
+    representative[new] = old
+    pure = np.bincount(new, weights=old != representative[new], minlength=k_new) == 0
+    return pure & (np.bincount(new, minlength=k_new) == np.bincount(old, minlength=k_old)[representative])
+
+
+def _first_vertex_order(comp: np.ndarray) -> np.ndarray:
+    _, first, inverse = np.unique(comp, return_index=True, return_inverse=True)
+    rank = np.empty(first.size, np.int32)
+    rank[np.argsort(first)] = np.arange(first.size, dtype=np.int32)
+    return rank[inverse]
+
+
+@njit(cache=True, nogil=True)
+def _components(indptr, adj, arc_edge, active):
+    """Connected components of the graph minus the active edges, numbered in vertex order."""
+    n = indptr.shape[0] - 1
+    comp = np.full(n, -1, np.int64)
+    queue = np.empty(n, np.int64)
+    k = 0
+    for root in range(n):
+        if comp[root] >= 0:
+            continue
+        comp[root] = k
+        head, tail = 0, 1
+        queue[0] = root
+        while head < tail:
+            u = queue[head]
+            head += 1
+            for a in range(indptr[u], indptr[u + 1]):
+                v = adj[a]
+                if comp[v] < 0 and not active[arc_edge[a]]:
+                    comp[v] = k
+                    queue[tail] = v
+                    tail += 1
+        k += 1
+    return comp, k
+
+
+@njit(cache=True, nogil=True)
+def _energy(x, comp, k, src, tgt, cap):
+    n, d = x.shape
+    sums = np.zeros((k, d))
+    counts = np.zeros(k)
+    for i in range(n):
+        counts[comp[i]] += 1.0
+        for j in range(d):
+            sums[comp[i], j] += x[i, j]
+    fidelity = 0.0
+    for i in range(n):
+        c = comp[i]
+        for j in range(d):
+            r = x[i, j] - sums[c, j] / counts[c]
+            fidelity += r * r
+    boundary = 0.0
+    for e in range(src.shape[0]):
+        if comp[src[e]] != comp[tgt[e]]:
+            boundary += cap[e]
+    return 0.5 * fidelity + boundary
+
+
+@njit(cache=True, nogil=True)
+def _uniform(state):
+    """splitmix64: the next state and a uniform float in [0, 1)."""
+    state = state + _GOLDEN
+    z = state
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    z = z ^ (z >> np.uint64(31))
+    return state, float(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True, nogil=True)
+def _sq_dist(x, i, center):
+    s = 0.0
+    for j in range(x.shape[1]):
+        r = x[i, j] - center[j]
+        s += r * r
+    return s
+
+
+@njit(cache=True, nogil=True)
+def _label_means(x, vs, label, centers):
+    """Means of the two label sets into centers; False if a side is empty."""
+    centers[:] = 0.0
+    count0 = 0
+    for v in vs:
+        side = label[v]
+        count0 += 1 - side
+        for j in range(x.shape[1]):
+            centers[side, j] += x[v, j]
+    count1 = vs.shape[0] - count0
+    if count0 == 0 or count1 == 0:
+        return False
+    for j in range(x.shape[1]):
+        centers[0, j] /= count0
+        centers[1, j] /= count1
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _two_means(x, vs, label, centers, restarts, iterations, state):
+    """k-means++ 2-means; leaves the best labelling in label. False if the values are constant."""
+    n = vs.shape[0]
+    dist = np.empty(n)
+    best = np.empty((2, x.shape[1]))
+    best_sse = np.inf
+    for _ in range(restarts):
+        state, u = _uniform(state)
+        centers[0] = x[vs[min(int(u * n), n - 1)]]
+        total = 0.0
+        for i in range(n):
+            dist[i] = _sq_dist(x, vs[i], centers[0])
+            total += dist[i]
+        if total <= 0.0:
+            return False
+        state, u = _uniform(state)
+        pick, acc = n - 1, 0.0
+        for i in range(n):
+            acc += dist[i]
+            if acc > u * total:
+                pick = i
+                break
+        centers[1] = x[vs[pick]]
+        for _ in range(iterations):
+            for v in vs:
+                label[v] = 1 if _sq_dist(x, v, centers[1]) < _sq_dist(x, v, centers[0]) else 0
+            if not _label_means(x, vs, label, centers):
+                break
+        sse = 0.0
+        for v in vs:
+            sse += min(_sq_dist(x, v, centers[0]), _sq_dist(x, v, centers[1]))
+        if sse < best_sse:
+            best_sse = sse
+            best[:] = centers
+    for v in vs:
+        label[v] = 1 if _sq_dist(x, v, best[1]) < _sq_dist(x, v, best[0]) else 0
+    return True
+
+
+_FREE, _TERMINAL, _ORPHAN = -1, -2, -3
+_FAR = 1 << 60
+
+
+@njit(cache=True, nogil=True)
+def _min_cut(vs, c, comp, indptr, adj, rev, res, tr, parent, sink, stamp, dist, queued, label):
+    """Boykov-Kolmogorov max-flow on component c; label = 0 on the source side of the min cut.
+
+    res: residual capacity per arc (rev pairs the two arcs of an edge); tr: terminal capacity,
+    > 0 from the source, < 0 to the sink. parent[v] is the arc from v to its tree parent."""
+    n = vs.shape[0]
+    queue = np.empty(n, np.int64)
+    orphans = np.empty(n, np.int64)
+    scale = 0.0
+    for v in vs:
+        scale = max(scale, abs(tr[v]))
+    eps = 1e-12 * scale
+    q_head, q_len, o_head, o_len = 0, 0, 0, 0
+    for v in vs:
+        stamp[v] = 0
+        dist[v] = 1
+        queued[v] = False
+        parent[v] = _FREE
+        if tr[v] > eps or tr[v] < -eps:
+            parent[v] = _TERMINAL
+            sink[v] = tr[v] < 0
+            queued[v] = True
+            queue[(q_head + q_len) % n] = v
+            q_len += 1
+    time = 0
+    current = -1
+    while True:
+        i = current
+        if i >= 0:
+            queued[i] = False
+            if parent[i] == _FREE:
+                i = -1
+        while i < 0 and q_len > 0:
+            i = queue[q_head]
+            q_head = (q_head + 1) % n
+            q_len -= 1
+            queued[i] = False
+            if parent[i] == _FREE:
+                i = -1
+        if i < 0:
+            break
+        # Grow i's tree; stop at the first arc that reaches the other tree.
+        middle = -1
+        for a in range(indptr[i], indptr[i + 1]):
+            j = adj[a]
+            if comp[j] != c:
+                continue
+            if (res[rev[a]] if sink[i] else res[a]) <= eps:
+                continue
+            if parent[j] == _FREE:
+                sink[j] = sink[i]
+                parent[j] = rev[a]
+                stamp[j] = stamp[i]
+                dist[j] = dist[i] + 1
+                if not queued[j]:
+                    queued[j] = True
+                    queue[(q_head + q_len) % n] = j
+                    q_len += 1
+            elif sink[j] != sink[i]:
+                middle = rev[a] if sink[i] else a
+                break
+            elif stamp[j] <= stamp[i] and dist[j] > dist[i]:
+                parent[j] = rev[a]
+                stamp[j] = stamp[i]
+                dist[j] = dist[i] + 1
+        time += 1
+        if middle < 0:
+            current = -1
+            continue
+        current = i
+        queued[i] = True
+        # Augment along source -> ... -> tail(middle) -> head(middle) -> ... -> sink.
+        b = res[middle]
+        x = adj[rev[middle]]
+        while parent[x] != _TERMINAL:
+            b = min(b, res[rev[parent[x]]])
+            x = adj[parent[x]]
+        b = min(b, tr[x])
+        x = adj[middle]
+        while parent[x] != _TERMINAL:
+            b = min(b, res[parent[x]])
+            x = adj[parent[x]]
+        b = min(b, -tr[x])
+        res[middle] -= b
+        res[rev[middle]] += b
+        x = adj[rev[middle]]
+        while parent[x] != _TERMINAL:
+            p = parent[x]
+            res[p] += b
+            res[rev[p]] -= b
+            if res[rev[p]] <= eps:
+                parent[x] = _ORPHAN
+                o_head = (o_head - 1) % n
+                orphans[o_head] = x
+                o_len += 1
+            x = adj[p]
+        tr[x] -= b
+        if tr[x] <= eps:
+            parent[x] = _ORPHAN
+            o_head = (o_head - 1) % n
+            orphans[o_head] = x
+            o_len += 1
+        x = adj[middle]
+        while parent[x] != _TERMINAL:
+            p = parent[x]
+            res[rev[p]] += b
+            res[p] -= b
+            if res[p] <= eps:
+                parent[x] = _ORPHAN
+                o_head = (o_head - 1) % n
+                orphans[o_head] = x
+                o_len += 1
+            x = adj[p]
+        tr[x] += b
+        if tr[x] >= -eps:
+            parent[x] = _ORPHAN
+            o_head = (o_head - 1) % n
+            orphans[o_head] = x
+            o_len += 1
+        # Adopt orphans: a new parent in the same tree still rooted at the terminal, or free it.
+        while o_len > 0:
+            i = orphans[o_head]
+            o_head = (o_head + 1) % n
+            o_len -= 1
+            best_arc, best_d = -1, _FAR
+            for a0 in range(indptr[i], indptr[i + 1]):
+                j = adj[a0]
+                if comp[j] != c or parent[j] == _FREE or sink[j] != sink[i]:
+                    continue
+                if (res[a0] if sink[i] else res[rev[a0]]) <= eps:
+                    continue
+                d = 0
+                k = j
+                while True:
+                    if stamp[k] == time:
+                        d += dist[k]
+                        break
+                    p = parent[k]
+                    d += 1
+                    if p == _TERMINAL:
+                        stamp[k] = time
+                        dist[k] = 1
+                        break
+                    if p == _ORPHAN:
+                        d = _FAR
+                        break
+                    k = adj[p]
+                if d < _FAR:
+                    if d < best_d:
+                        best_arc, best_d = a0, d
+                    k = j
+                    while stamp[k] != time:
+                        stamp[k] = time
+                        dist[k] = d
+                        d -= 1
+                        k = adj[parent[k]]
+            if best_arc >= 0:
+                parent[i] = best_arc
+                stamp[i] = time
+                dist[i] = best_d + 1
+                continue
+            parent[i] = _FREE
+            for a0 in range(indptr[i], indptr[i + 1]):
+                j = adj[a0]
+                if comp[j] != c or parent[j] == _FREE or sink[j] != sink[i]:
+                    continue
+                if (res[a0] if sink[i] else res[rev[a0]]) > eps and not queued[j]:
+                    queued[j] = True
+                    queue[(q_head + q_len) % n] = j
+                    q_len += 1
+                p = parent[j]
+                if p >= 0 and adj[p] == i:
+                    parent[j] = _ORPHAN
+                    orphans[(o_head + o_len) % n] = j
+                    o_len += 1
+    for v in vs:
+        label[v] = 0 if parent[v] != _FREE and not sink[v] else 1
+
+
+@njit(cache=True, nogil=True)
+def _split_component(x, vs, c, comp, indptr, adj, arc_edge, rev, cap, active, res, tr, parent, sink, stamp, dist,
+                     queued, label, flow_rounds, restarts, iterations, state):
+    """Best binary split of component c; activates the edges it cuts. True if it cut any."""
+    if vs.shape[0] < 2:
+        return False
+    centers = np.empty((2, x.shape[1]))
+    if not _two_means(x, vs, label, centers, restarts, iterations, state):
+        return False
+    for _ in range(flow_rounds):
+        if not _label_means(x, vs, label, centers):
+            return False
+        for v in vs:
+            tr[v] = 0.5 * (_sq_dist(x, v, centers[1]) - _sq_dist(x, v, centers[0]))
+            for a in range(indptr[v], indptr[v + 1]):
+                res[a] = cap[arc_edge[a]]
+        _min_cut(vs, c, comp, indptr, adj, rev, res, tr, parent, sink, stamp, dist, queued, label)
+    split = False
+    for v in vs:
+        for a in range(indptr[v], indptr[v + 1]):
+            w = adj[a]
+            if comp[w] == c and label[w] != label[v]:
+                active[arc_edge[a]] = True
+                split = True
+    return split
+
+
+@njit(cache=True, nogil=True)
+def _split_all(x, comp, k, saturated, indptr, adj, arc_edge, rev, cap, active, flow_rounds, restarts,
+               iterations, seed):
+    """Split every non-saturated component; newly saturated ones are flagged. True if any split."""
+    n = x.shape[0]
+    order = np.argsort(comp, kind="mergesort")
+    start = np.zeros(k + 1, np.int64)
+    for i in range(n):
+        start[comp[i] + 1] += 1
+    for c in range(k):
+        start[c + 1] += start[c]
+    res = np.zeros(adj.shape[0])
+    tr = np.zeros(n)
+    parent = np.zeros(n, np.int64)
+    sink = np.zeros(n, np.bool_)
+    stamp = np.zeros(n, np.int64)
+    dist = np.zeros(n, np.int64)
+    queued = np.zeros(n, np.bool_)
+    label = np.zeros(n, np.int64)
+    split_any = False
+    for c in range(k):
+        if saturated[c]:
+            continue
+        vs = order[start[c]:start[c + 1]]
+        state = (seed * np.uint64(0x100000001B3)) ^ np.uint64(vs[0])
+        if _split_component(x, vs, c, comp, indptr, adj, arc_edge, rev, cap, active, res, tr, parent, sink,
+                            stamp, dist, queued, label, flow_rounds, restarts, iterations, state):
+            split_any = True
+        else:
+            saturated[c] = True
+    return split_any
+
+
+@njit(cache=True, nogil=True)
+def _merge_gain(sums, counts, u, v, weight):
+    d2 = 0.0
+    for j in range(sums.shape[1]):
+        r = sums[u, j] / counts[u] - sums[v, j] / counts[v]
+        d2 += r * r
+    return weight - 0.5 * counts[u] * counts[v] / (counts[u] + counts[v]) * d2
+
+
+@njit(cache=True, nogil=True)
+def _merge(x, comp, k, src, tgt, cap):
+    """Greedy best-first merging of adjacent components while it lowers the energy.
+
+    Merging u and v changes E by -(reg * w_border - 1/2 * W_u W_v / (W_u + W_v) ||x_u - x_v||^2)."""
+    n, d = x.shape
+    sums = np.zeros((k, d))
+    counts = np.zeros(k)
+    for i in range(n):
+        counts[comp[i]] += 1.0
+        for j in range(d):
+            sums[comp[i], j] += x[i, j]
+    # Reduced graph: one edge per adjacent pair, weight = summed capacities of its border.
+    keys = np.empty(src.shape[0], np.int64)
+    m = 0
+    for e in range(src.shape[0]):
+        a, b = comp[src[e]], comp[tgt[e]]
+        if a != b:
+            keys[m] = min(a, b) * k + max(a, b)
+            m += 1
+    keys = keys[:m]
+    border = np.zeros(m)
+    m = 0
+    for e in range(src.shape[0]):
+        a, b = comp[src[e]], comp[tgt[e]]
+        if a != b:
+            border[m] = cap[e]
+            m += 1
+    order = np.argsort(keys)
+    eu = np.empty(m, np.int64)
+    ev = np.empty(m, np.int64)
+    rw = np.zeros(m)
+    r = -1
+    last = -1
+    for i in order:
+        if keys[i] != last:
+            r += 1
+            last = keys[i]
+            eu[r] = last // k
+            ev[r] = last % k
+        rw[r] += border[i]
+    m = r + 1
+    head = np.full(k, -1, np.int64)
+    nxt = np.empty(2 * m, np.int64)
+    for e in range(m):
+        nxt[2 * e] = head[eu[e]]
+        head[eu[e]] = 2 * e
+        nxt[2 * e + 1] = head[ev[e]]
+        head[ev[e]] = 2 * e + 1
+    dead = np.zeros(m, np.bool_)
+    version = np.zeros(m, np.int64)
+    heap = [(0.0, np.int64(0), np.int64(0))]
+    heap.pop()
+    for e in range(m):
+        g = _merge_gain(sums, counts, eu[e], ev[e], rw[e])
+        if g > 0.0:
+            heap.append((-g, np.int64(e), np.int64(0)))
+    heapq.heapify(heap)
+    parent = np.arange(k)
+    mark = np.full(k, -1, np.int64)
+    while len(heap) > 0:
+        _, e, ver = heapq.heappop(heap)
+        if dead[e] or ver != version[e]:
+            continue
+        u, v = eu[e], ev[e]
+        dead[e] = True
+        parent[v] = u
+        counts[u] += counts[v]
+        sums[u] += sums[v]
+        # u inherits v's edges; edges to a common neighbour are fused into one.
+        new_head = -1
+        for h0 in (head[u], head[v]):
+            h = h0
+            while h != -1:
+                nh = nxt[h]
+                f = h >> 1
+                if not dead[f]:
+                    if eu[f] == v:
+                        eu[f] = u
+                    if ev[f] == v:
+                        ev[f] = u
+                    o = ev[f] if eu[f] == u else eu[f]
+                    if mark[o] >= 0:
+                        rw[mark[o]] += rw[f]
+                        dead[f] = True
+                    else:
+                        mark[o] = f
+                        nxt[h] = new_head
+                        new_head = h
+                h = nh
+        head[u] = new_head
+        head[v] = -1
+        h = new_head
+        while h != -1:
+            f = h >> 1
+            o = ev[f] if eu[f] == u else eu[f]
+            mark[o] = -1
+            version[f] += 1
+            g = _merge_gain(sums, counts, u, o, rw[f])
+            if g > 0.0:
+                heapq.heappush(heap, (-g, f, version[f]))
+            h = nxt[h]
+    # Compress the merge forest and renumber the surviving components.
+    new_id = np.full(k, -1, np.int64)
+    kept = 0
+    for c in range(k):
+        root = c
+        while parent[root] != root:
+            root = parent[root]
+        parent[c] = root
+        if new_id[root] < 0:
+            new_id[root] = kept
+            kept += 1
+    out = np.empty(n, np.int64)
+    for i in range(n):
+        out[i] = new_id[parent[comp[i]]]
+    return out, kept
