@@ -15,7 +15,9 @@ from preprocess.datasets.nuscenes import (
     read_lidarseg,
     read_nuscenes_sample,
 )
+from preprocess.datasets.registry import read_scene, split_of
 from preprocess.datasets.scene import DatasetError
+from shared.config import DatasetConfig
 
 VERSION = "v1.0-test"
 # A camera looking along the ego x axis: OpenCV z = ego x, x = -ego y, y = -ego z.
@@ -177,3 +179,14 @@ def test_lidarseg_sample_maps_to_the_16_classes(shared_data):
     assert set(np.unique(raw)) <= set(expected)
     assert labels.tolist() == [expected[int(r)] for r in raw]
     assert (labels == -1).sum() == (raw == 31).sum() > 0
+
+
+def test_registry_expands_scene_names_into_keyframes(tmp_path):
+    root = _dataset(tmp_path)
+    cfg = DatasetConfig("nuscenes", str(root), train="all", val=["scene-0001"], version=VERSION)
+    assert split_of(cfg) == {"train": [], "val": ["scene-0001_000", "scene-0001_001"]}
+    cfg = DatasetConfig("nuscenes", str(root), train=["scene-0001_001"], val=[], version=VERSION)
+    assert split_of(cfg) == {"train": ["scene-0001_001"], "val": []}
+    assert read_scene(cfg, "scene-0001_001").views[0].name == "CAM_FRONT"
+    with pytest.raises(DatasetError, match=r"scene 'scene-0002' is not under"):
+        split_of(DatasetConfig("nuscenes", str(root), train=["scene-0002"], version=VERSION))
