@@ -239,7 +239,7 @@ def labels(pipeline: Pipeline, scene_id: str, ingested: StageResult) -> StageRes
     if store.is_complete(scene_id, group, key):
         return StageResult("labels", scene_id, group, key, info=_label_info(store, scene_id, group))
     start = time.perf_counter()
-    scene = read_scene(pipeline.dataset, scene_id, load_views=True, frame_skip=pipeline.labels.frame_skip)
+    scene = read_scene(pipeline.dataset, scene_id, load_views=True)  # labels_for_scene applies frame_skip
     stored = store.read(scene_id, POINTS, ["xyz"])["xyz"]
     if len(stored) != len(scene.xyz):  # e.g. ingest.max_range dropped points
         raise DatasetError(

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import open3d as o3d
 from PIL import Image
 
+from preprocess.geometry.render import MeshRaycaster
 from preprocess.io.ply import write_ply
 from shared.classes import SCANNET_NAMES, SCANNET_NYU40_IDS
 
@@ -557,24 +557,12 @@ def render_frames(mesh: SynthMesh, camera_to_world: np.ndarray, intrinsic: np.nd
     """Colour (frames,H,W,3) uint8 — each pixel its face's mean vertex colour, shaded by how
     squarely the face is seen — and depth (frames,H,W) uint16 millimetres (0 = nothing hit).
 
-    Casts every frame's rays in one open3d call, as `preprocess.geometry.render.render` does
-    for one camera: building the BVH once per room instead of once per frame is what keeps a
-    room at a few seconds."""
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(mesh.xyz), o3d.core.Tensor(mesh.faces.astype(np.uint32)))
-    world_to_camera = np.linalg.inv(camera_to_world)
-    rays = np.stack([
-        o3d.t.geometry.RaycastingScene.create_rays_pinhole(
-            intrinsic_matrix=o3d.core.Tensor(intrinsic), extrinsic_matrix=o3d.core.Tensor(w2c),
-            width_px=width, height_px=height).numpy()
-        for w2c in world_to_camera
-    ])
-    hit = scene.cast_rays(o3d.core.Tensor(rays.astype(np.float32)))
-    t_hit, face = hit["t_hit"].numpy(), hit["primitive_ids"].numpy().astype(np.int64)
-    missed = ~np.isfinite(t_hit) | (face >= len(mesh.faces))
-    forward = camera_to_world[:, :3, 2]  # rays are unit length: z-depth = t * (ray . optical axis)
-    depth = np.where(missed, 0.0, t_hit * np.einsum("fhwc,fc->fhw", rays[..., 3:6], forward))
-
+    All frames are cast in one call of a raycaster built once per room: building the BVH
+    once instead of per frame is what keeps a room at a few seconds."""
+    depth, face = MeshRaycaster(mesh.xyz, mesh.faces).render(
+        np.linalg.inv(camera_to_world), intrinsic, width, height)
+    missed = face < 0
+    forward = camera_to_world[:, :3, 2]
     corners = mesh.xyz[mesh.faces].astype(np.float64)
     normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
     normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
