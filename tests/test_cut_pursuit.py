@@ -1,0 +1,141 @@
+"""Cut pursuit: the energy by hand, exact recovery of a piecewise-constant signal, and the
+official parallel cut pursuit's energies on a real ScanNet graph as the bar to meet."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+from preprocess.partition.cut_pursuit import cut_pursuit, partition_energy
+
+REGS = ["0.01", "0.03", "0.1", "0.3"]
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    pairs = np.unique(np.stack([a, b]), axis=1).shape[1]
+    return pairs == np.unique(a).size == np.unique(b).size
+
+
+# A path 0-1-2-3 whose first edge is listed twice (a mutual kNN pair counts twice).
+FEATURES = np.array([[0.0, 0.0], [2.0, 0.0], [10.0, 0.0], [10.0, 2.0]])
+SOURCE = np.array([0, 1, 1, 2])
+TARGET = np.array([1, 0, 2, 3])
+WEIGHTS = np.array([1.0, 1.0, 2.0, 0.5])
+
+
+@pytest.mark.parametrize(
+    ("components", "expected"),
+    [
+        # means (1,0), (10,1): 1/2 * (1+1+1+1) + 0.5 * 2
+        ([0, 0, 1, 1], 3.0),
+        # no fidelity term, every edge cut: 0.5 * (1+1+2+0.5)
+        ([0, 1, 2, 3], 2.25),
+        # mean (5.5, 0.5): 1/2 * (30.5 + 12.5 + 20.5 + 22.5)
+        ([7, 7, 7, 7], 43.0),
+        # the doubled edge is cut twice: 1/2 * (0 + (2-22/3)^2 + ... ) + 0.5 * (1+1)
+        ([0, 1, 1, 1], 0.5 * ((2 - 22 / 3) ** 2 + (10 - 22 / 3) ** 2 * 2 + (2 / 3) ** 2 * 2 + (4 / 3) ** 2) + 1.0),
+    ],
+)
+def test_partition_energy_by_hand(components: list[int], expected: float) -> None:
+    energy = partition_energy(FEATURES, SOURCE, TARGET, WEIGHTS, np.array(components), reg=0.5)
+    assert energy == pytest.approx(expected, rel=1e-12)
+
+
+def test_path_takes_the_cheapest_partition() -> None:
+    # reg 10: cutting the middle edge costs 20 < 43 of one component; any other cut costs more.
+    components, energy = cut_pursuit(FEATURES, SOURCE, TARGET, WEIGHTS, reg=10.0)
+    assert components.tolist() == [0, 0, 1, 1]
+    assert energy == pytest.approx(2.0 + 20.0, rel=1e-12)
+    # reg 100: 43 < cutting anything (>= 50).
+    components, energy = cut_pursuit(FEATURES, SOURCE, TARGET, WEIGHTS, reg=100.0)
+    assert components.tolist() == [0, 0, 0, 0]
+    assert energy == pytest.approx(43.0, rel=1e-12)
+
+
+def _three_regions(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """1500 random points in the unit square, 3 sectors of distinct 2-D values plus noise,
+    directed 8-NN edges (mutual pairs appear twice), unit weights."""
+    rng = np.random.default_rng(seed)
+    xy = rng.random((1500, 2))
+    truth = np.where(xy[:, 0] < 0.4, 0, np.where(xy[:, 1] < 0.5, 1, 2))
+    values = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    signal = values[truth] + rng.normal(0.0, 0.05, (xy.shape[0], 2))
+    _, nn = cKDTree(xy).query(xy, k=9)
+    source = np.repeat(np.arange(xy.shape[0]), 8)
+    return signal, source, nn[:, 1:].ravel(), truth
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_piecewise_constant_signal_is_recovered_exactly(seed: int) -> None:
+    signal, source, target, truth = _three_regions(seed)
+    weights = np.ones(source.size)
+    components, energy = cut_pursuit(signal, source, target, weights, reg=0.02)
+    assert components.dtype == np.int32
+    assert _same_partition(components, truth)
+    assert energy == pytest.approx(partition_energy(signal, source, target, weights, truth, 0.02), rel=1e-9)
+    again, _ = cut_pursuit(signal, source, target, weights, reg=0.02)
+    np.testing.assert_array_equal(again, components)
+
+
+def test_components_are_numbered_by_first_vertex() -> None:
+    signal, source, target, _ = _three_regions(0)
+    components, _ = cut_pursuit(signal, source, target, np.ones(source.size), reg=0.02)
+    _, first = np.unique(components, return_index=True)
+    assert components[np.sort(first)].tolist() == [0, 1, 2]
+
+
+def test_disconnected_vertices_stay_apart() -> None:
+    # Two equal values with no edge between them cannot share a component.
+    components, energy = cut_pursuit(np.zeros((3, 1)), np.array([0]), np.array([1]), np.array([1.0]), reg=1.0)
+    assert components.tolist() == [0, 0, 1]
+    assert energy == 0.0
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "weights", "reg"),
+    [
+        ([0, 1], [1], [1.0, 1.0], 0.1),  # lengths differ
+        ([0, 3], [1, 2], [1.0, 1.0], 0.1),  # endpoint out of range
+        ([0, 1], [1, 2], [1.0, -1.0], 0.1),  # negative weight
+        ([0, 1], [1, 2], [1.0, 1.0], -0.1),  # negative reg
+        ([0.0, 1.0], [1, 2], [1.0, 1.0], 0.1),  # float endpoints
+    ],
+)
+def test_bad_input_raises(source: list, target: list, weights: list, reg: float) -> None:
+    with pytest.raises(ValueError):
+        cut_pursuit(np.zeros((3, 2)), np.array(source), np.array(target), np.array(weights), reg)
+
+
+@pytest.fixture(scope="module")
+def reference(shared_data):
+    folder = shared_data / "scannet" / "superpoint-reference"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found")
+    graph = np.load(folder / "graph.npz")
+    summary = json.loads((folder / "summary.json").read_text())
+    return folder, np.load(folder / "features.npy"), graph["source"], graph["target"], graph["weight"], summary
+
+
+@pytest.mark.realdata
+def test_reference_partitions_have_the_published_energies(reference) -> None:
+    """Our energy convention is the one summary.json was computed with."""
+    folder, features, source, target, weight, summary = reference
+    for reg in REGS:
+        components = np.load(folder / f"components_reg{reg}.npy").astype(np.int64)
+        energy = partition_energy(features, source, target, weight, components, float(reg))
+        assert energy == pytest.approx(summary[reg]["energy"], rel=1e-6)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("reg", REGS)
+def test_energy_within_two_percent_of_parallel_cut_pursuit(reference, reg: str) -> None:
+    _, features, source, target, weight, summary = reference
+    components, energy = cut_pursuit(features, source, target, weight, float(reg))
+    assert energy == pytest.approx(partition_energy(features, source, target, weight, components, float(reg)), rel=1e-9)
+    assert energy <= 1.02 * summary[reg]["energy"]
+    segments = components.max() + 1
+    assert np.array_equal(np.unique(components), np.arange(segments))
+    assert 0.8 <= segments / summary[reg]["segments"] <= 1.25
