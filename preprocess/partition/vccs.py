@@ -73,9 +73,10 @@ def vccs(
 
     Fixed, where PCL's behaviour is of no use downstream:
 
-    * Voxels the expansion never reaches are left unlabelled by PCL (label 0). Here they join the supervoxel of the nearest labelled voxel reachable through voxel
-      adjacency (breadth-first, nearest centroid wins), else the nearest labelled voxel
-      centroid, so every point gets an id.
+    * Voxels the expansion never reaches are left unlabelled by PCL (label 0). Here they
+      join the supervoxel of the nearest labelled voxel reachable through voxel adjacency
+      (breadth-first, nearest centroid wins), else of the nearest labelled voxel centroid,
+      so every point gets an id.
     * Where the density filter rejects every seed (tiny clouds), PCL returns nothing; here
       the unfiltered seeds are used.
     * A degenerate voxel normal (zero sum of point normals, or a PCA list of one
