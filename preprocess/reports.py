@@ -39,12 +39,13 @@ def show_partitions(pipeline: Pipeline, scene: str | None, out: str | Path) -> P
 def label_quality(pipeline: Pipeline, out_dir: str | Path) -> str:
     """Pseudo-label mIoU against ground truth over the store's scenes: raw and refined.
 
-    Unseen points (label -1) count as misses, so the numbers are over all labelled points;
-    the coverage (share of points seen by some view) is reported beside them.
+    Unseen points (label -1) count as misses in the main rows, so the numbers are over all
+    labelled points; a row over the seen points only and the coverage (share of points seen
+    by some view) are reported beside them.
     """
     store = Store(pipeline.store.path)
     names = class_names(pipeline)
-    raw, refined = IoUAccumulator(names), IoUAccumulator(names)
+    raw, raw_seen, refined = IoUAccumulator(names), IoUAccumulator(names), IoUAccumulator(names)
     seen = total = 0
     refine_partition = pipeline.partition(pipeline.refine.partition) if pipeline.partitions else None
     has_refined = refine_partition is not None
@@ -58,6 +59,7 @@ def label_quality(pipeline: Pipeline, out_dir: str | Path) -> str:
         gt = store.read(scene, POINTS, ["gt"])["gt"]
         label = store.read(scene, lgroup, ["label"])["label"]
         raw.add(label, gt)
+        raw_seen.add(label[label >= 0], gt[label >= 0])
         seen += int((label >= 0).sum())
         total += len(label)
         if has_refined:
@@ -69,7 +71,10 @@ def label_quality(pipeline: Pipeline, out_dir: str | Path) -> str:
                 has_refined = False
     if total == 0:
         raise ValueError(f"{store.path}: no scene has both ground truth and pseudo-labels; run the labels stage")
-    rows = {f"pseudo-labels ({pipeline.labels.labeler})": raw.result()}
+    rows = {
+        f"pseudo-labels ({pipeline.labels.labeler})": raw.result(),
+        f"pseudo-labels ({pipeline.labels.labeler}), seen points only": raw_seen.result(),
+    }
     if has_refined:
         rows[f"refined over {refine_partition.name} (rho={pipeline.refine.rho})"] = refined.result()
     note = f"Coverage: {100 * seen / total:.1f}% of points seen by some view."

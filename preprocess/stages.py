@@ -60,7 +60,7 @@ def _guard(stage: str) -> Callable:
 
     def wrap(fn):
         def run(pipeline: Pipeline, scene_id: str, *upstream: StageResult, **kw) -> StageResult:
-            failed = [u for u in upstream if not u.ok]
+            failed = [u for u in upstream if isinstance(u, StageResult) and not u.ok]
             if failed:
                 return StageResult(stage, scene_id, error=f"skipped: {failed[0].stage} failed")
             try:
@@ -107,7 +107,16 @@ def scene_arrays(scene: Scene, normal_knn: int) -> dict[str, np.ndarray]:
         arrays["gt"] = scene.gt.astype(np.int16)
     if scene.instance is not None:
         arrays["instance"] = scene.instance.astype(np.int32)
+    for name, value in scene.meta.items():  # per-point sensor channels (LiDAR intensity, ring)
+        if isinstance(value, np.ndarray) and value.shape[:1] == (len(scene.xyz),) and name not in arrays:
+            arrays[name] = value
     return arrays
+
+
+def _small_meta(scene: Scene) -> dict:
+    """Scene metadata for the store's attributes, without per-point arrays."""
+    n = len(scene.xyz)
+    return {k: v for k, v in scene.meta.items() if not (isinstance(v, np.ndarray) and v.shape[:1] == (n,))}
 
 
 @_guard("ingest")
@@ -132,7 +141,7 @@ def ingest(pipeline: Pipeline, scene_id: str) -> StageResult:
         "key": key, "stage": "ingest", "dataset": pipeline.dataset.name, "scene": scene_id,
         "num_points": len(scene.xyz), "num_faces": 0 if scene.faces is None else len(scene.faces),
         "has_gt": scene.gt is not None, "seconds": seconds, "code_version": CODE_VERSION,
-        "meta": scene.meta,
+        "meta": _small_meta(scene),
     }
     if store.is_complete(scene_id, POINTS):  # points of an older key: dependents key on the new one
         store.remove(scene_id, POINTS)

@@ -50,8 +50,8 @@ def _json_safe(value: Any) -> Any:
         return {str(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
     return value
 
 
@@ -126,7 +126,7 @@ class Store:
             array = np.ascontiguousarray(array)
             chunks = (max(1, min(len(array), 1 << 18)),) + array.shape[1:] if array.ndim else ()
             g.create_array(name, data=array, chunks=chunks or "auto")
-        g.attrs.update(_json_safe({**attrs, "complete": True}))
+        g.update_attributes(_json_safe({**attrs, "complete": True}))
         if final.exists() and not self.is_complete(scene, group):
             shutil.rmtree(final, ignore_errors=True)  # leftover of an older, broken writer
         try:
