@@ -16,6 +16,16 @@ SHIFT = -8  # sparse coords = dense grid index + SHIFT: exercises negative coord
 TOL = dict(rtol=0, atol=1e-10)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Grids of a few hundred voxels: thread hand-offs on a shared 2-core machine cost more
+    than they save, so run single-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def random_scene(seed: int, batch: int = 2, channels: int = 3, density: float = 0.3, ts: int = 1):
     """Unique random sites on a GRID^3 lattice of spacing ts; float64 features (a leaf)."""
     g = torch.Generator().manual_seed(seed)

@@ -16,9 +16,10 @@ class _GatherGemmScatter(torch.autograd.Function):
     """out[o] += feats[i] @ W[k] over the pairs (i, o) of each offset k.
 
     A hand-written backward (grad_in[i] += grad_out[o] @ W[k]^T, grad_W[k] = feats[i]^T
-    grad_out[o]) accumulates into one buffer and keeps no gathered copies alive between
-    forward and backward; plain autograd saves every gathered block and sums 27 (N, Cin)
-    gradients, which costs about twice the time and memory.
+    grad_out[o]) accumulates into one buffer and recomputes the gathers instead of saving
+    them: plain autograd keeps every gathered (pairs, Cin) block alive until backward and sums
+    K separate (N, Cin) gradients. Same speed within noise on CPU, about 5x less peak memory
+    (100 vs 510 MB for a 64-channel 3x3x3 conv on 39k voxels with 620k pairs).
     """
 
     @staticmethod

@@ -1,0 +1,47 @@
+"""Per-voxel heads on decoder features (M, C) -- plain tensors, independent of the sparse backend."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LinearHead(nn.Linear):
+    """Logits (M, num_classes) from features (M, C): SPVNAS's classifier."""
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__(in_channels, num_classes)
+
+
+class TextHead(nn.Module):
+    """Cosine logits against fixed class text embeddings (CLIP2Scene / OpenScene style).
+
+    logits = exp(logit_scale) * cos(proj(f), t_c). The embeddings are a buffer (saved with
+    the model, never trained); the scale is learned from CLIP's initial 1/0.07 and clamped
+    at 100 as CLIP does, so the softmax can sharpen without running away.
+    """
+
+    def __init__(self, in_channels: int, text_embeddings: torch.Tensor) -> None:
+        super().__init__()
+        self.proj = nn.Linear(in_channels, text_embeddings.shape[1])
+        self.register_buffer("text_embeddings", F.normalize(text_embeddings.float(), dim=1))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
+        return scale * F.normalize(self.proj(feats), dim=1) @ self.text_embeddings.t()
+
+
+class ProjectionHead(nn.Module):
+    """L2-normalised embeddings (M, dim) for the correlation losses: Linear-ReLU-Linear, as in
+    SimCLR-style projection heads, so the losses shape this space rather than the decoder's."""
+
+    def __init__(self, in_channels: int, dim: int = 128) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_channels, in_channels), nn.ReLU(inplace=True), nn.Linear(in_channels, dim))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(feats), dim=1)
