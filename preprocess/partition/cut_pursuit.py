@@ -5,9 +5,11 @@ Minimises SPG's energy over piecewise-constant signals x (value of a component =
     E(x) = 1/2 * sum_i ||x_i - f_i||^2 + reg * sum_edges w_e * [x_source != x_target]
 
 Each iteration SPLITs every non-saturated component in two (2-means alternatives refined by
-min cuts, max-flow by Boykov-Kolmogorov), REDUCEs to the connected components of the graph minus the cut
-("active") edges, then MERGEs adjacent components greedily while that lowers E. Written from
-the papers and the notes in docs/oversegmentation.md (c); the GPL reference code is not used.
+min cuts; max-flow by Boykov-Kolmogorov), REDUCEs to the connected components of the graph
+minus the cut ("active") edges, then MERGEs adjacent components best gain first while that
+lowers E. Written from the papers and the notes in docs/oversegmentation.md (c); the GPL
+reference code is not used. On scene0000_00's SPG graph it ends 0.1-0.4% below the official
+parallel cut pursuit's energy at reg 0.01-0.3 (tests/test_cut_pursuit.py).
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def cut_pursuit(
         new_comp, new_k = _components(indptr, adj, arc_edge, active)
         new_comp, new_k = _merge(x, new_comp, new_k, src, tgt, cap)
         new_energy = _energy(x, new_comp, new_k, src, tgt, cap)
-        if new_energy > energy:
+        if new_energy > energy:  # the greedy merge can leave a worse partition: keep the better
             break
         decrease = energy - new_energy
         saturated = _unchanged(comp, k, new_comp, new_k)
@@ -101,7 +103,9 @@ def partition_energy(
     x, src, tgt, w = _validated(features, source, target, weights)
     comp = np.asarray(components)
     if comp.shape != (x.shape[0],) or not np.issubdtype(comp.dtype, np.integer):
-        raise ValueError(f"components must be an integer array of shape ({x.shape[0]},), got {comp.dtype} {comp.shape}")
+        raise ValueError(
+            f"components must be an integer array of shape ({x.shape[0]},), got {comp.dtype} {comp.shape}"
+        )
     _, comp = np.unique(comp, return_inverse=True)
     k = int(comp.max()) + 1
     counts = np.bincount(comp, minlength=k).astype(np.float64)
@@ -117,10 +121,14 @@ def _validated(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     x = np.ascontiguousarray(features, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0 or not np.all(np.isfinite(x)):
-        raise ValueError(f"features must be a finite (N, D) array with N, D >= 1, got shape {np.shape(features)}")
+        raise ValueError(
+            f"features must be a finite (N, D) array with N, D >= 1, got shape {np.shape(features)}"
+        )
     src, tgt, w = np.asarray(source), np.asarray(target), np.asarray(weights, dtype=np.float64)
     if not (src.ndim == tgt.ndim == w.ndim == 1 and src.shape == tgt.shape == w.shape):
-        raise ValueError(f"source, target, weights must be 1-D of equal length, got {src.shape}, {tgt.shape}, {w.shape}")
+        raise ValueError(
+            f"source, target, weights must be 1-D of equal length, got {src.shape}, {tgt.shape}, {w.shape}"
+        )
     if src.size and (not np.issubdtype(src.dtype, np.integer) or not np.issubdtype(tgt.dtype, np.integer)):
         raise ValueError(f"source and target must be integer arrays, got {src.dtype}, {tgt.dtype}")
     src, tgt = src.astype(np.int64), tgt.astype(np.int64)
