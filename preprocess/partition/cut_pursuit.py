@@ -304,6 +304,7 @@ _FAR = 1 << 60
 @njit(cache=True, nogil=True)
 def _min_cut(vs, c, comp, indptr, adj, rev, res, tr, parent, sink, stamp, dist, queued, label):
     """Boykov-Kolmogorov max-flow on component c; label = 0 on the source side of the min cut.
+    Returns how many labels changed.
 
     res: residual capacity per arc (rev pairs the two arcs of an edge); tr: terminal capacity,
     > 0 from the source, < 0 to the sink. parent[v] is the arc from v to its tree parent."""
@@ -477,8 +478,12 @@ def _min_cut(vs, c, comp, indptr, adj, rev, res, tr, parent, sink, stamp, dist, 
                     parent[j] = _ORPHAN
                     orphans[(o_head + o_len) % n] = j
                     o_len += 1
+    changed = 0
     for v in vs:
-        label[v] = 0 if parent[v] != _FREE and not sink[v] else 1
+        side = 0 if parent[v] != _FREE and not sink[v] else 1
+        changed += side != label[v]
+        label[v] = side
+    return changed
 
 
 @njit(cache=True, nogil=True)
@@ -497,7 +502,8 @@ def _split_component(x, vs, c, comp, indptr, adj, arc_edge, rev, cap, active, re
             tr[v] = 0.5 * (_sq_dist(x, v, centers[1]) - _sq_dist(x, v, centers[0]))
             for a in range(indptr[v], indptr[v + 1]):
                 res[a] = cap[arc_edge[a]]
-        _min_cut(vs, c, comp, indptr, adj, rev, res, tr, parent, sink, stamp, dist, queued, label)
+        if _min_cut(vs, c, comp, indptr, adj, rev, res, tr, parent, sink, stamp, dist, queued, label) == 0:
+            break  # same labels, same alternatives: another round would repeat this cut
     split = False
     for v in vs:
         for a in range(indptr[v], indptr[v + 1]):
