@@ -240,17 +240,17 @@ def _sq_dist(x, i, center):
 
 @njit(cache=True, nogil=True)
 def _label_means(x, vs, label, centers):
-    """Means of the two label sets into centers; False if a side is empty."""
-    centers[:] = 0.0
+    """Means of the two label sets into centers; False (centers untouched) if a side is empty."""
     count0 = 0
     for v in vs:
-        side = label[v]
-        count0 += 1 - side
-        for j in range(x.shape[1]):
-            centers[side, j] += x[v, j]
+        count0 += 1 - label[v]
     count1 = vs.shape[0] - count0
     if count0 == 0 or count1 == 0:
         return False
+    centers[:] = 0.0
+    for v in vs:
+        for j in range(x.shape[1]):
+            centers[label[v], j] += x[v, j]
     for j in range(x.shape[1]):
         centers[0, j] /= count0
         centers[1, j] /= count1
