@@ -183,8 +183,8 @@ def compute_partition(partition: PartitionConfig, points: dict[str, np.ndarray])
     if partition.method == "superpoints":
         from preprocess.partition.superpoints import superpoints
 
-        result = superpoints(xyz, k_nn=p.k_nn, k_graph=p.k_graph, reg=p.reg, voxel=p.voxel)
-        return result.segment, {"energy": float(result.energy)}
+        segment, energy = superpoints(xyz, k_nn=p.k_nn, k_graph=p.k_graph, reg=p.reg, voxel=p.voxel, return_energy=True)
+        return segment, {"energy": float(energy)}
     raise ConfigError(f"unknown partition method {partition.method!r}")
 
 
