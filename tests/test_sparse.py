@@ -81,16 +81,18 @@ def test_submanifold_conv_equals_dense(k: int, dilation: int, ts: int) -> None:
         torch.testing.assert_close(a, b, **TOL)
 
 
-@pytest.mark.parametrize("k", [2, 3])
-def test_strided_conv_equals_dense_on_occupied_outputs(k: int) -> None:
-    feats, coords = random_scene(seed=20 + k)
+@pytest.mark.parametrize(("k", "ts"), [(2, 1), (3, 1), (2, 2)])
+def test_strided_conv_equals_dense_on_occupied_outputs(k: int, ts: int) -> None:
+    feats, coords = random_scene(seed=20 + k + ts, ts=ts)
     conv = leaf_conv(3, 4, seed=1, kernel_size=k, stride=2)
-    out = conv(SparseTensor(feats, coords))
-    expected = torch.unique(torch.cat([coords[:, :1], torch.div(coords[:, 1:], 2, rounding_mode="floor") * 2], 1), dim=0)
-    assert out.s == 2 and torch.equal(out.C, expected)  # unique floor(c / 2) * 2, lexicographic
+    out = conv(SparseTensor(feats, coords, stride=ts))
+    s = 2 * ts
+    expected = torch.unique(torch.cat([coords[:, :1], torch.div(coords[:, 1:], s, rounding_mode="floor") * s], 1), dim=0)
+    assert out.s == s and torch.equal(out.C, expected)  # unique floor(c / (2 ts)) * 2 ts, lexicographic
 
     w = dense_kernel(conv.kernel, k).permute(1, 0, 2, 3, 4)
-    ref = at_sites(F.conv3d(to_dense(feats, coords, 1, GRID), w, stride=2, padding=-((-k) // 2 + 1)), out.C, 2)
+    ref = F.conv3d(to_dense(feats, coords, ts, GRID), w, stride=2, padding=-((-k) // 2 + 1))
+    ref = at_sites(ref, out.C, s)
     torch.testing.assert_close(out.F, ref, **TOL)
     r = torch.randn_like(ref)
     for a, b in zip(grads((out.F * r).sum(), feats, conv.kernel), grads((ref * r).sum(), feats, conv.kernel)):
@@ -118,7 +120,8 @@ def test_strided_then_transposed_round_trip_restores_coords_and_reuses_maps() ->
     feats, coords = random_scene(seed=40, channels=2)
     x = SparseTensor(feats.detach().float(), coords)
     y = spnn.Conv3d(2, 2, 2, stride=2)(spnn.Conv3d(2, 2, 2, stride=2)(x))
-    assert y.s == 4
+    xyz4 = torch.div(coords[:, 1:], 4, rounding_mode="floor") * 4
+    assert y.s == 4 and torch.equal(y.C, torch.unique(torch.cat([coords[:, :1], xyz4], dim=1), dim=0))
     built = dict(y.caches.kernel_maps)
     z = spnn.Conv3d(2, 2, 2, stride=2, transposed=True)(spnn.Conv3d(2, 2, 2, stride=2, transposed=True)(y))
     assert z.s == 1 and torch.equal(z.C, coords)

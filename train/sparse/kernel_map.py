@@ -126,7 +126,7 @@ def get_kernel_map(cache: TensorCache, in_stride: int, kernel_size: int, stride:
     inputs = _index(cache, in_stride)
     out_stride = in_stride * stride
     if out_stride not in cache.coords:
-        cache.coords[out_stride], cache.indexes[out_stride] = downsample_coords(cache.coords[in_stride], stride)
+        cache.coords[out_stride], cache.indexes[out_stride] = downsample_coords(cache.coords[in_stride], out_stride)
     outputs = _index(cache, out_stride)
     deltas = _key_deltas(kernel_offsets(kernel_size, dilation) * in_stride)
     volume = deltas.numel()
