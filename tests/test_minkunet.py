@@ -33,7 +33,7 @@ def box_shell(lo: tuple[int, int, int], hi: tuple[int, int, int]) -> torch.Tenso
 def random_scene(seed: int) -> torch.Tensor:
     """A room shell with two random boxes inside: a few hundred surface voxels."""
     g = torch.Generator().manual_seed(seed)
-    parts = [box_shell((0, 0, 0), (15, 13, 7))]
+    parts = [box_shell((0, 0, 0), (23, 19, 9))]
     for _ in range(2):
         lo = torch.randint(2, 8, (3,), generator=g)
         parts.append(box_shell(tuple(lo.tolist()), tuple((lo + torch.randint(2, 5, (3,), generator=g)).tolist())))
@@ -85,8 +85,8 @@ def test_scenes_in_a_batch_do_not_mix_in_eval_mode() -> None:
 def test_overfits_a_two_class_toy_scene() -> None:
     """Floor (class 0) versus a box standing on it (class 1). Constant input features, so
     the labelling must be learned from the sparse geometry alone."""
-    floor = box_shell((0, 0, 0), (15, 15, 0))
-    box = box_shell((5, 5, 1), (10, 10, 6))
+    floor = box_shell((0, 0, 0), (31, 31, 0))  # 2 x 2 sites at the deepest level (stride 16)
+    box = box_shell((12, 12, 1), (19, 19, 7))
     coords = torch.cat([floor, box])
     labels = torch.cat([torch.zeros(len(floor)), torch.ones(len(box))]).long()
     x = sparse_collate([(coords, torch.ones(len(coords), 3))])
