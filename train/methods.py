@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from shared.config import Pipeline
 from train.data import Batch, SceneDataset, text_embedding
 from train.losses import HICLLoss, clip2scene_loss, pseudo_ce_loss
-from train.models.minkunet import LinearHead, MinkUNet, ProjectionHead, TextHead
+from train.models import LinearHead, MinkUNet, ProjectionHead, TextHead
 from train.sparse import Backend, select_backend
 
 
