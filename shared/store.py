@@ -9,11 +9,15 @@ Layout (one store per dataset; one group per scene):
 A stage output is a group whose attributes hold its key, parameters and `complete: true`.
 It is written under a temporary name and renamed into place, so a killed run leaves only a
 `.tmp-*` folder that nothing trusts; `complete` is checked as well so a group copied or
-synced half-way is never taken as done either.
+synced half-way is never taken as done either. A writer holds an exclusive `flock` on its
+temporary folder until the rename, so cleaning removes only the leftovers of dead writers,
+never the folder a concurrent run is still writing (the kernel drops the lock of a killed
+process).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -120,21 +124,24 @@ class Store:
         final = self.path / scene / group
         final.parent.mkdir(parents=True, exist_ok=True)
         self._ensure_groups(scene, group)
-        tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-        g = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        for name, array in arrays.items():
-            array = np.ascontiguousarray(array)
-            chunks = (max(1, min(len(array), 1 << 18)),) + array.shape[1:] if array.ndim else ()
-            g.create_array(name, data=array, chunks=chunks or "auto")
-        g.update_attributes(_json_safe({**attrs, "complete": True}))
-        if final.exists() and not self.is_complete(scene, group):
-            shutil.rmtree(final, ignore_errors=True)  # leftover of an older, broken writer
+        tmp, lock = _locked_temporary(final)
         try:
-            os.rename(tmp, final)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            return False
-        return True
+            g = zarr.open_group(str(tmp), mode="w-", zarr_format=3)  # "w" would recreate the locked folder
+            for name, array in arrays.items():
+                array = np.ascontiguousarray(array)
+                chunks = (max(1, min(len(array), 1 << 18)),) + array.shape[1:] if array.ndim else ()
+                g.create_array(name, data=array, chunks=chunks or "auto")
+            g.update_attributes(_json_safe({**attrs, "complete": True}))
+            if final.exists() and not self.is_complete(scene, group):
+                shutil.rmtree(final, ignore_errors=True)  # leftover of an older, broken writer
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)
+                return False
+            return True
+        finally:
+            os.close(lock)
 
     def _ensure_groups(self, scene: str, group: str) -> None:
         parts = [scene, *group.split("/")[:-1]]
@@ -147,8 +154,38 @@ class Store:
         shutil.rmtree(self.path / scene / group, ignore_errors=True)
 
     def clean_temporaries(self) -> int:
-        """Delete `.tmp-*` leftovers of killed runs; returns how many."""
-        leftovers = list(self.path.glob("*/*/.tmp-*")) + list(self.path.glob("*/.tmp-*"))
-        for p in leftovers:
+        """Delete `.tmp-*` leftovers of killed writers, leaving those of live (locked) writers
+        alone; returns how many were deleted."""
+        removed = 0
+        for p in list(self.path.glob("*/*/.tmp-*")) + list(self.path.glob("*/.tmp-*")):
+            try:
+                fd = os.open(p, os.O_RDONLY)
+            except OSError:  # renamed into place or removed meanwhile
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # its writer is alive
+                os.close(fd)
+                continue
             shutil.rmtree(p, ignore_errors=True)
-        return len(leftovers)
+            os.close(fd)
+            removed += 1
+        return removed
+
+
+def _locked_temporary(final: Path) -> tuple[Path, int]:
+    """A new temporary folder beside `final` and a descriptor holding its exclusive lock.
+
+    A cleaner may lock and delete the folder between its creation and our lock, taking it for
+    a dead writer's; the lock is then on a deleted folder, so check and make another."""
+    while True:
+        tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        fd = os.open(tmp, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(tmp)):
+                return tmp, fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
