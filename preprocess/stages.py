@@ -143,7 +143,9 @@ def ingest(pipeline: Pipeline, scene_id: str) -> StageResult:
         "has_gt": scene.gt is not None, "seconds": seconds, "code_version": CODE_VERSION,
         "meta": _small_meta(scene),
     }
-    if store.is_complete(scene_id, POINTS):  # points of an older key: dependents key on the new one
+    # Points of an older key go (dependents key on the new one); points of this key finished
+    # meanwhile by a concurrent run stay, since its dependents may be reading them.
+    if store.is_complete(scene_id, POINTS) and not store.is_complete(scene_id, POINTS, key):
         store.remove(scene_id, POINTS)
     store.write(scene_id, POINTS, arrays, attrs)
     return StageResult("ingest", scene_id, POINTS, key, True, seconds, _points_info(store, scene_id))
