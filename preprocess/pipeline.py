@@ -5,6 +5,10 @@ and refinement waits for both. Workers read raw data and write the store themsel
 scene ids and small `StageResult`s travel through the scheduler. Progress is one bar per
 stage; at the end a summary says, per stage, how many results were computed and how many
 came from the cache.
+
+A task whose future is lost (its worker died under it and Dask gave up with KilledWorker, or
+the future was cancelled) is submitted again, lost upstream tasks first; stages skip what the
+store already holds, so running one twice is safe.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from shared.config import Pipeline
 from shared.store import Store
 
 STAGES = ("ingest", "partitions", "labels", "refine")
+RESUBMITS = 2  # times a task with a lost future is submitted again before it counts as failed
+LOST = ("error", "cancelled", "lost")  # Dask future states after which a task must be resubmitted
 log = logging.getLogger("preprocess")
 
 
@@ -95,6 +101,78 @@ def _as_completed(client, futures):
     return as_completed(futures)
 
 
+@dataclass(frozen=True)
+class _Upstream:
+    """Stands, in a task's arguments, for the result of task number `task`."""
+
+    task: int
+
+
+@dataclass(frozen=True)
+class _Task:
+    stage: str
+    scene: str
+    fn: Callable
+    args: tuple
+
+    @property
+    def upstream(self) -> list[int]:
+        return [a.task for a in self.args if isinstance(a, _Upstream)]
+
+
+class _Driver:
+    """Submits the tasks, hands each result to `record` once, and resubmits lost tasks."""
+
+    def __init__(self, client, tasks: list[_Task], record: Callable[[_Task, stages.StageResult], None]):
+        self.client, self.tasks, self.record = client, tasks, record
+        self.current: dict[int, Any] = {}  # task -> its live future
+        self.owner: dict[Any, int] = {}  # future -> task
+        self.tries: Counter = Counter()
+        self.recorded: set[int] = set()
+        self.failed: set[int] = set()
+        self.queue = _as_completed(client, [self._submit(i) for i in range(len(tasks))])
+
+    def _submit(self, i: int):
+        args = [self.current[a.task] if isinstance(a, _Upstream) else a for a in self.tasks[i].args]
+        future = self.client.submit(self.tasks[i].fn, *args, pure=False)
+        self.current[i], self.owner[future] = future, i
+        return future
+
+    def run(self) -> None:
+        for future in self.queue:
+            i = self.owner.pop(future)
+            if i in self.recorded or self.current[i] is not future:
+                continue  # superseded by a resubmission
+            try:
+                result = future.result()
+            except Exception as e:  # the future was lost, not the stage: stages return their errors
+                self._lost(i, f"{type(e).__name__}: {e}")
+            else:
+                self._record(i, result)
+
+    def _lost(self, i: int, reason: str) -> None:
+        task = self.tasks[i]
+        for u in task.upstream:
+            if u not in self.failed and self.current[u].status in LOST:
+                self._lost(u, f"its future was {self.current[u].status}")  # dependants fail with it
+            if u in self.failed:
+                self.failed.add(i)
+                self._record(i, stages.StageResult(task.stage, task.scene, error=f"skipped: {self.tasks[u].stage} failed"))
+                return
+        if self.tries[i] >= RESUBMITS:
+            self.failed.add(i)
+            self._record(i, stages.StageResult(task.stage, task.scene, error=f"{reason} (submitted {RESUBMITS + 1} times)"))
+            return
+        self.tries[i] += 1
+        log.warning("%s %s: %s; submitting it again", task.stage, task.scene or "-", reason.splitlines()[0])
+        self.queue.add(self._submit(i))
+
+    def _record(self, i: int, result: stages.StageResult) -> None:
+        if i not in self.recorded:
+            self.recorded.add(i)
+            self.record(self.tasks[i], result)
+
+
 def run(
     pipeline: Pipeline,
     only: Iterable[str] = STAGES,
@@ -114,44 +192,43 @@ def run(
     store = Store(pipeline.store.path)
     store.clean_temporaries()
 
-    client = make_client(scheduler, workers)
     summary = RunSummary()
+    tasks: list[_Task] = []
+
+    def add(stage: str, scene: str, fn: Callable, *args) -> _Upstream:
+        tasks.append(_Task(stage, scene, fn, (pipeline, *args)))
+        return _Upstream(len(tasks) - 1)
+
+    if "labels" in only:
+        add("text", "", stages.store_text_embeddings)
+    for scene_id in scene_ids:
+        ingested = add("ingest", scene_id, stages.ingest, scene_id)
+        by_name = {}
+        if "partitions" in only or "refine" in only:
+            for partition in pipeline.partitions:
+                by_name[partition.name] = add("partitions", scene_id, stages.partitions, scene_id, ingested, partition)
+        if "labels" in only or "refine" in only:
+            labelled = add("labels", scene_id, stages.labels, scene_id, ingested)
+            if "refine" in only and pipeline.refine.partition in by_name:
+                add("refine", scene_id, stages.refine, scene_id, labelled, by_name[pipeline.refine.partition])
+    totals = Counter(task.stage for task in tasks)
+    bars = {
+        stage: tqdm(total=n, desc=f"{stage:<10}", unit="scene", position=i, leave=True,
+                    disable=not progress, file=sys.stderr)
+        for i, (stage, n) in enumerate(totals.items())
+    }
+
+    def record(task: _Task, result: stages.StageResult) -> None:
+        summary.results.append(result)
+        bars[task.stage].update(1)
+        if not result.ok:
+            bars[task.stage].set_postfix_str(f"{len(summary.failures)} failed", refresh=False)
+
+    client = make_client(scheduler, workers)
     try:
-        futures: dict[Any, str] = {}
-        if "labels" in only:
-            futures[client.submit(stages.store_text_embeddings, pipeline, pure=False)] = "text"
-        for scene_id in scene_ids:
-            ingested = client.submit(stages.ingest, pipeline, scene_id, pure=False)
-            futures[ingested] = "ingest"
-            by_name = {}
-            if "partitions" in only or "refine" in only:
-                for partition in pipeline.partitions:
-                    f = client.submit(stages.partitions, pipeline, scene_id, ingested, partition, pure=False)
-                    futures[f] = "partitions"
-                    by_name[partition.name] = f
-            if "labels" in only or "refine" in only:
-                labelled = client.submit(stages.labels, pipeline, scene_id, ingested, pure=False)
-                futures[labelled] = "labels"
-                if "refine" in only and pipeline.refine.partition in by_name:
-                    f = client.submit(
-                        stages.refine, pipeline, scene_id, labelled, by_name[pipeline.refine.partition], pure=False
-                    )
-                    futures[f] = "refine"
-        totals = Counter(futures.values())
-        bars = {
-            stage: tqdm(total=n, desc=f"{stage:<10}", unit="scene", position=i, leave=True,
-                        disable=not progress, file=sys.stderr)
-            for i, (stage, n) in enumerate(totals.items())
-        }
-        for future in _as_completed(client, list(futures)):
-            result = future.result()
-            summary.results.append(result)
-            bar = bars[futures[future]]
-            bar.update(1)
-            if not result.ok:
-                bar.set_postfix_str(f"{len(summary.failures)} failed", refresh=False)
+        _Driver(client, tasks, record).run()
+    finally:
         for bar in bars.values():
             bar.close()
-    finally:
         client.close()
     return summary
