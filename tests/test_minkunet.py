@@ -61,6 +61,18 @@ def test_forward_backward_shapes_per_input_voxel() -> None:
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
 
 
+def test_parameter_names_and_count_follow_spvnas() -> None:
+    """SPVNAS checkpoints (torchsparse Conv3d `kernel`s) load by name; cr=1.0 has 21.7M parameters."""
+    names = dict(MinkUNet(4, 19, backend="torch").named_parameters())
+    assert names["stem.0.kernel"].shape == (27, 4, 32)
+    assert names["stage1.0.net.0.kernel"].shape == (8, 32, 32)
+    assert "stage1.1.downsample.0.kernel" not in names  # 32 -> 32: identity shortcut
+    assert names["stage2.1.downsample.0.kernel"].shape == (32, 64)
+    assert names["up1.0.net.0.kernel"].shape == (8, 256, 256)
+    assert names["up4.1.0.downsample.0.kernel"].shape == (96 + 32, 96)
+    assert round(sum(p.numel() for p in names.values()) / 1e6, 1) == 21.7
+
+
 def test_deterministic_on_cpu() -> None:
     outputs, grads = [], []
     for _ in range(2):

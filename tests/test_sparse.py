@@ -222,3 +222,12 @@ def test_equals_torchsparse(k: int, stride: int) -> None:
     b_coords = b.C if torchsparse_batch_first(_import_torchsparse().__version__) else b.C[:, [3, 0, 1, 2]]
     order_a, order_b = torch.argsort(pack_coords(a.C.cpu())), torch.argsort(pack_coords(b_coords.int().cpu()))
     torch.testing.assert_close(a.F.cpu()[order_a], b.F.cpu()[order_b], rtol=1e-4, atol=1e-4)
+
+
+def test_to_moves_data_and_starts_a_new_chain() -> None:
+    feats, coords = random_scene(seed=70)
+    x = SparseTensor(feats, coords)
+    spnn.Conv3d(3, 3, 3).double()(x)
+    y = x.to("cpu")
+    assert torch.equal(y.F, x.F) and torch.equal(y.C, x.C) and y.s == x.s
+    assert y.caches is not x.caches and not y.caches.kernel_maps

@@ -14,10 +14,20 @@ from train.sparse import Backend, select_backend
 CHANNELS = (32, 32, 64, 128, 256, 256, 128, 96, 96)
 
 
-def _conv_bn_relu(ops: Backend, cin: int, cout: int, ks: int, stride: int = 1, transposed: bool = False) -> nn.Sequential:
-    return nn.Sequential(
-        ops.Conv3d(cin, cout, kernel_size=ks, stride=stride, transposed=transposed), ops.BatchNorm(cout), ops.ReLU(True)
-    )
+def _conv_bn_relu(ops: Backend, cin: int, cout: int, ks: int, stride: int = 1, transposed: bool = False) -> list:
+    conv = ops.Conv3d(cin, cout, kernel_size=ks, stride=stride, transposed=transposed)
+    return [conv, ops.BatchNorm(cout), ops.ReLU(True)]
+
+
+class BasicConvolutionBlock(nn.Module):
+    """Conv-BN-ReLU; a transposed conv when `transposed` (SPVNAS's BasicDeconvolutionBlock)."""
+
+    def __init__(self, ops: Backend, cin: int, cout: int, ks: int = 3, stride: int = 1, transposed: bool = False) -> None:
+        super().__init__()
+        self.net = nn.Sequential(*_conv_bn_relu(ops, cin, cout, ks, stride, transposed))
+
+    def forward(self, x: Any) -> Any:
+        return self.net(x)
 
 
 class ResidualBlock(nn.Module):
@@ -55,21 +65,21 @@ class MinkUNet(nn.Module):
         cs = [int(width * c) for c in CHANNELS]
         self.out_channels = cs[8]
         self.stem = nn.Sequential(*_conv_bn_relu(ops, in_channels, cs[0], 3), *_conv_bn_relu(ops, cs[0], cs[0], 3))
-        self.encoder = nn.ModuleList(
-            nn.Sequential(
-                _conv_bn_relu(ops, cs[i], cs[i], ks=2, stride=2),
+        # Module names follow SPVNAS (stage1..4, up1..4 = [deconv block, residual blocks]) so
+        # its torchsparse checkpoints load with load_state_dict.
+        for i in range(4):
+            stage = nn.Sequential(
+                BasicConvolutionBlock(ops, cs[i], cs[i], ks=2, stride=2),
                 ResidualBlock(ops, cs[i], cs[i + 1]),
                 ResidualBlock(ops, cs[i + 1], cs[i + 1]),
             )
-            for i in range(4)
-        )
-        self.upsample = nn.ModuleList(
-            _conv_bn_relu(ops, cs[4 + i], cs[5 + i], ks=2, stride=2, transposed=True) for i in range(4)
-        )
-        self.decoder = nn.ModuleList(
-            nn.Sequential(ResidualBlock(ops, cs[5 + i] + cs[3 - i], cs[5 + i]), ResidualBlock(ops, cs[5 + i], cs[5 + i]))
-            for i in range(4)
-        )
+            cin, cout, skip = cs[4 + i], cs[5 + i], cs[3 - i]
+            up = nn.ModuleList([
+                BasicConvolutionBlock(ops, cin, cout, ks=2, stride=2, transposed=True),
+                nn.Sequential(ResidualBlock(ops, cout + skip, cout), ResidualBlock(ops, cout, cout)),
+            ])
+            self.add_module(f"stage{i + 1}", stage)
+            self.add_module(f"up{i + 1}", up)
         self.head = LinearHead(cs[8], num_classes) if num_classes is not None else None
         for m in self.modules():
             if isinstance(m, nn.BatchNorm1d):  # SPVNAS's weight_initialization
@@ -79,11 +89,11 @@ class MinkUNet(nn.Module):
     def forward_features(self, x: Any) -> torch.Tensor:
         """Per-voxel decoder features (M, out_channels) for the input SparseTensor's voxels."""
         skips = [self.stem(x)]
-        for stage in self.encoder:
+        for stage in (self.stage1, self.stage2, self.stage3, self.stage4):
             skips.append(stage(skips[-1]))
         y = skips.pop()
-        for up, block in zip(self.upsample, self.decoder):
-            y = block(self.ops.cat([up(y), skips.pop()]))
+        for deconv, blocks in (self.up1, self.up2, self.up3, self.up4):
+            y = blocks(self.ops.cat([deconv(y), skips.pop()]))
         return y.F
 
     def forward(self, x: Any) -> torch.Tensor:
