@@ -14,7 +14,7 @@ from train.sparse import Backend, select_backend
 CHANNELS = (32, 32, 64, 128, 256, 256, 128, 96, 96)
 
 
-def _conv_bn_relu(ops: Backend, cin: int, cout: int, ks: int, stride: int = 1, transposed: bool = False) -> list:
+def _conv_bn_relu(ops: Backend, cin: int, cout: int, ks: int, stride: int = 1, transposed: bool = False) -> list[nn.Module]:
     conv = ops.Conv3d(cin, cout, kernel_size=ks, stride=stride, transposed=transposed)
     return [conv, ops.BatchNorm(cout), ops.ReLU(True)]
 

@@ -104,7 +104,9 @@ def _index(cache: TensorCache, stride: int) -> CoordIndex:
     return cache.indexes[stride]
 
 
-def _match(inputs: CoordIndex, out_keys: torch.Tensor, deltas: torch.Tensor) -> tuple[tuple, tuple]:
+def _match(
+    inputs: CoordIndex, out_keys: torch.Tensor, deltas: torch.Tensor
+) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
     """All offsets at once: one searchsorted over (K, N_out) queries, pairs grouped by offset."""
     queries = out_keys.unsqueeze(0) + deltas.to(out_keys.device).unsqueeze(1)
     n = inputs.sorted_keys.numel()

@@ -12,7 +12,7 @@ from train.sparse.tensor import SparseTensor
 
 
 def sparse_quantize(
-    coords: np.ndarray, voxel_size: float | Sequence[float] = 1, *, return_index: bool = False, return_inverse: bool = False
+    coords: np.ndarray, voxel_size: float | Sequence[float] = 1, return_index: bool = False, return_inverse: bool = False
 ) -> np.ndarray | tuple[np.ndarray, ...]:
     """One voxel per occupied cell of floor(coords / voxel_size), as torchsparse does.
 
