@@ -134,8 +134,8 @@ class RefineConfig:
 
 @dataclass(frozen=True)
 class HICLConfig:
-    refine: bool = True
-    intra_set: bool = True  # train on refined labels (False: raw pseudo-labels)
+    refine: bool = True  # CE targets are the set-refined pseudo-labels (False: the raw ones)
+    intra_set: bool = True  # intra-set consistency loss: points pulled toward their set prototype
     intra_scene: bool = True
     inter_scene: bool = True
     feedback: bool = True
@@ -146,6 +146,7 @@ class HICLConfig:
     embed_dim: int = 128
     queries_per_scene: int = 4096
     memory_size: int = 8192
+    lambda_set: float = 1.0
     lambda_intra: float = 1.0
     lambda_inter: float = 1.0
     lambda_feedback: float = 1.0

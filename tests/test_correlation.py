@@ -132,7 +132,8 @@ def test_attention_map():
 # HICLLoss
 # --------------------------------------------------------------------------------------------
 def _config(**kw) -> HICLConfig:
-    return dataclasses.replace(HICLConfig(), **kw)
+    """The correlation terms under test; the intra-set term only where a test asks for it."""
+    return dataclasses.replace(HICLConfig(intra_set=False), **kw)
 
 
 def _batch(seed: int = 0, points_per_scene: int = 60, scenes: int = 2, dim: int = 8, classes: int = 3):
@@ -309,3 +310,16 @@ def test_memory_linear_in_points_no_query_by_point_tensors():
     # would be 128 × 200k = 25.6M elements.
     assert probe.largest == n * 20
     assert all(torch.isfinite(v) for v in terms.values())
+
+
+def test_intra_set_term_is_mean_distance_to_own_prototype():
+    emb = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.2]]), dim=1)
+    segment = torch.tensor([0, 0, 1, -1])
+    labels = torch.tensor([0, 0, 1, 1])
+    scene = torch.zeros(4, dtype=torch.long)
+    loss = HICLLoss(_config(intra_set=True, intra_scene=False, inter_scene=False, feedback=False), num_classes=2)
+    terms = loss(emb, labels, segment, scene, epoch=0)
+    # set 0: prototype at 45 degrees, both points at cos = 1/sqrt(2); set 1: cos = 1; point 3 in no set
+    expected = (2 * (1 - 2 ** -0.5) + 0.0) / 3
+    torch.testing.assert_close(terms["set"], torch.tensor(expected))
+    torch.testing.assert_close(terms["total"], torch.tensor(expected))

@@ -114,14 +114,14 @@ class HICL(Method):
     """CE on refined (or raw) labels plus the correlation terms of `HICLLoss`."""
 
     fields = ("pseudo", "segment", "refined")
-    loss_names = ("seg", "intra", "inter", "feedback")
+    loss_names = ("seg", "set", "intra", "inter", "feedback")
 
     def __init__(self, pipeline: Pipeline, dataset: SceneDataset, device: torch.device):
         super().__init__(pipeline, dataset, device)
         self.criterion = HICLLoss(self.cfg.hicl, self.num_classes).to(device)
         h = self.cfg.hicl
-        self.target = "refined" if h.refine and h.intra_set else "label"
-        self.correlation = h.intra_scene or h.inter_scene or h.feedback
+        self.target = "refined" if h.refine else "label"
+        self.correlation = h.intra_set or h.intra_scene or h.inter_scene or h.feedback
 
     def heads(self, channels: int) -> dict[str, nn.Module]:
         return {**super().heads(channels), "embed": ProjectionHead(channels, dim=self.cfg.hicl.embed_dim)}

@@ -205,7 +205,10 @@ class HICLLoss(nn.Module):
     - Feedback: p_q over every key in reach (intra ∪ inter keys), detached, is the target of
       KL(p_q || softmax(logits_q)), from epoch `feedback_warmup_epochs` on (epochs count from 0).
     - Gradients flow into in-batch prototypes as well as queries; bank entries are constants.
-    The returned dict has one entry per active term ("intra", "inter", "feedback"), unweighted,
+    - Intra-set consistency [design]: 1 − cos(f_i, k_g(i)) averaged over points in a set, pulling
+      each point toward its own set's prototype (the feature-level side of the intra-set level;
+      the label-level side is the refinement of the CE targets).
+    The returned dict has one entry per active term ("set", "intra", "inter", "feedback"), unweighted,
     and "total" = Σ λ · term (0 when no term is active).
     """
 
@@ -279,6 +282,10 @@ class HICLLoss(nn.Module):
                 query_idx.append(idx)
 
         terms = {}
+        if cfg.intra_set:  # intra-set consistency: each point's embedding toward its own set's prototype
+            inside = index >= 0
+            cos = (embeddings[inside] * protos[index[inside]]).sum(dim=1)
+            terms["set"] = (1.0 - cos).mean() if cos.numel() else embeddings.sum() * 0.0
         for name, enabled in (("intra", cfg.intra_scene), ("inter", cfg.inter_scene)):
             if enabled:
                 values = torch.cat([v[m] for v, m in nll[name]]) if nll[name] else embeddings.new_zeros(0)
@@ -290,7 +297,8 @@ class HICLLoss(nn.Module):
             kl = F.kl_div(log_q, p[rows].to(log_q.dtype), reduction="none").sum(dim=1)
             terms["feedback"] = kl.mean() if kl.numel() else logits.sum() * 0.0
 
-        weights = {"intra": cfg.lambda_intra, "inter": cfg.lambda_inter, "feedback": cfg.lambda_feedback}
+        weights = {"set": cfg.lambda_set, "intra": cfg.lambda_intra, "inter": cfg.lambda_inter,
+                   "feedback": cfg.lambda_feedback}
         terms["total"] = sum((weights[k] * v for k, v in terms.items()), embeddings.new_zeros(()))
 
         if self.memory is not None and self.training:
