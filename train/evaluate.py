@@ -54,18 +54,27 @@ def validate(pipeline: Pipeline, method: Method, device: torch.device) -> IoURes
     return acc.result()
 
 
+def _mismatch(expected: dict, found: dict) -> tuple[list[str], list[str]]:
+    """Names missing from a checkpoint, names it has that the network lacks, and names whose
+    shapes differ (listed as missing)."""
+    missing = sorted(k for k in expected if k not in found or found[k].shape != expected[k].shape)
+    return missing, sorted(k for k in found if k not in expected)
+
+
 def load_model(pipeline: Pipeline, checkpoint: str | Path, dataset: SceneDataset, device: torch.device) -> Method:
     """The pipeline's method with the checkpoint's network weights."""
     state = load_checkpoint(checkpoint, device)
     method = build_method(pipeline, dataset, device)
-    try:
-        method.model.load_state_dict(state["model"])
-    except RuntimeError as e:
+    missing, unexpected = _mismatch(method.model.state_dict(), state["model"])
+    if missing or unexpected:
         trained = state.get("train_config", {})
         raise RuntimeError(
             f"{checkpoint}: weights do not fit the network of {pipeline.source} (trained with method="
-            f"{trained.get('method')!r}, width={trained.get('width')!r}, head={trained.get('head')!r}): {e}"
-        ) from None
+            f"{trained.get('method')!r}, width={trained.get('width')!r}, head={trained.get('head')!r}; "
+            f"{len(missing)} tensors missing, e.g. {missing[:3]}, {len(unexpected)} unexpected, e.g. "
+            f"{unexpected[:3]}): evaluate with the pipeline file and settings it was trained with"
+        )
+    method.model.load_state_dict(state["model"])
     method.model.to(device)
     return method
 
