@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from plyfile import PlyData
 
+from preprocess.io.ply import check_element_counts
 from preprocess.partition.felzenszwalb import felzenszwalb
 
 
@@ -41,6 +42,7 @@ def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(N,3) float32 vertices and (F,3) int64 faces of a triangle-mesh PLY; ValueError naming the file."""
     triangles = {"face": {"vertex_indices": 3, "vertex_index": 3}}  # lets plyfile memory-map and check
     try:
+        check_element_counts(path)  # a corrupt count would make plyfile allocate terabytes first
         ply = PlyData.read(str(path), known_list_len=triangles)
     except Exception as error:  # plyfile raises several types, e.g. for a non-triangle face
         raise ValueError(f"{path}: cannot read as a triangle-mesh PLY ({error})") from error

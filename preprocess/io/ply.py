@@ -8,6 +8,7 @@ same layout with numpy's record bytes, byte-identical for identical input.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from plyfile import PlyData, PlyElementParseError, PlyParseError
 from preprocess.datasets.scene import DatasetError
 
 _FACE_PROPS = ("vertex_indices", "vertex_index")
+_MAX_HEADER = 1 << 16  # bytes searched for end_header; ScanNet's headers are a few hundred
 # Triangle lists are read as fixed-length records (memory-mapped, no per-face Python).
 _KNOWN_LIST_LEN = {"face": {name: 3 for name in _FACE_PROPS}}
 
@@ -31,6 +33,7 @@ def read_ply(path: str | os.PathLike) -> dict[str, np.ndarray | int | None]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: PLY file not found; check the dataset root and scene folder")
+    check_element_counts(path)
     try:
         ply = PlyData.read(str(path), known_list_len=_KNOWN_LIST_LEN)
     except PlyElementParseError as e:
@@ -39,9 +42,16 @@ def read_ply(path: str | os.PathLike) -> dict[str, np.ndarray | int | None]:
                 f"{path}: face {e.row} is not a triangle; triangulate the mesh "
                 "(e.g. open3d or MeshLab) and save it again"
             ) from None
-        raise DatasetError(f"{path}: corrupt or truncated PLY ({e}); download or export it again") from None
+        if e.element.name != "face":
+            raise _corrupt(path, e) from None
+        # The fast read assumes triangles, so a shorter face list looks like an early end of file:
+        # read the lists one by one to tell a polygon (named by `_faces`) from a truncated file.
+        try:
+            ply = PlyData.read(str(path))
+        except (PlyParseError, ValueError, EOFError, OSError) as error:
+            raise _corrupt(path, error) from None
     except (PlyParseError, ValueError, EOFError, OSError) as e:
-        raise DatasetError(f"{path}: corrupt or truncated PLY ({e}); download or export it again") from None
+        raise _corrupt(path, e) from None
 
     if "vertex" not in ply:
         raise DatasetError(f"{path}: PLY has no 'vertex' element; it is not a mesh or point cloud")
@@ -70,6 +80,30 @@ def read_ply(path: str | os.PathLike) -> dict[str, np.ndarray | int | None]:
     out["faces"] = faces
     out["dropped_faces"] = dropped
     return out
+
+
+def check_element_counts(path: Path) -> None:
+    """DatasetError when the header declares more rows than the file has bytes.
+
+    Every row takes at least a byte, so such a header is corrupt; plyfile would first allocate
+    arrays of that many rows (terabytes of object pointers for ASCII or polygon faces).
+    """
+    with open(path, "rb") as f:
+        head = f.read(_MAX_HEADER)
+    end = head.find(b"end_header")
+    if end < 0:
+        return  # plyfile names what is wrong with such a header
+    rows = sum(int(n) for n in re.findall(rb"^element[ \t]+\S+[ \t]+(\d+)[ \t]*\r?$", head[:end], re.MULTILINE))
+    size = path.stat().st_size
+    if rows > size:
+        raise DatasetError(
+            f"{path}: header declares {rows} rows but the file has {size} bytes; it is corrupt or truncated, "
+            "download or export it again"
+        )
+
+
+def _corrupt(path: Path, error: Exception) -> DatasetError:
+    return DatasetError(f"{path}: corrupt or truncated PLY ({error}); download or export it again")
 
 
 def _faces(data: np.ndarray, num_vertices: int, path: Path) -> tuple[np.ndarray, int]:
