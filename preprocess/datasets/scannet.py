@@ -111,26 +111,58 @@ def resolve_split(root: str | os.PathLike, spec: str | list[str]) -> list[str]:
 # --------------------------------------------------------------------------------------------
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        document = json.loads(path.read_bytes())
+    except ValueError as e:  # JSONDecodeError, or bytes that are not text at all
         raise DatasetError(f"{path}: malformed JSON ({e}); download it again") from None
+    if not isinstance(document, dict):
+        raise DatasetError(
+            f"{path}: holds a JSON {type(document).__name__}, expected an object; download it again"
+        )
+    return document
+
+
+def _int_list(values: object, path: Path, what: str) -> np.ndarray:
+    """`values` as a 1-D int64 array, or an error naming the file (hand-edited or corrupt JSON)."""
+    try:
+        array = np.asarray(values, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        array = None
+    if array is None or array.ndim != 1:
+        raise DatasetError(f"{path}: {what}; download it again")
+    return array
 
 
 def _instances(aggregation_path: Path, segs_path: Path, num_vertices: int) -> np.ndarray:
     """Instance id per vertex (-1 none) from the segment groups of the aggregation."""
-    seg_indices = np.asarray(_read_json(segs_path).get("segIndices", []), dtype=np.int64)
+    seg_indices = _int_list(
+        _read_json(segs_path).get("segIndices", []), segs_path, "segIndices must be a list of integers"
+    )
     if len(seg_indices) != num_vertices:
         raise DatasetError(
             f"{segs_path}: {len(seg_indices)} segIndices for a mesh of {num_vertices} vertices; "
             "download the segs.json that matches the mesh"
         )
     groups = _read_json(aggregation_path).get("segGroups", [])
-    seg_ids = [np.asarray(g["segments"], dtype=np.int64) for g in groups]
-    object_ids = [np.full(len(s), g.get("objectId", g.get("id")), dtype=np.int64) for g, s in zip(groups, seg_ids)]
+    if not isinstance(groups, list) or not all(isinstance(g, dict) and "segments" in g for g in groups):
+        raise DatasetError(
+            f"{aggregation_path}: segGroups must be a list of objects with 'segments'; download it again"
+        )
+    seg_ids = [
+        _int_list(g["segments"], aggregation_path, "each segGroup's segments must be a list of integers")
+        for g in groups
+    ]
+    object_ids = _int_list(
+        [g.get("objectId", g.get("id")) for g in groups], aggregation_path, "every segGroup needs an integer objectId"
+    )
+    if ((object_ids < 0) | (object_ids > np.iinfo(np.int32).max)).any():
+        raise DatasetError(
+            f"{aggregation_path}: objectId must be in 0..2^31-1 (instance ids are int32); download it again"
+        )
     instance = np.full(num_vertices, -1, dtype=np.int32)
     if not groups:
         return instance
-    seg_ids_flat, object_flat = np.concatenate(seg_ids), np.concatenate(object_ids)
+    seg_ids_flat = np.concatenate(seg_ids)
+    object_flat = np.repeat(object_ids, [len(s) for s in seg_ids])
     order = np.argsort(seg_ids_flat, kind="stable")
     seg_sorted, object_sorted = seg_ids_flat[order], object_flat[order]
     pos = np.clip(np.searchsorted(seg_sorted, seg_indices), 0, len(seg_sorted) - 1)
@@ -143,8 +175,12 @@ def _read_info(path: Path) -> dict[str, str]:
     """`key = value` lines of the scene's .txt ({} where the file is absent)."""
     if not path.is_file():
         return {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: not a text file of 'key = value' lines; download the scene's .txt again") from None
     info = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         key, sep, value = line.partition("=")
         if sep:
             info[key.strip()] = value.strip()
@@ -159,6 +195,8 @@ def _axis_alignment(info: dict[str, str], path: Path) -> np.ndarray:
         matrix = np.array(info["axisAlignment"].split(), dtype=np.float64).reshape(4, 4)
     except ValueError:
         raise DatasetError(f"{path}: axisAlignment must be 16 numbers; download the scene's .txt again") from None
+    if not np.isfinite(matrix).all():
+        raise DatasetError(f"{path}: axisAlignment has NaN or infinite entries; download the scene's .txt again")
     return matrix
 
 
@@ -174,6 +212,14 @@ def _read_matrix(path: Path) -> np.ndarray:
     if matrix.shape != (4, 4):
         raise DatasetError(f"{path}: holds a {matrix.shape[0]}x{matrix.shape[1]} matrix, expected 4x4; export the frame again")
     return matrix
+
+
+def _read_intrinsic(path: Path) -> np.ndarray:
+    """The 3x3 camera matrix of a 4x4 intrinsic file; unlike poses it has no "invalid" marker."""
+    k = _read_matrix(path)[:3, :3]
+    if not np.isfinite(k).all():
+        raise DatasetError(f"{path}: intrinsic has NaN or infinite entries; export the frame again")
+    return k
 
 
 def _load_image(path: Path) -> np.ndarray:
@@ -196,9 +242,9 @@ def _exported_views(scene_dir: Path, frame_skip: int) -> tuple[list[View], int]:
     names = sorted((p.stem for p in (scene_dir / "pose").glob("*.txt")), key=_frame_order)[::frame_skip]
     if not names:
         return [], 0
-    k_color = _read_matrix(scene_dir / "intrinsic" / "intrinsic_color.txt")[:3, :3]
+    k_color = _read_intrinsic(scene_dir / "intrinsic" / "intrinsic_color.txt")
     depth_k_path = scene_dir / "intrinsic" / "intrinsic_depth.txt"
-    k_depth = _read_matrix(depth_k_path)[:3, :3] if depth_k_path.is_file() else None
+    k_depth = _read_intrinsic(depth_k_path) if depth_k_path.is_file() else None
     first = scene_dir / "color" / f"{names[0]}.jpg"
     if not first.is_file():
         raise DatasetError(f"{first}: colour frame missing for pose/{names[0]}.txt; export colour frames with the poses")
@@ -206,10 +252,17 @@ def _exported_views(scene_dir: Path, frame_skip: int) -> tuple[list[View], int]:
         width, height = image.size
     views, skipped = [], 0
     for name in names:
-        pose = _read_matrix(scene_dir / "pose" / f"{name}.txt")
+        pose_path = scene_dir / "pose" / f"{name}.txt"
+        pose = _read_matrix(pose_path)
         if not np.isfinite(pose).all():  # ScanNet marks frames where tracking failed with -inf
             skipped += 1
             continue
+        try:
+            world_to_camera = np.linalg.inv(pose)
+        except np.linalg.LinAlgError:
+            raise DatasetError(
+                f"{pose_path}: singular pose (not a rigid transform); export the frame again"
+            ) from None
         color = scene_dir / "color" / f"{name}.jpg"
         if not color.is_file():
             raise DatasetError(f"{color}: colour frame missing for pose/{name}.txt; export colour frames with the poses")
@@ -220,7 +273,7 @@ def _exported_views(scene_dir: Path, frame_skip: int) -> tuple[list[View], int]:
                 raise DatasetError(f"{depth_k_path}: missing but depth frames exist; export the depth intrinsic too")
             load_depth = partial(_load_depth_png, depth, k_depth)
         views.append(View(
-            name=name, world_to_camera=np.linalg.inv(pose), intrinsic=k_color.copy(), width=width, height=height,
+            name=name, world_to_camera=world_to_camera, intrinsic=k_color.copy(), width=width, height=height,
             load_color=partial(_load_image, color), load_depth=load_depth,
         ))
     return views, skipped
@@ -234,12 +287,18 @@ def _sens_views(sens: SensFile, frame_skip: int) -> tuple[list[View], int]:
     """Views decoded on demand from a raw `.sens` recording."""
     frames = np.arange(0, sens.num_frames, frame_skip)
     valid = np.isfinite(sens.camera_to_world[frames]).all(axis=(1, 2))
+    try:
+        world_to_camera = np.linalg.inv(sens.camera_to_world[frames[valid]])
+    except np.linalg.LinAlgError:
+        raise DatasetError(
+            f"{sens.path}: a frame has a singular pose (not a rigid transform); download it again"
+        ) from None
     views = [
         View(
-            name=f"{frame:05d}", world_to_camera=np.linalg.inv(sens.camera_to_world[frame]),
+            name=f"{frame:05d}", world_to_camera=w2c,
             intrinsic=sens.intrinsic_color[:3, :3].copy(), width=sens.color_width, height=sens.color_height,
             load_color=partial(sens.color, int(frame)), load_depth=partial(_sens_depth, sens, int(frame)),
         )
-        for frame in frames[valid]
+        for frame, w2c in zip(frames[valid], world_to_camera)
     ]
     return views, int((~valid).sum())

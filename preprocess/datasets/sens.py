@@ -60,17 +60,27 @@ class SensFile:
     def color(self, frame: int) -> np.ndarray:
         """Frame's colour image, (color_height, color_width, 3) uint8."""
         data = self._bytes(self.color_span[frame])
-        if self.color_compression == "raw":
-            return np.frombuffer(data, np.uint8).reshape(self.color_height, self.color_width, 3).copy()
-        with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert("RGB"))
+        try:
+            if self.color_compression == "raw":
+                return np.frombuffer(data, np.uint8).reshape(self.color_height, self.color_width, 3).copy()
+            with Image.open(io.BytesIO(data)) as image:
+                return np.asarray(image.convert("RGB"))
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise DatasetError(
+                f"{self.path}: colour of frame {frame} cannot be decoded ({e}); download it again"
+            ) from None
 
     def depth(self, frame: int) -> np.ndarray:
         """Frame's depth in metres, (depth_height, depth_width) float32, 0 = no measurement."""
         data = self._bytes(self.depth_span[frame])
-        if self.depth_compression == "zlib_ushort":
-            data = zlib.decompress(data)
-        raw = np.frombuffer(data, "<u2").reshape(self.depth_height, self.depth_width)
+        try:
+            if self.depth_compression == "zlib_ushort":
+                data = zlib.decompress(data)
+            raw = np.frombuffer(data, "<u2").reshape(self.depth_height, self.depth_width)
+        except (zlib.error, ValueError) as e:
+            raise DatasetError(
+                f"{self.path}: depth of frame {frame} cannot be decoded ({e}); download it again"
+            ) from None
         return raw.astype(np.float32) / np.float32(self.depth_shift)
 
     def _bytes(self, span: np.ndarray) -> bytes:
@@ -103,10 +113,16 @@ def _read(f, fmt: str) -> tuple:
 
 
 def _index(f, path: Path) -> SensFile:
+    end = f.seek(0, os.SEEK_END)
+    f.seek(0)
     (version,) = _read(f, "<I")
     if version != SENS_VERSION:
         raise DatasetError(f"{path}: .sens version {version}, expected {SENS_VERSION}; not a ScanNet v2 recording")
     (name_len,) = _read(f, "<Q")
+    # Counts are checked against the bytes left before they size a read or an array: a corrupt
+    # count must end in this module's error, not in a MemoryError or an overflow.
+    if name_len > end - f.tell():
+        raise ValueError(f"sensor name of {name_len} bytes is longer than the file")
     sensor_name = f.read(name_len).decode("utf-8", errors="replace")
     matrices = [np.array(_read(f, "<16f"), dtype=np.float64).reshape(4, 4) for _ in range(4)]
     color_code, depth_code = _read(f, "<2i")
@@ -118,6 +134,12 @@ def _index(f, path: Path) -> SensFile:
             f"{path}: unsupported compression (colour {color_code}, depth {depth_code}); supported are colour "
             f"{COLOR_COMPRESSION} and depth {DEPTH_COMPRESSION}: export frames with ScanNet's SensReader instead"
         )
+    if not all(np.isfinite(m).all() for m in matrices):
+        raise DatasetError(f"{path}: camera intrinsics or extrinsics hold NaN or infinite entries; download it again")
+    if not (np.isfinite(depth_shift) and depth_shift >= 1):  # raw units per metre: 1000 (mm) in ScanNet
+        raise DatasetError(f"{path}: depth shift {depth_shift} is not a depth unit (>= 1 per metre); download it again")
+    if num_frames * _FRAME_HEAD.size > end - f.tell():
+        raise ValueError(f"{num_frames} frames cannot fit in the file")
     poses = np.empty((num_frames, 4, 4), dtype=np.float64)
     times = np.empty((num_frames, 2), dtype=np.uint64)
     color_span = np.empty((num_frames, 2), dtype=np.int64)
@@ -127,14 +149,13 @@ def _index(f, path: Path) -> SensFile:
         if len(head) != _FRAME_HEAD.size:
             raise ValueError(f"frame {i} of {num_frames} missing")
         values = _FRAME_HEAD.unpack(head)
+        if values[18] + values[19] > end - f.tell():
+            raise ValueError(f"frame {i} extends past the end of the file")
         poses[i] = np.reshape(values[:16], (4, 4))
         times[i] = values[16:18]
         color_span[i] = (f.tell(), values[18])
         depth_span[i] = (color_span[i, 0] + values[18], values[19])
         f.seek(int(depth_span[i, 0] + values[19]))
-    end = f.seek(0, os.SEEK_END)
-    if num_frames and depth_span[-1].sum() > end:
-        raise ValueError(f"frame {num_frames - 1} extends past the end of the file")
     return SensFile(
         path=path,
         sensor_name=sensor_name,
