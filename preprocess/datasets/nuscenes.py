@@ -24,6 +24,20 @@ from shared.classes import NUSCENES, NUSCENES_RAW_NAMES
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT")
 LIDAR = "LIDAR_TOP"
 _TABLES = ("scene", "sample", "sample_data", "calibrated_sensor", "ego_pose", "sensor")
+# The fields this reader uses, checked once when a table is read so that a hand-edited or
+# truncated table fails there, naming the file and record, instead of deep in the index.
+_FIELDS: dict[str, dict[str, type]] = {
+    "scene": {"token": str, "name": str, "nbr_samples": int, "first_sample_token": str},
+    "sample": {"token": str, "timestamp": int, "next": str},
+    "sample_data": {"token": str, "sample_token": str, "ego_pose_token": str, "calibrated_sensor_token": str,
+                    "filename": str, "is_key_frame": bool, "width": int, "height": int},
+    "calibrated_sensor": {"token": str, "sensor_token": str, "translation": list, "rotation": list,
+                          "camera_intrinsic": list},
+    "ego_pose": {"token": str, "translation": list, "rotation": list},
+    "sensor": {"token": str, "channel": str},
+    "lidarseg": {"sample_data_token": str, "filename": str},
+    "category": {"name": str},
+}
 
 
 @dataclass(frozen=True)
@@ -78,8 +92,14 @@ def read_nuscenes_sample(root: str | os.PathLike, version: str, scene_id: str, l
         points, gt = read_lidarseg(lidar_path, index.root / labels_file)
         sources.append(index.root / labels_file)
 
-    lidar_to_ego = _transform(index.record("calibrated_sensor", lidar["calibrated_sensor_token"], f"sample_data {lidar['token']}"))
-    ego_to_global = _transform(index.record("ego_pose", lidar["ego_pose_token"], f"sample_data {lidar['token']}"))
+    lidar_to_ego = _transform(
+        index.record("calibrated_sensor", lidar["calibrated_sensor_token"], f"sample_data {lidar['token']}"),
+        index.table_dir / "calibrated_sensor.json",
+    )
+    ego_to_global = _transform(
+        index.record("ego_pose", lidar["ego_pose_token"], f"sample_data {lidar['token']}"),
+        index.table_dir / "ego_pose.json",
+    )
     lidar_to_global = ego_to_global @ lidar_to_ego
     views = [_camera_view(index, c, frames[c], lidar_to_global) for c in _camera_channels(frames)] if load_views else []
     sample = index.record("sample", sample_token, scene_id)
@@ -106,10 +126,12 @@ def read_lidar_points(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: LiDAR sweep not found; download the nuScenes samples/LIDAR_TOP blobs")
-    raw = np.fromfile(path, dtype="<f4")
-    if raw.size % 5:
-        raise DatasetError(f"{path}: {raw.size} floats is not a whole number of 5-float points; the file is truncated, download it again")
-    points = raw.reshape(-1, 5)
+    size = path.stat().st_size
+    if size % 20:  # fromfile would silently drop a trailing partial float
+        raise DatasetError(
+            f"{path}: {size} bytes is not a whole number of 5-float32 points; the file is truncated, download it again"
+        )
+    points = np.fromfile(path, dtype="<f4").reshape(-1, 5)
     if not np.isfinite(points[:, :3]).all():
         raise DatasetError(f"{path}: non-finite point coordinates; the file is corrupt, download it again")
     return points
@@ -188,21 +210,40 @@ def load_index(root: str | os.PathLike, version: str) -> NuScenesIndex:
 
 
 def _read_table(path: Path) -> list[dict]:
+    """A table's records, each holding the fields of `_FIELDS` with their JSON types."""
     if not path.is_file():
         raise DatasetError(f"{path}: table not found; download the nuScenes metadata for this version")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        records = json.loads(path.read_bytes())
+    except ValueError as e:  # JSONDecodeError, or bytes that are not text at all
         raise DatasetError(f"{path}: malformed JSON ({e}); download the nuScenes metadata again") from None
+    if not isinstance(records, list):
+        raise DatasetError(
+            f"{path}: holds a JSON {type(records).__name__}, expected a list of records; download it again"
+        )
+    fields = _FIELDS[path.stem].items()
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise DatasetError(f"{path}: record {i} is not a JSON object; download the nuScenes metadata again")
+        bad = [k for k, kind in fields if not isinstance(record.get(k), kind) or (k == "filename" and not record[k])]
+        if bad:
+            raise DatasetError(
+                f"{path}: record {i} has missing or invalid fields {bad} (expected "
+                f"{dict((k, t.__name__) for k, t in fields)}, filenames non-empty); download the nuScenes metadata again"
+            )
+    return records
 
 
 def _check_categories(path: Path) -> None:
     """lidarseg ids are positions in NUSCENES_RAW_NAMES; a table that disagrees would shift classes."""
     for c in _read_table(path):
-        if "index" in c and (c["index"] >= len(NUSCENES_RAW_NAMES) or NUSCENES_RAW_NAMES[c["index"]] != c["name"]):
+        if "index" not in c:
+            continue
+        known = isinstance(c["index"], int) and 0 <= c["index"] < len(NUSCENES_RAW_NAMES)
+        if not known or NUSCENES_RAW_NAMES[c["index"]] != c["name"]:
             raise DatasetError(
-                f"{path}: category {c['name']!r} has lidarseg index {c['index']}, which shared/classes.py knows as "
-                f"{NUSCENES_RAW_NAMES[c['index']] if c['index'] < len(NUSCENES_RAW_NAMES) else 'nothing'!r}; "
+                f"{path}: category {c['name']!r} has lidarseg index {c['index']!r}, which shared/classes.py knows as "
+                f"{NUSCENES_RAW_NAMES[c['index']] if known else 'nothing'!r}; "
                 "use the official nuScenes-lidarseg category table"
             )
 
@@ -220,12 +261,27 @@ def quaternion_to_matrix(q: list[float]) -> np.ndarray:
     ])
 
 
-def _transform(record: dict) -> np.ndarray:
+def _transform(record: dict, table: Path) -> np.ndarray:
     """4x4 that maps a record's child frame into its parent (sensor -> ego, ego -> global)."""
+    rotation, translation = _numbers(record["rotation"], (4,)), _numbers(record["translation"], (3,))
+    if rotation is None or translation is None or not np.linalg.norm(rotation) > 0:
+        raise DatasetError(
+            f"{table}: record {record['token']} needs a non-zero rotation quaternion of 4 numbers and a translation "
+            "of 3 finite numbers; download this version's metadata again"
+        )
     matrix = np.eye(4)
-    matrix[:3, :3] = quaternion_to_matrix(record["rotation"])
-    matrix[:3, 3] = record["translation"]
+    matrix[:3, :3] = quaternion_to_matrix(rotation)
+    matrix[:3, 3] = translation
     return matrix
+
+
+def _numbers(values: list, shape: tuple[int, ...]) -> np.ndarray | None:
+    """`values` as finite float64 of `shape`, None where they are not."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return array if array.shape == shape and np.isfinite(array).all() else None
 
 
 def _camera_channels(frames: dict[str, dict]) -> list[str]:
@@ -241,17 +297,19 @@ def _load_image(path: Path) -> np.ndarray:
 def _camera_view(index: NuScenesIndex, channel: str, sd: dict, lidar_to_global: np.ndarray) -> View:
     referrer = f"sample_data {sd['token']}"
     calibration = index.record("calibrated_sensor", sd["calibrated_sensor_token"], referrer)
-    intrinsic = np.asarray(calibration["camera_intrinsic"], dtype=np.float64)
-    if intrinsic.shape != (3, 3):
+    intrinsic = _numbers(calibration["camera_intrinsic"], (3, 3))
+    if intrinsic is None:
         raise DatasetError(
-            f"{index.table_dir / 'calibrated_sensor'}.json: record {calibration['token']} has no 3x3 camera_intrinsic; "
-            "download this version's metadata again"
+            f"{index.table_dir / 'calibrated_sensor'}.json: record {calibration['token']} has no finite 3x3 "
+            "camera_intrinsic; download this version's metadata again"
         )
     image_path = index.root / sd["filename"]
     if not image_path.is_file():
         raise DatasetError(f"{image_path}: camera image not found; download the nuScenes samples/CAM_* blobs")
-    camera_to_ego = _transform(calibration)
-    ego_to_global = _transform(index.record("ego_pose", sd["ego_pose_token"], referrer))
+    camera_to_ego = _transform(calibration, index.table_dir / "calibrated_sensor.json")
+    ego_to_global = _transform(
+        index.record("ego_pose", sd["ego_pose_token"], referrer), index.table_dir / "ego_pose.json"
+    )
     world_to_camera = np.linalg.inv(ego_to_global @ camera_to_ego) @ lidar_to_global
     return View(
         name=channel, world_to_camera=world_to_camera, intrinsic=intrinsic,
