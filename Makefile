@@ -3,11 +3,12 @@ DATASET ?= synthetic
 PIPELINE ?= pipelines/$(DATASET).toml
 PY ?= .venv/bin/python
 SYNTH_DIR ?= data/synthetic
-SYNTH_SCENES ?= 8
+SYNTH_SCENES ?= 10
 CHECKPOINT ?=
 ARGS ?=
 
-.PHONY: setup test test-fast demo synth preprocess train eval bench clean
+.PHONY: setup test test-fast demo synth preprocess train eval bench clean compare ablation-threshold \
+	ablation-partition ablation-components cost figures report experiments
 
 setup:  ## .venv with the project, its dependencies and a torch that fits them
 	@if ! ldconfig -p 2>/dev/null | grep -q libusb-1.0; then \
@@ -46,6 +47,38 @@ train:  ## make train DATASET=scannet
 
 eval:  ## make eval DATASET=scannet [CHECKPOINT=path]
 	$(PY) -m train eval $(PIPELINE) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(ARGS)
+
+# Experiments (seed Tables 1-4): preprocess what the pipeline needs (cached stages are reused),
+# then train and score every [[runs]] entry into reports/<pipeline>/table.md.
+define experiment
+	$(if $(filter synthetic,$(DATASET)),$(MAKE) synth,)
+	$(PY) -m preprocess run pipelines/$(DATASET)-$(1).toml $(ARGS)
+	$(PY) -m train experiment pipelines/$(DATASET)-$(1).toml
+endef
+
+compare:  ## make compare DATASET=synthetic|scannet|nuscenes
+	$(call experiment,compare)
+
+ablation-threshold:  ## Felzenszwalb k = 0.01 ... 0.05
+	$(call experiment,threshold)
+
+ablation-partition:  ## VCCS vs SPG vs Felzenszwalb
+	$(call experiment,partition)
+
+ablation-components:  ## refinement, + intra-set, + intra-scene, + inter-scene, + feedback
+	$(call experiment,components)
+
+cost:  ## seconds per scene of each preprocessing stage, from the store
+	$(PY) -m preprocess cost $(PIPELINE) --out reports/$(DATASET)-cost
+
+figures:  ## partitions at several thresholds (Fig. 1), attention maps (Fig. 2)
+	$(PY) -m preprocess show-partitions pipelines/$(DATASET)-threshold.toml --out reports/$(DATASET)-figures/partitions.png
+	$(PY) -m train attention pipelines/$(DATASET)-compare.toml --run hicl --out reports/$(DATASET)-figures
+
+report:  ## gather every table and figure into reports/REPORT.md
+	$(PY) -m train report
+
+experiments: compare ablation-threshold ablation-partition ablation-components cost figures report
 
 bench:  ## speed benchmarks (tables on stdout)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -53,6 +53,14 @@ def _label_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cost(args: argparse.Namespace) -> int:
+    from preprocess.reports import processing_cost
+
+    pipeline = load_pipeline(args.pipeline, parse_overrides(args.set))
+    print(processing_cost(pipeline, args.out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m preprocess", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -87,12 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports/label_quality", help="folder for the tables")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.set_defaults(func=_label_quality)
+
+    p = sub.add_parser("cost", help="seconds per scene of every stage, from the store's recorded timings")
+    p.add_argument("pipeline")
+    p.add_argument("--out", default="reports/cost", help="folder for cost.md / cost.json")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.set_defaults(func=_cost)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # Dask's INFO chatter stays off
+    logging.getLogger("preprocess").setLevel(logging.INFO)
     if argv and argv[0] == "segment":
         return _segment(argv[1:])
     args = build_parser().parse_args(argv)

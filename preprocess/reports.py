@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import platform
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +86,55 @@ def label_quality(pipeline: Pipeline, out_dir: str | Path) -> str:
         note += " Labels from the simulated-CLIP labeler (ground truth corrupted like MaskCLIP), not real CLIP."
     paths = write_tables(rows, Path(out_dir) / "label_quality", note)
     return paths[0].read_text()
+
+
+def machine() -> str:
+    """CPU model, cores and memory of this machine, for the cost table's caption."""
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
+        model = names[0] if names else model
+    mem = ""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        kb = int(meminfo.read_text().split("MemTotal:")[1].split()[0])
+        mem = f", {kb / 2**20:.0f} GiB RAM"
+    return f"{model}, {os.cpu_count()} cores{mem}, CPU only"
+
+
+def processing_cost(pipeline: Pipeline, out_dir: str | Path) -> str:
+    """Seconds per scene of every stage output in the store (as each stage recorded it while
+    computing), mean and median over scenes, one row per stage and method."""
+    store = Store(pipeline.store.path)
+    seconds: dict[str, list[float]] = defaultdict(list)
+    for scene in store.scenes():
+        seconds["ingest (read, normals)"].append(store.attrs(scene, POINTS)["seconds"])
+        for group in store.outputs(scene, "partitions"):
+            attrs = store.attrs(scene, f"partitions/{group}")
+            params = ", ".join(f"{k}={v}" for k, v in attrs["params"].items() if k != "method")
+            seconds[f"partition {attrs['method']} ({params})"].append(attrs["seconds"])
+        for group in store.outputs(scene, "pseudo"):
+            attrs = store.attrs(scene, f"pseudo/{group}")
+            name = "refinement" if attrs["stage"] == "refine" else f"pseudo-labels {attrs['labeler']}"
+            seconds[name].append(attrs["seconds"])
+    if not seconds:
+        raise ValueError(f"{store.path}: no scenes in the store; run `python -m preprocess run` first")
+    rows = {name: (len(v), float(np.mean(v)), float(np.median(v))) for name, v in sorted(seconds.items())}
+    lines = [
+        f"Seconds per scene on {machine()} (one Dask worker per scene task; store {store.path}).",
+        "",
+        "| stage | scenes | mean s/scene | median s/scene |",
+        "|---|---:|---:|---:|",
+        *[f"| {name} | {n} | {mean:.3f} | {median:.3f} |" for name, (n, mean, median) in rows.items()],
+        "",
+        "Seed paper (Section 5): normal-based partition 3 s/scene vs SAM masks 22 s/scene on an A100, 100 ScanNet scenes.",
+    ]
+    text = "\n".join(lines)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cost.md").write_text(text + "\n")
+    (out / "cost.json").write_text(json.dumps(
+        {"machine": machine(), "store": str(store.path),
+         "rows": {k: {"scenes": n, "mean_s": m, "median_s": md} for k, (n, m, md) in rows.items()}}, indent=2))
+    return text

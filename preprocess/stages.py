@@ -201,7 +201,7 @@ def partitions(pipeline: Pipeline, scene_id: str, ingested: StageResult, partiti
     segment, extra = compute_partition(partition, points)
     seconds = time.perf_counter() - start
     attrs = {
-        "key": key, "stage": "partitions", "method": partition.method, "name": partition.name,
+        "key": key, "stage": "partitions", "method": partition.method,
         "params": params, "inputs": [ingested.key], "segments": int(segment.max()) + 1 if len(segment) else 0,
         "seconds": seconds, "code_version": CODE_VERSION, **extra,
     }

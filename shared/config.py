@@ -187,6 +187,15 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class RunConfig:
+    """One model of an experiment: a name and the pipeline keys it changes."""
+
+    name: str
+    set: dict = field(default_factory=dict)  # dotted key -> value, e.g. {"train.method" = "clip2scene"}
+    label: str = ""  # row name in tables (default: name)
+
+
+@dataclass(frozen=True)
 class Pipeline:
     source: Path  # the file it was read from
     dataset: DatasetConfig
@@ -196,6 +205,7 @@ class Pipeline:
     labels: LabelsConfig
     refine: RefineConfig
     train: TrainConfig
+    runs: tuple[RunConfig, ...] = ()  # an experiment's models; empty for a single-model pipeline
 
     def partition(self, name: str) -> PartitionConfig:
         for p in self.partitions:
@@ -224,6 +234,10 @@ def _check_value(value: Any, tp: Any, key: str, source: Path) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{source}: '{key}' = {value!r} must be {_type_name(tp)}")
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: '{key}' must be a table")
+        return value
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -281,15 +295,37 @@ def _partition(entry: Any, index: int, source: Path) -> PartitionConfig:
     return PartitionConfig(name, method, _build(PARTITION_PARAMS[method], entry, prefix, source))
 
 
-def load_pipeline(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Pipeline:
-    """Read and validate a pipeline file; `overrides` maps dotted keys to values (CLI --set)."""
-    source = Path(path)
+def _merge(base: dict, over: dict) -> dict:
+    """`over` laid on `base`: tables merge key by key, everything else (arrays included) replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_raw(source: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The file's tables, laid over those of its `base = "other.toml"` (relative to the file)."""
     if not source.is_file():
         raise ConfigError(f"{source}: pipeline file not found (see pipelines/ for examples)")
     try:
         raw = tomllib.loads(source.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: malformed TOML: {e}") from None
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{source}: 'base' must be the path of another pipeline file")
+    base_path = (source.parent / base).resolve()
+    if base_path in seen:
+        raise ConfigError(f"{source}: 'base' chain loops back to {base_path}")
+    return _merge(_read_raw(base_path, (*seen, source.resolve())), raw)
+
+
+def load_pipeline(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Pipeline:
+    """Read and validate a pipeline file; `overrides` maps dotted keys to values (CLI --set)."""
+    source = Path(path)
+    raw = _read_raw(source)
     for dotted, value in (overrides or {}).items():
         *parents, last = dotted.split(".")
         table = raw
@@ -299,7 +335,7 @@ def load_pipeline(path: str | os.PathLike, overrides: dict[str, Any] | None = No
                 raise ConfigError(f"{source}: cannot override '{dotted}': '{p}' is not a table")
         table[last] = value
 
-    sections = {"dataset", "store", "ingest", "partitions", "labels", "refine", "train"}
+    sections = {"dataset", "store", "ingest", "partitions", "labels", "refine", "train", "runs"}
     unknown = sorted(set(raw) - sections)
     if unknown:
         raise ConfigError(f"{source}: unknown key '{unknown[0]}' (known sections: {', '.join(sorted(sections))})")
@@ -330,6 +366,14 @@ def load_pipeline(path: str | os.PathLike, overrides: dict[str, Any] | None = No
             raise ConfigError(f"{source}: '{key}' must be a table ([{key}])")
         return _build(cls, table, key, source)
 
+    runs_raw = raw.get("runs", [])
+    if not isinstance(runs_raw, list):
+        raise ConfigError(f"{source}: 'runs' must be an array of tables ([[runs]])")
+    runs = tuple(_build(RunConfig, r, f"runs[{i}]", source) if isinstance(r, dict) else
+                 _build(RunConfig, {}, f"runs[{i}]", source) for i, r in enumerate(runs_raw))
+    if len({r.name for r in runs}) != len(runs):
+        raise ConfigError(f"{source}: [[runs]] names must be unique, got {[r.name for r in runs]}")
+
     pipeline = Pipeline(
         source=source,
         dataset=dataset,
@@ -339,9 +383,21 @@ def load_pipeline(path: str | os.PathLike, overrides: dict[str, Any] | None = No
         labels=section(LabelsConfig, "labels"),
         refine=section(RefineConfig, "refine"),
         train=section(TrainConfig, "train"),
+        runs=runs,
     )
     _check_choices(pipeline)
+    for run in runs:  # each run's overrides must make a valid pipeline too
+        try:
+            load_pipeline(source, {**(overrides or {}), **run.set, "runs": []})
+        except ConfigError as e:
+            raise ConfigError(f"{e} (in [[runs]] {run.name!r})") from None
     return pipeline
+
+
+def run_pipeline(pipeline: Pipeline, run: RunConfig, overrides: dict[str, Any] | None = None) -> Pipeline:
+    """The pipeline of one [[runs]] entry: its overrides applied, its own out_dir."""
+    out_dir = str(Path(pipeline.train.out_dir) / run.name)
+    return load_pipeline(pipeline.source, {**(overrides or {}), "train.out_dir": out_dir, **run.set, "runs": []})
 
 
 def _check_choices(p: Pipeline) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from shared.cli import parse_overrides
 from shared.config import ConfigError, load_pipeline
@@ -15,7 +16,8 @@ log = logging.getLogger("train")
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    for name, help_text in (("fit", "train the pipeline's [train] method"), ("eval", "score a checkpoint on val")):
+    for name, help_text in (("fit", "train the pipeline's [train] method"), ("eval", "score a checkpoint on val"),
+                            ("experiment", "train and score every [[runs]] entry; one table")):
         s = sub.add_parser(name, help=help_text)
         s.add_argument("pipeline", help="pipeline TOML file (see pipelines/)")
         s.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
@@ -26,31 +28,70 @@ def parser() -> argparse.ArgumentParser:
     fit.add_argument("--resume", action="store_true", help="continue from <train.out_dir>/last.pt if present")
     fit.add_argument("--max-steps", type=int, help="stop after this many steps (the schedule still spans all epochs)")
     ev = sub.choices["eval"]
-    ev.add_argument("--checkpoint", required=True, help="checkpoint file (e.g. runs/scannet/last.pt)")
+    ev.add_argument("--checkpoint", help="checkpoint file (default <train.out_dir>/last.pt)")
     ev.add_argument("--out", help="report folder (default <train.out_dir>/eval)")
     ev.add_argument("--render", type=int, default=4, help="scenes to render as PLY and top-down PNG")
+    at = sub.add_parser("attention", help="correlation of a query point with two scenes (seed Fig. 2)")
+    at.add_argument("pipeline")
+    at.add_argument("--set", action="append", metavar="KEY=VALUE", default=[])
+    at.add_argument("--backend", choices=("auto", "torch", "torchsparse"))
+    at.add_argument("--checkpoint", help="checkpoint file (default <train.out_dir>/last.pt)")
+    at.add_argument("--scene", type=int, default=0, help="index of the query scene in the val split")
+    at.add_argument("--other", type=int, default=1, help="index of the other scene in the val split")
+    at.add_argument("--point", type=int, help="query point index (default: the central chair point)")
+    at.add_argument("--out", default="reports/figures", help="folder for attention.png")
+    for name in ("eval", "attention"):
+        sub.choices[name].add_argument("--run", help="use the [[runs]] entry of this name (its out_dir and overrides)")
+    ex = sub.choices["experiment"]
+    ex.add_argument("--out", help="folder for the table (default reports/<pipeline stem>)")
+    rep = sub.add_parser("report", help="gather every table and figure under reports/ into reports/REPORT.md")
+    rep.add_argument("--reports", default="reports", help="folder holding the experiments' outputs")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    overrides = parse_overrides(args.set)
-    if args.backend:
+    overrides = parse_overrides(getattr(args, "set", []))
+    if getattr(args, "backend", None):
         overrides["train.backend"] = args.backend
     # Imported here so `--help` and config errors do not pay for torch's import.
     from train.data import MissingData
 
     try:
+        if args.command == "report":
+            from train.report import write_report_md
+
+            print(f"wrote {write_report_md(args.reports)}")
+            return 0
         pipeline = load_pipeline(args.pipeline, overrides)
-        if args.command == "fit":
+        if getattr(args, "run", None):
+            from shared.config import run_pipeline
+
+            runs = {r.name: r for r in pipeline.runs}
+            if args.run not in runs:
+                raise ConfigError(f"{pipeline.source}: no [[runs]] entry named {args.run!r} (have {sorted(runs)})")
+            pipeline = run_pipeline(pipeline, runs[args.run], overrides)
+        if args.command == "attention":
+            from train.attention import attention_figure
+
+            checkpoint = args.checkpoint or str(Path(pipeline.train.out_dir) / "last.pt")
+            out = attention_figure(pipeline, checkpoint, Path(args.out) / "attention.png", args.scene, args.other, args.point)
+            print(f"wrote {out}")
+        elif args.command == "experiment":
+            from train.experiment import run_experiment
+
+            for name, result in run_experiment(pipeline, overrides, args.out).items():
+                print(f"{name}: mIoU {100 * result.miou:.2f}")
+        elif args.command == "fit":
             from train.loop import fit
 
             fit(pipeline, resume=args.resume, max_steps=args.max_steps)
         else:
             from train.evaluate import evaluate
 
-            for name, result in evaluate(pipeline, args.checkpoint, args.out, args.render).items():
+            checkpoint = args.checkpoint or str(Path(pipeline.train.out_dir) / "last.pt")
+            for name, result in evaluate(pipeline, checkpoint, args.out, args.render).items():
                 print(f"{name}: mIoU {100 * result.miou:.2f}")
     except (ConfigError, MissingData, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)

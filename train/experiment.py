@@ -1,0 +1,68 @@
+"""Experiments: the [[runs]] of a pipeline file, trained and scored under the same settings,
+gathered into one table in the seed paper's format.
+
+Each run is the pipeline with its `set` overrides and its own `train.out_dir`/<run name>. A run
+whose checkpoint already finished its schedule is not retrained (its evaluation is redone,
+which is cheap), so an interrupted experiment continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from shared.config import ConfigError, Pipeline, run_pipeline
+from shared.metrics import IoUResult, write_tables
+
+log = logging.getLogger("train")
+
+
+def report_dir(pipeline: Pipeline) -> Path:
+    """Where an experiment's tables go: reports/<pipeline file stem>/."""
+    return Path("reports") / pipeline.source.stem
+
+
+def run_experiment(
+    pipeline: Pipeline, overrides: dict[str, Any] | None = None, out_dir: str | Path | None = None, render: int = 2
+) -> dict[str, IoUResult]:
+    """Train and evaluate every run; write `<out>/table.{md,csv,json}` and `<out>/experiment.json`."""
+    from train.evaluate import evaluate
+    from train.loop import fit
+
+    if not pipeline.runs:
+        raise ConfigError(f"{pipeline.source}: an experiment needs [[runs]] entries (see pipelines/*-compare.toml)")
+    out = Path(out_dir) if out_dir is not None else report_dir(pipeline)
+    rows: dict[str, IoUResult] = {}
+    runs_info = []
+    for run in pipeline.runs:
+        p = run_pipeline(pipeline, run, overrides)
+        label = run.label or run.name
+        log.info("experiment %s: run %s (%s)", pipeline.source.stem, run.name, run.set)
+        start = time.perf_counter()
+        checkpoint = Path(p.train.out_dir) / "last.pt"
+        fit(p, resume=checkpoint.exists())
+        seconds = time.perf_counter() - start
+        results = evaluate(p, checkpoint, out / run.name, render=render)
+        network = next(iter(results.values()))
+        rows[label] = network
+        runs_info.append({"name": run.name, "label": label, "set": run.set, "checkpoint": str(checkpoint),
+                          "train_seconds": round(seconds, 1), "mIoU": network.as_dict()["mIoU"]})
+        if not any(k.startswith("pseudo") for k in rows) and len(results) > 1:
+            # the pseudo-label rows are the same for every run of one labeler: show them once
+            for name, result in list(results.items())[1:]:
+                rows[name] = result
+    labeler = pipeline.labels.labeler
+    note = f"Pipeline: {pipeline.source}; labeler: {labeler}" + (
+        " (simulated-CLIP: ground truth corrupted like MaskCLIP, not real CLIP)" if labeler == "simulated-clip" else ""
+    ) + f"; {pipeline.train.epochs} epochs per model."
+    paths = write_tables(rows, out / "table", note)
+    (out / "experiment.json").write_text(json.dumps({
+        "pipeline": str(pipeline.source), "labeler": labeler, "dataset": pipeline.dataset.name,
+        "epochs": pipeline.train.epochs, "runs": runs_info,
+        "command": f"python -m preprocess run {pipeline.source} && python -m train experiment {pipeline.source}",
+    }, indent=2))
+    log.info("wrote %s", paths[0])
+    return rows
