@@ -88,3 +88,33 @@ def test_environment_overrides_root(tmp_path, monkeypatch):
 def test_overrides(tmp_path):
     p = load_pipeline(write(tmp_path, MINIMAL), {"train.epochs": 3, "train.hicl.tau": 0.2})
     assert p.train.epochs == 3 and p.train.hicl.tau == 0.2
+
+
+def test_base_inheritance_and_runs(tmp_path):
+    write(tmp_path, MINIMAL + "[train]\nepochs = 7\nout_dir = \"runs/x\"\n")
+    child = tmp_path / "child.toml"
+    child.write_text(
+        'base = "p.toml"\n[train]\nbatch_size = 2\n'
+        '[[runs]]\nname = "a"\nset = { "train.method" = "clip2scene" }\n'
+        '[[runs]]\nname = "b"\n'
+    )
+    from shared.config import run_pipeline
+
+    p = load_pipeline(child)
+    assert (p.train.epochs, p.train.batch_size) == (7, 2)  # tables merge key by key
+    assert [r.name for r in p.runs] == ["a", "b"]
+    a = run_pipeline(p, p.runs[0])
+    assert a.train.method == "clip2scene" and a.train.out_dir == "runs/x/a" and a.runs == ()
+
+
+def test_bad_run_override_names_the_run(tmp_path):
+    text = MINIMAL + '[[runs]]\nname = "a"\nset = { "train.epoch" = 3 }\n'
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.epoch'.*\[\[runs\]\] 'a'"):
+        load_pipeline(write(tmp_path, text))
+
+
+def test_base_loop_is_an_error(tmp_path):
+    (tmp_path / "a.toml").write_text('base = "b.toml"\n')
+    (tmp_path / "b.toml").write_text('base = "a.toml"\n')
+    with pytest.raises(ConfigError, match="loops back"):
+        load_pipeline(tmp_path / "a.toml")
