@@ -92,6 +92,7 @@ class MaskCLIPConfig:
     model: str = "ViT-B-16"
     pretrained: str = "openai"  # open_clip tag or a local checkpoint path
     batch_size: int = 8
+    input_width: int = 448  # images are resized to this width before the ViT (0 = full size)
     device: str = "auto"
     class_names: list[str] = field(default_factory=list)  # empty = the dataset's class names
     templates: list[str] = field(

@@ -10,6 +10,7 @@ import zlib
 from typing import Iterator, Protocol
 
 import numpy as np
+from PIL import Image
 
 from preprocess.datasets.scene import Scene, View
 from preprocess.labels.maskclip import MaskCLIP, load_clip
@@ -78,11 +79,21 @@ class MaskCLIPLabeler:
         self.maskclip = MaskCLIP(model, tokenizer, names, list(m.templates))
 
     def label_views(self, scene: Scene, views: list[View]) -> list[LabelMaps]:
-        images = [view.load_color() for view in views]
+        width = self.cfg.maskclip.input_width
+        images = [_resize(view.load_color(), width) for view in views]
         sizes = [label_size(v.width, v.height, self.cfg.label_width) for v in views]
         return self.maskclip.label_images(
             images, batch_size=self.cfg.maskclip.batch_size, out_sizes=sizes, return_features=self.cfg.store_features
         )
+
+
+def _resize(image: np.ndarray, width: int) -> np.ndarray:
+    """The image at `width` pixels across (aspect kept): the ViT's cost grows with the square
+    of the patch count, and CLIP's patches see objects best near its training scale."""
+    if width <= 0 or image.shape[1] == width:
+        return image
+    height = max(1, round(image.shape[0] * width / image.shape[1]))
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
 
 
 LABELERS: dict[str, type] = {"simulated-clip": SimulatedCLIPLabeler, "maskclip": MaskCLIPLabeler}
