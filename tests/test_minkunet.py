@@ -126,6 +126,19 @@ def test_text_head_cosine_logits_with_clip_temperature() -> None:
     torch.testing.assert_close(head.text_embeddings.norm(dim=1), torch.ones(4))
 
 
+def test_text_head_equals_the_direct_cosine_in_value_and_gradient() -> None:
+    torch.manual_seed(1)
+    head = TextHead(24, torch.randn(5, 512)).double()
+    feats = torch.randn(40, 24, dtype=torch.float64, requires_grad=True)
+    direct = head.logit_scale.exp() * F.normalize(head.proj(feats), dim=1) @ head.text_embeddings.t()
+    fast = head(feats)
+    torch.testing.assert_close(fast, direct, rtol=1e-10, atol=1e-10)
+    g_direct = torch.autograd.grad(direct.sum(), [feats, head.proj.weight, head.proj.bias])
+    g_fast = torch.autograd.grad(fast.sum(), [feats, head.proj.weight, head.proj.bias])
+    for a, b in zip(g_fast, g_direct):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
 def test_projection_and_linear_heads() -> None:
     feats = torch.randn(30, 24)
     emb = ProjectionHead(24)(feats)

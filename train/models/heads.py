@@ -31,8 +31,15 @@ class TextHead(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """Equal to scale * normalize(proj(f)) @ t.T, without the (M, D) projection: with the
+        bias folded in as x = [f, 1], |proj(f)|² = x G xᵀ for the (C+1)² Gram matrix G of the
+        weights and proj(f)·t = x (Wᵀ t), so the cost is M·C² rather than M·C·D (D = 512)."""
         scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
-        return scale * F.normalize(self.proj(feats), dim=1) @ self.text_embeddings.t()
+        x = torch.cat([feats, feats.new_ones(feats.shape[0], 1)], dim=1)
+        w = torch.cat([self.proj.weight, self.proj.bias[:, None]], dim=1).to(feats.dtype)
+        dots = x @ (w.t() @ self.text_embeddings.to(feats.dtype).t())
+        norm = ((x @ (w.t() @ w)) * x).sum(dim=1).clamp_min(0).sqrt().clamp_min(1e-12)
+        return scale * dots / norm[:, None]
 
 
 class ProjectionHead(nn.Module):
