@@ -23,6 +23,8 @@ import numpy as np
 from preprocess.datasets.scene import Scene
 from preprocess.io.ply import read_ply
 from preprocess.partition.felzenszwalb import felzenszwalb
+from preprocess.partition.superpoints import superpoints
+from preprocess.partition.vccs import vccs
 from preprocess.segment_cli import main as segment_main
 
 SHARED_DATA = Path(os.environ.get("HICL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -30,6 +32,8 @@ SCANNET_MESH = SHARED_DATA / "scannet" / "scans" / "scene0000_00" / "scene0000_0
 
 METHODS: dict[str, Callable[[Scene], np.ndarray]] = {
     "felzenszwalb k=0.01": lambda scene: felzenszwalb(scene.xyz, scene.faces, k=0.01, min_verts=20),
+    "vccs (0.05, 0.3)": lambda scene: vccs(scene.xyz, colors=scene.rgb, voxel_resolution=0.05, seed_resolution=0.3),
+    "superpoints reg=0.1": lambda scene: superpoints(scene.xyz, reg=0.1),
 }
 
 
