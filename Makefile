@@ -76,7 +76,7 @@ figures:  ## partitions at several thresholds (Fig. 1), attention maps (Fig. 2)
 	$(PY) -m train attention pipelines/$(DATASET)-compare.toml --run hicl --out reports/$(DATASET)-figures
 
 report:  ## gather every table and figure into reports/REPORT.md
-	$(PY) -m train report
+	$(PY) -m train report --readme README.md
 
 experiments: compare ablation-threshold ablation-partition ablation-components cost figures report
 

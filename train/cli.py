@@ -46,6 +46,7 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", help="folder for the table (default reports/<pipeline stem>)")
     rep = sub.add_parser("report", help="gather every table and figure under reports/ into reports/REPORT.md")
     rep.add_argument("--reports", default="reports", help="folder holding the experiments' outputs")
+    rep.add_argument("--readme", help="also put the report between the results markers of this README")
     return p
 
 
@@ -60,9 +61,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "report":
-            from train.report import write_report_md
+            from train.report import splice_into_readme, write_report_md
 
-            print(f"wrote {write_report_md(args.reports)}")
+            report = write_report_md(args.reports)
+            print(f"wrote {report}")
+            if args.readme:
+                print(f"updated {splice_into_readme(report, args.readme)}")
             return 0
         pipeline = load_pipeline(args.pipeline, overrides)
         if getattr(args, "run", None):

@@ -8,6 +8,7 @@ comes from a file the code produced.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 # Sections in the seed paper's order; any other experiment folder follows under its own name.
@@ -69,3 +70,22 @@ def write_report_md(reports: str | Path = "reports") -> Path:
         text += [f"## {title}", "", *lines, ""]
     out.write_text("\n".join(text))
     return out
+
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def splice_into_readme(report: Path, readme: str | Path) -> Path:
+    """Put the report between the README's results markers (image links re-rooted), so the
+    README's numbers are always the ones the code wrote."""
+    readme = Path(readme)
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise ValueError(f"{readme}: no {START} ... {END} markers to put the results between")
+    body = report.read_text().replace("# Results\n", "", 1)
+    prefix = Path(os.path.relpath(report.parent, readme.parent)).as_posix()
+    body = body.replace("](", f"]({prefix}/")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{body.strip()}\n{END}{tail}")
+    return readme
