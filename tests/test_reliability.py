@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_pipeline import PIPELINE
 
 from preprocess import stages
 from preprocess.datasets.synth import generate
@@ -32,24 +33,6 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SCENES = [f"scene{i:04d}_00" for i in range(4)]
 
-PIPELINE = """
-[dataset]
-name = "synthetic"
-root = "{root}"
-train = "scannetv2_train.txt"
-val = "scannetv2_val.txt"
-[store]
-path = "{store}"
-[[partitions]]
-method = "felzenszwalb"
-k = 0.01
-[labels]
-labeler = "simulated-clip"
-frame_skip = 2
-label_width = 160
-[refine]
-partition = "felzenszwalb"
-"""
 
 HOOK = '''
 """Test hook of tests/test_reliability.py (inactive unless HICL_TEST_MARKS is set)."""
@@ -151,7 +134,7 @@ def processes():
 
 def pipeline_file(tmp: Path, root: Path, store: Path) -> Path:
     path = tmp / "pipeline.toml"
-    path.write_text(PIPELINE.format(root=root, store=store))
+    path.write_text(PIPELINE.format(root=root, store=store, k=0.01))
     return path
 
 

@@ -11,68 +11,52 @@ import json
 import os
 from pathlib import Path
 
-# Sections in the seed paper's order; any other experiment folder follows under its own name.
-SECTIONS = (
-    ("compare", "Main comparison (seed Tables 1 and 2)"),
-    ("threshold", "Threshold ablation (seed Table 3)"),
-    ("partition", "Consistency-set ablation (seed Table 4)"),
-    ("components", "Component ablation"),
-    ("label_quality", "Pseudo-label quality before and after refinement"),
-    ("cost", "Processing cost (seed Section 5)"),
-)
+# Block order follows the seed paper; a folder's kind is read from the files it holds.
+ORDER = ("compare", "threshold", "partition", "components", "label_quality", "cost", "figures")
+START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-def _section_of(folder: Path) -> tuple[int, str]:
-    for i, (suffix, title) in enumerate(SECTIONS):
-        if folder.name.endswith(suffix) or (folder / f"{suffix}.md").exists():
-            return i, title
-    return len(SECTIONS), folder.name
+def _rank(folder: Path) -> int:
+    return next((i for i, key in enumerate(ORDER) if folder.name.endswith(key)), len(ORDER))
 
 
-def _experiment_block(folder: Path, root: Path) -> list[str]:
-    lines = []
+def _image(png: Path, root: Path) -> str:
+    return f"![{png.parent.name}/{png.stem}]({png.relative_to(root).as_posix()})"
+
+
+def _experiment(folder: Path, root: Path) -> list[str]:
     info = json.loads((folder / "experiment.json").read_text())
-    lines.append(f"Reproduce: `{info['command']}` (labeler: **{info['labeler']}**, {info['epochs']} epochs per model)")
-    lines.append("")
-    lines.append((folder / "table.md").read_text().strip())
-    lines.append("")
-    for run in info["runs"]:
-        lines.append(f"- `{run['name']}`: overrides `{run['set']}`, trained in {run['train_seconds']} s")
-    pngs = sorted(folder.glob("*/*.png"))
-    if pngs:
-        lines.append("")
-        for png in pngs:
-            lines.append(f"![{png.parent.name} {png.stem}]({png.relative_to(root)})")
+    lines = [f"Reproduce: `{info['command']}` (labeler: **{info['labeler']}**, {info['epochs']} epochs per model)",
+             "", (folder / "table.md").read_text().strip(), ""]
+    lines += [f"- `{r['name']}`: overrides `{r['set']}`, trained in {r['train_seconds']} s" for r in info["runs"]]
+    renders = [next(iter(sorted((folder / r["name"] / "render").glob("*.png"))), None) for r in info["runs"]]
+    lines += [""] + [_image(png, root) for png in renders if png is not None]
     return lines
 
 
+def _block(folder: Path, root: Path) -> list[str] | None:
+    if (folder / "experiment.json").exists():
+        return _experiment(folder, root)
+    texts = [md.read_text().strip() for md in sorted(folder.glob("*.md"))]
+    images = [_image(png, root) for png in sorted(folder.glob("*.png"))]
+    return texts + images if texts or images else None
+
+
 def write_report_md(reports: str | Path = "reports") -> Path:
+    """Write `<reports>/REPORT.md` from every folder of `reports` and return its path."""
     root = Path(reports)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no reports yet; run `make compare` (or another experiment) first")
-    blocks: list[tuple[int, str, list[str]]] = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        order, title = _section_of(folder)
-        if (folder / "experiment.json").exists():
-            blocks.append((order, f"{title}: {folder.name}", _experiment_block(folder, root)))
-        for md in sorted(folder.glob("*.md")):
-            if md.name == "table.md":
-                continue
-            lines = [md.read_text().strip()]
-            lines += [f"![{png.stem}]({png.relative_to(root)})" for png in sorted(folder.glob("*.png"))]
-            blocks.append((_section_of(md.parent)[0] if md.stem not in dict(SECTIONS) else
-                           [s for s, _ in SECTIONS].index(md.stem), f"{dict(SECTIONS).get(md.stem, md.stem)}: {folder.name}", lines))
-    if not blocks:
-        raise FileNotFoundError(f"{root}: holds no experiment tables yet")
-    out = root / "REPORT.md"
     text = ["# Results", "", "Every number below was written by the code; each block names its pipeline and labeler.", ""]
-    for _, title, lines in sorted(blocks, key=lambda b: (b[0], b[1])):
-        text += [f"## {title}", "", *lines, ""]
+    for folder in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: (_rank(p), p.name)):
+        block = _block(folder, root)
+        if block:
+            text += [f"## {folder.name}", "", *block, ""]
+    if len(text) == 4:
+        raise FileNotFoundError(f"{root}: holds no tables or figures yet")
+    out = root / "REPORT.md"
     out.write_text("\n".join(text))
     return out
-
-
-START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def splice_into_readme(report: Path, readme: str | Path) -> Path:
@@ -82,7 +66,7 @@ def splice_into_readme(report: Path, readme: str | Path) -> Path:
     text = readme.read_text()
     if START not in text or END not in text:
         raise ValueError(f"{readme}: no {START} ... {END} markers to put the results between")
-    body = report.read_text().replace("# Results\n", "", 1)
+    body = report.read_text().replace("# Results\n", "", 1).replace("\n## ", "\n### ")
     prefix = Path(os.path.relpath(report.parent, readme.parent)).as_posix()
     body = body.replace("](", f"]({prefix}/")
     head, rest = text.split(START, 1)
