@@ -50,10 +50,8 @@ def run_experiment(
         rows[label] = network
         runs_info.append({"name": run.name, "label": label, "set": run.set, "checkpoint": str(checkpoint),
                           "train_seconds": round(seconds, 1), "mIoU": network.as_dict()["mIoU"]})
-        if not any(k.startswith("pseudo") for k in rows) and len(results) > 1:
-            # the pseudo-label rows are the same for every run of one labeler: show them once
-            for name, result in list(results.items())[1:]:
-                rows[name] = result
+        for name, result in list(results.items())[1:]:  # pseudo-label rows: the first run's, once
+            rows.setdefault(name, result)
     labeler = pipeline.labels.labeler
     note = f"Pipeline: {pipeline.source}; labeler: {labeler}" + (
         " (simulated-CLIP: ground truth corrupted like MaskCLIP, not real CLIP)" if labeler == "simulated-clip" else ""
