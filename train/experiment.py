@@ -49,7 +49,8 @@ def run_experiment(
         network = next(iter(results.values()))
         rows[label] = network
         runs_info.append({"name": run.name, "label": label, "set": run.set, "checkpoint": str(checkpoint),
-                          "train_seconds": round(seconds, 1), "mIoU": network.as_dict()["mIoU"]})
+                          "train_seconds": round(seconds, 1), "mIoU": network.as_dict()["mIoU"],
+                          "labels_mIoU": {k: r.as_dict()["mIoU"] for k, r in list(results.items())[1:]}})
         for name, result in list(results.items())[1:]:  # pseudo-label rows: the first run's, once
             rows.setdefault(name, result)
     labeler = pipeline.labels.labeler

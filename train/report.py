@@ -28,7 +28,8 @@ def _experiment(folder: Path, root: Path) -> list[str]:
     info = json.loads((folder / "experiment.json").read_text())
     lines = [f"Reproduce: `{info['command']}` (labeler: **{info['labeler']}**, {info['epochs']} epochs per model)",
              "", (folder / "table.md").read_text().strip(), ""]
-    lines += [f"- `{r['name']}`: overrides `{r['set']}`, trained in {r['train_seconds']} s" for r in info["runs"]]
+    lines += [f"- `{r['name']}`: overrides `{r['set']}`, trained in {r['train_seconds']} s"
+              + "".join(f"; {k}: {v}" for k, v in r.get("labels_mIoU", {}).items()) for r in info["runs"]]
     renders = [next(iter(sorted((folder / r["name"] / "render").glob("*.png"))), None) for r in info["runs"]]
     lines += [""] + [_image(png, root) for png in renders if png is not None]
     return lines
