@@ -37,7 +37,9 @@ def show_partitions(pipeline: Pipeline, scene: str | None, out: str | Path) -> P
         if not store.is_complete(scene, group):
             raise ValueError(f"{store.path}: {scene} has no {group}; run the partitions stage first")
         panels[f"{p.name}"] = store.read(scene, group, ["segment"])["segment"]
-    return plot_partitions(points["xyz"], None, panels, out, title=scene)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    faces = store.read(scene, POINTS, ["faces"])["faces"] if (store.path / scene / POINTS / "faces").is_dir() else None
+    return plot_partitions(points["xyz"], faces, panels, out, title=scene)
 
 
 def label_quality(pipeline: Pipeline, out_dir: str | Path) -> str:
