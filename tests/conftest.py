@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# One BLAS/OpenMP thread per process: the tests' tensors are small, and the 2-core machines this
+# runs on oversubscribe badly when torch, Numba and Dask workers each spin up a thread pool.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 
 SHARED_DATA = Path(os.environ.get("HICL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
