@@ -30,8 +30,9 @@ def _experiment(folder: Path, root: Path) -> list[str]:
              "", (folder / "table.md").read_text().strip(), ""]
     lines += [f"- `{r['name']}`: overrides `{r['set']}`, trained in {r['train_seconds']} s"
               + "".join(f"; {k}: {v}" for k, v in r.get("labels_mIoU", {}).items()) for r in info["runs"]]
-    renders = [next(iter(sorted((folder / r["name"] / "render").glob("*.png"))), None) for r in info["runs"]]
-    lines += [""] + [_image(png, root) for png in renders if png is not None]
+    if folder.name.endswith("compare"):  # qualitative comparison (seed Figs. 3 and 4): one scene per model
+        renders = [next(iter(sorted((folder / r["name"] / "render").glob("*.png"))), None) for r in info["runs"]]
+        lines += [""] + [_image(png, root) for png in renders if png is not None]
     return lines
 
 
