@@ -10,7 +10,11 @@ ARGS ?=
 .PHONY: setup test test-fast demo synth preprocess train eval bench clean compare ablation-threshold \
 	ablation-partition ablation-components cost figures report experiments
 
-setup:  ## .venv with the project, its dependencies and a torch that fits them
+VENV_STAMP := .venv/.installed
+
+setup: $(VENV_STAMP)  ## .venv with the project, its dependencies and a torch that fits them
+
+$(VENV_STAMP): pyproject.toml
 	@if ! ldconfig -p 2>/dev/null | grep -q libusb-1.0; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	    echo "installing libusb-1.0 (open3d needs it)"; apt-get update -qq && apt-get install -y -qq libusb-1.0-0 >/dev/null; \
@@ -21,14 +25,15 @@ setup:  ## .venv with the project, its dependencies and a torch that fits them
 	@# Respect a torch the user already installed; otherwise the pair open_clip needs.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
 
-test:  ## the whole test suite
+test: $(VENV_STAMP)  ## the whole test suite
 	$(PY) -m pytest -q
 
-test-fast:  ## skip the slow end-to-end runs
+test-fast: $(VENV_STAMP)  ## skip the slow end-to-end runs
 	$(PY) -m pytest -q -m "not slow"
 
-$(SYNTH_DIR)/scannetv2_train.txt:
+$(SYNTH_DIR)/scannetv2_train.txt: | $(VENV_STAMP)
 	$(PY) -m preprocess synth --out $(SYNTH_DIR) --scenes $(SYNTH_SCENES) --seed 0
 
 synth: $(SYNTH_DIR)/scannetv2_train.txt  ## generate the embedded default dataset
