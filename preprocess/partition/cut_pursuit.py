@@ -197,7 +197,8 @@ def _components(indptr, adj, arc_edge, active):
 
 
 @njit(cache=True, nogil=True)
-def _energy(x, comp, k, src, tgt, cap):
+def _component_sums(x, comp, k):
+    """Per-component feature sums (k, D) and point counts (k,)."""
     n, d = x.shape
     sums = np.zeros((k, d))
     counts = np.zeros(k)
@@ -205,6 +206,13 @@ def _energy(x, comp, k, src, tgt, cap):
         counts[comp[i]] += 1.0
         for j in range(d):
             sums[comp[i], j] += x[i, j]
+    return sums, counts
+
+
+@njit(cache=True, nogil=True)
+def _energy(x, comp, k, src, tgt, cap):
+    n, d = x.shape
+    sums, counts = _component_sums(x, comp, k)
     fidelity = 0.0
     for i in range(n):
         c = comp[i]
@@ -562,12 +570,7 @@ def _merge(x, comp, k, src, tgt, cap):
 
     Merging u and v changes E by -(reg * w_border - 1/2 * W_u W_v / (W_u + W_v) ||x_u - x_v||^2)."""
     n, d = x.shape
-    sums = np.zeros((k, d))
-    counts = np.zeros(k)
-    for i in range(n):
-        counts[comp[i]] += 1.0
-        for j in range(d):
-            sums[comp[i], j] += x[i, j]
+    sums, counts = _component_sums(x, comp, k)
     # Reduced graph: one edge per adjacent pair, weight = summed capacities of its border.
     keys = np.empty(src.shape[0], np.int64)
     m = 0
