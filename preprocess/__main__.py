@@ -22,12 +22,10 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if summary.failures else 0
 
 
-def _synth(args: argparse.Namespace) -> int:
-    from preprocess.datasets.synth import generate
+def _synth(argv: list[str]) -> int:
+    from preprocess.datasets.synth import main
 
-    generate(args.out, scenes=args.scenes, seed=args.seed)
-    print(f"wrote {args.scenes} generated scenes to {args.out}")
-    return 0
+    return main(argv)
 
 
 def _segment(argv: list[str]) -> int:
@@ -75,11 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
-    p = sub.add_parser("synth", help="generate the embedded default dataset (ScanNet layout)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--scenes", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_synth)
+    sub.add_parser("synth", help="generate the embedded default dataset: --out DIR [--scenes 10] [--seed 0] "
+                   "[--frames 30] [--resolution 0.04] [--val-fraction 0.2]", add_help=False)
 
     sub.add_parser("segment", help="ScanNet's segmentator: MESH.ply [--k 0.01] [--min-verts 20] [--out PATH]", add_help=False)
 
@@ -110,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("preprocess").setLevel(logging.INFO)
     if argv and argv[0] == "segment":
         return _segment(argv[1:])
+    if argv and argv[0] == "synth":
+        return _synth(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -10,6 +10,7 @@ import pytest
 from preprocess.datasets.registry import list_scenes, read_scene, split_of
 from preprocess.datasets.scannet import read_scannet_scene
 from preprocess.datasets.scene import DatasetError
+from preprocess.__main__ import main as preprocess_main
 from preprocess.datasets.synth import NYU40, generate, generate_scene, main, make_room
 from preprocess.geometry.render import render
 from shared.classes import SCANNET_NAMES
@@ -114,6 +115,16 @@ def test_cli_main(tmp_path, capsys):
     assert "wrote 1 scenes" in capsys.readouterr().out
     assert len(list((tmp_path / "scans" / "scene0000_00" / "pose").glob("*.txt"))) == 2
     assert (tmp_path / "scannetv2_val.txt").read_text() == ""
+
+
+def test_preprocess_synth_command_passes_every_option(tmp_path, capsys):
+    args = ["synth", "--out", str(tmp_path), "--scenes", "4", "--frames", "1", "--resolution", "0.3", "--val-fraction", "0.5"]
+    assert preprocess_main(args) == 0
+    assert (tmp_path / "scannetv2_val.txt").read_text().split() == ["scene0002_00", "scene0003_00"]
+    assert len(list((tmp_path / "scans" / "scene0000_00" / "pose").glob("*.txt"))) == 1
+    with pytest.raises(SystemExit):
+        preprocess_main(["synth", "--out", str(tmp_path), "--val-fraction", "1"])
+    assert "--val-fraction must be in [0, 1)" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------
