@@ -9,6 +9,7 @@ from plyfile import PlyData
 
 from shared.metrics import IoUAccumulator
 from train.data import voxelize
+from train.evaluate import voxel_ceiling
 from train.render import colour_labels, render_topdown, write_ply
 from train.report_tables import write_report
 
@@ -78,3 +79,15 @@ def test_binary_ply_round_trip(tmp_path):
     v = ply["vertex"]
     assert np.allclose(np.c_[v["x"], v["y"], v["z"]], xyz) and np.array_equal(v["label"], label)
     assert (np.c_[v["red"], v["green"], v["blue"]][label < 0] == 128).all()
+
+
+def test_voxel_ceiling_is_the_majority_class_of_each_voxel():
+    # voxel 0: wall x3, picture x2 -> wall; voxel 1: picture x1, ignored x2 -> picture;
+    # voxel 2: ignored only -> -1; voxel 3: a wall/floor tie -> the lower id (wall)
+    gt = np.array([0, 2, 0, 2, 0, 2, -1, -1, -1, 0, 1])
+    inverse = np.array([0, 0, 0, 0, 0, 1, 1, 1, 2, 3, 3])
+    assert voxel_ceiling(gt, inverse, 3).tolist() == [0, 0, 0, 0, 0, 2, 2, 2, -1, 0, 0]
+    acc = IoUAccumulator(("wall", "floor", "picture"))
+    acc.add(voxel_ceiling(gt, inverse, 3), gt)
+    # wall: TP 4, FP 2 (pictures in voxel 0) + 1 (floor in voxel 3); floor: 0; picture: 1/(1+2)
+    assert np.allclose(acc.result().iou, [4 / 7, 0.0, 1 / 3])

@@ -43,7 +43,7 @@ def run_experiment(
         raise ConfigError(f"{pipeline.source}: an experiment needs [[runs]] entries (see pipelines/*-compare.toml)")
     out = Path(out_dir) if out_dir is not None else report_dir(pipeline)
     rows: dict[str, IoUResult] = {}
-    label_rows: dict[str, IoUResult] = {}  # pseudo-label rows: the first run's, below the models
+    reference_rows: dict[str, IoUResult] = {}  # pseudo-labels and voxel ceiling: the first run's, below the models
     runs_info = []
     for run in pipeline.runs:
         p = run_pipeline(pipeline, run, overrides)
@@ -57,14 +57,14 @@ def run_experiment(
         rows[label] = network
         runs_info.append({"name": run.name, "label": label, "set": run.set, "checkpoint": str(checkpoint),
                           "train_seconds": round(seconds, 1), "mIoU": network.as_dict()["mIoU"],
-                          "labels_mIoU": {k: r.as_dict()["mIoU"] for k, r in list(results.items())[1:]}})
+                          "reference_mIoU": {k: r.as_dict()["mIoU"] for k, r in list(results.items())[1:]}})
         for name, result in list(results.items())[1:]:
-            label_rows.setdefault(name, result)
+            reference_rows.setdefault(name, result)
     labeler = pipeline.labels.labeler
     note = f"Pipeline: {pipeline.source}; labeler: {labeler}" + (
         " (simulated-CLIP: ground truth corrupted like MaskCLIP, not real CLIP)" if labeler == "simulated-clip" else ""
     ) + f"; {pipeline.train.epochs} epochs per model."
-    paths = write_tables({**rows, **label_rows}, out / "table", note)
+    paths = write_tables({**rows, **reference_rows}, out / "table", note)
     (out / "experiment.json").write_text(json.dumps({
         "pipeline": str(pipeline.source), "labeler": labeler, "dataset": pipeline.dataset.name,
         "epochs": pipeline.train.epochs, "runs": runs_info,

@@ -29,7 +29,7 @@ def _experiment(folder: Path, root: Path) -> list[str]:
     lines = [f"Reproduce: `{info['command']}` (labeler: **{info['labeler']}**, {info['epochs']} epochs per model)",
              "", (folder / "table.md").read_text().strip(), ""]
     lines += [f"- `{r['name']}`: overrides `{r['set']}`, trained in {r['train_seconds']} s"
-              + "".join(f"; {k}: {v}" for k, v in r.get("labels_mIoU", {}).items()) for r in info["runs"]]
+              + "".join(f"; {k}: {v}" for k, v in r.get("reference_mIoU", {}).items()) for r in info["runs"]]
     if folder.name.endswith("compare"):  # qualitative comparison (seed Figs. 3 and 4): one scene per model
         renders = [next(iter(sorted((folder / r["name"] / "render").glob("*.png"))), None) for r in info["runs"]]
         lines += [""] + [_image(png, root) for png in renders if png is not None]
