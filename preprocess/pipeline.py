@@ -86,10 +86,13 @@ def make_client(scheduler: str | None, workers: int | None):
         return _Inline()
     from distributed import Client, LocalCluster
 
+    # distributed sets its loggers to INFO on import: their start/stop chatter buries the summary
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     if scheduler:
         return Client(scheduler)
     n = workers or max(1, min(os.cpu_count() or 1, 8))
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=logging.WARNING)
     return Client(cluster)
 
 
