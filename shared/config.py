@@ -18,6 +18,7 @@ from typing import Any
 
 DATASETS = ("scannet", "nuscenes", "synthetic")
 ROOT_ENV = {"scannet": "SCANNET_ROOT", "nuscenes": "NUSCENES_ROOT"}
+INPUT_FEATURES = {"rgb": 3, "normal": 3, "height": 1}  # train.input_features: name -> channels
 
 
 class ConfigError(ValueError):
@@ -182,7 +183,9 @@ class TrainConfig:
     out_dir: str = "runs/default"
     backend: str = "auto"  # "auto" | "torch" | "torchsparse"
     max_points: int = 0  # crop scenes above this many points during training (0 = no crop)
-    input_normals: bool = False  # input features rgb (3) + normals (3) instead of rgb only
+    # per-voxel input channels, in this order: "rgb" (3, in [0, 1]), "normal" (3), "height" (1,
+    # metres above the scene's lowest point: tells floors, seats, tables and wall items apart)
+    input_features: list[str] = field(default_factory=lambda: ["rgb"])
     hicl: HICLConfig = field(default_factory=HICLConfig)
     clip2scene: CLIP2SceneConfig = field(default_factory=CLIP2SceneConfig)
 
@@ -412,6 +415,10 @@ def _check_choices(p: Pipeline) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{p.source}: '{key}' = {value!r} must be one of {', '.join(allowed)}")
+    features = p.train.input_features
+    if not features or len(set(features)) < len(features) or not set(features) <= set(INPUT_FEATURES):
+        raise ConfigError(f"{p.source}: 'train.input_features' = {features!r} must be a non-empty list without "
+                          f"repeats of {', '.join(map(repr, INPUT_FEATURES))}")
     if p.partitions:
         names = [x.name for x in p.partitions]
         for key, name in (("train.partition", p.train.partition), ("refine.partition", p.refine.partition)):

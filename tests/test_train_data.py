@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared.config import FelzenszwalbParams, load_pipeline, params_dict
+from shared.config import ConfigError, FelzenszwalbParams, load_pipeline, params_dict
 from shared.store import POINTS, Store, stage_key
 from train.augment import augment
 from train.data import (
@@ -162,6 +162,21 @@ def test_train_samples_keep_labels_attached(pipeline):
     # Refinement makes the labels agree better with the ground truth than the raw ones.
     seen = raw["gt"] >= 0
     assert (raw["refined"] == raw["gt"])[seen].mean() > (raw["label"] == raw["gt"])[seen].mean()
+
+
+def test_input_features_in_the_configured_order(tmp_path):
+    pipeline = load_pipeline(make_toy_store(tmp_path), {"train.input_features": ["height", "normal", "rgb"]})
+    ds = SceneDataset(pipeline, "val", with_gt=True, fields=())
+    assert ds.in_channels == 7
+    raw, sample = ds.read(0), ds[0]
+    index = sample["inverse"]  # eval keeps the first point of a voxel: any point of it has the same voxel
+    kept = np.unique(index, return_index=True)[1]  # first original point of each voxel, in voxel order
+    feats = sample["feats"]
+    assert feats.shape == (len(sample["coords"]), 7)
+    assert np.allclose(feats[:, 0], raw["xyz"][kept, 2] - raw["xyz"][:, 2].min())
+    assert np.allclose(feats[:, 1:4], raw["normal"][kept]) and np.allclose(feats[:, 4:] * 255, raw["rgb"][kept])
+    with pytest.raises(ConfigError, match="'train.input_features' = \\['rgb', 'depth'\\] must be a non-empty list"):
+        load_pipeline(make_toy_store(tmp_path / "b"), {"train.input_features": ["rgb", "depth"]})
 
 
 def test_eval_sample_inverse_and_collate(pipeline):

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from shared.classes import class_table
-from shared.config import Pipeline, params_dict
+from shared.config import INPUT_FEATURES, Pipeline, params_dict
 from shared.refine import refine_labels
 from shared.store import POINTS, Store, stage_key
 from train.augment import augment
@@ -165,6 +165,17 @@ def crop(coords: np.ndarray, max_points: int, rng: np.random.Generator) -> np.nd
     return np.sort(np.argpartition(dist, max_points - 1)[:max_points])
 
 
+def input_features(names: Sequence[str], index: np.ndarray, rgb: np.ndarray, xyz: np.ndarray,
+                   normal: np.ndarray | None = None) -> np.ndarray:
+    """(M, C) f32 network input of the points `index` of a scene, channels in the order of `names`
+    (train.input_features): rgb scaled to [0, 1], unit normals, height in metres above the
+    scene's lowest point (the minimum over all points, so a crop does not move the floor)."""
+    parts = {"rgb": lambda: rgb[index].astype(np.float32) / 255.0,
+             "normal": lambda: normal[index].astype(np.float32),
+             "height": lambda: (xyz[index, 2:3] - xyz[:, 2].min()).astype(np.float32)}
+    return np.concatenate([parts[name]() for name in names], axis=1)
+
+
 # ----------------------------------------------------------------------------- dataset
 class SceneDataset(Dataset):
     """Scenes of one split as voxelised samples (dicts of NumPy arrays, one row per voxel).
@@ -215,7 +226,7 @@ class SceneDataset(Dataset):
 
     @property
     def in_channels(self) -> int:
-        return 6 if self.cfg.input_normals else 3
+        return sum(INPUT_FEATURES[name] for name in self.cfg.input_features)
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -223,7 +234,8 @@ class SceneDataset(Dataset):
     def read(self, i: int) -> dict[str, np.ndarray]:
         """Full-resolution arrays of scene i (what the sample is made from)."""
         scene, groups = self.scenes[i], self.groups[i]
-        names = ["xyz", "rgb"] + (["normal"] if self.cfg.input_normals else []) + (["gt"] if "gt" in self.fields else [])
+        wanted = self.cfg.input_features
+        names = ["xyz", "rgb"] + (["normal"] if "normal" in wanted else []) + (["gt"] if "gt" in self.fields else [])
         data = self.store.read(scene, POINTS, names)
         if "pseudo" in groups:
             pseudo_names = (["label", "score"] if "pseudo" in self.fields else []) + (["feat"] if "feat" in self.fields else [])
@@ -250,9 +262,7 @@ class SceneDataset(Dataset):
         if rng is not None:
             keep = crop(coords, self.cfg.max_points, rng)
             coords, index = coords[keep], index[keep]
-        feats = data["rgb"][index].astype(np.float32) / 255.0
-        if normal is not None:
-            feats = np.concatenate([feats, normal[index]], axis=1)
+        feats = input_features(self.cfg.input_features, index, data["rgb"], xyz, normal)
         sample: dict[str, Any] = {"scene": self.scenes[i], "coords": coords, "feats": feats}
         targets = {}
         if "pseudo" in self.fields:
@@ -361,7 +371,11 @@ def make_loader(
     num_workers: int,
     sampler: EpochSampler | None = None,
 ) -> DataLoader:
-    """Loader over `dataset`; train passes an EpochSampler, eval iterates scenes in order."""
+    """Loader over `dataset`; train passes an EpochSampler, eval iterates scenes in order.
+
+    Train workers persist across epochs (the sampler is re-read on every pass, so `start`
+    still takes effect): restarting them cost a second or more per epoch, which competed with
+    the first step for the CPU and was 30-40% of an 8-scene epoch."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -370,6 +384,6 @@ def make_loader(
         num_workers=num_workers,
         collate_fn=collate,
         pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,
+        persistent_workers=sampler is not None and num_workers > 0,
         drop_last=False,
     )
