@@ -187,9 +187,9 @@ class Trainer:
         losses: list[float] = []
         bar = tqdm(total=self.total_steps, initial=self.step, disable=self.rank != 0, desc=self.cfg.method,
                    unit="step", dynamic_ncols=True)
+        loader = make_loader(self.dataset, self.cfg.batch_size, self.cfg.num_workers, self.sampler)
         while self.epoch < self.cfg.epochs and not self._stop():
             self.sampler.start(self.epoch, skip=self.batch_in_epoch * self.cfg.batch_size)
-            loader = make_loader(self.dataset, self.cfg.batch_size, self.cfg.num_workers, self.sampler)
             t_data = time.perf_counter()
             for batch in loader:
                 t_step = time.perf_counter()
