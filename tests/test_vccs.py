@@ -119,8 +119,8 @@ def test_unreached_outlier_joins_the_nearest_supervoxel():
     [
         ({"points": np.zeros((5, 2))}, "points must be a non-empty"),
         ({"points": np.zeros((0, 3))}, "points must be a non-empty"),
-        ({"points": np.array([[0.0, np.nan, 0.0], [1.0, 1.0, 1.0]])}, "NaN or infinite coordinates"),
-        ({"points": np.zeros((5, 3)), "normals": np.zeros((4, 3))}, "normals must have the shape"),
+        ({"points": np.array([[0.0, np.nan, 0.0], [1.0, 1.0, 1.0]])}, "points contain NaN or infinite"),
+        ({"points": np.zeros((5, 3)), "normals": np.zeros((4, 3))}, "normals must be an array of the shape of points"),
         ({"points": np.zeros((5, 3)), "colors": np.full((5, 3), np.inf)}, "colors contain NaN"),
         ({"points": np.zeros((5, 3)), "voxel_resolution": 0.0}, "voxel_resolution must be a positive"),
         ({"points": np.zeros((5, 3)), "seed_resolution": -0.1}, "seed_resolution must be a positive"),

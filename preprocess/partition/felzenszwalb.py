@@ -29,6 +29,8 @@ import numpy as np
 from numba import njit
 from scipy.spatial import cKDTree
 
+from preprocess.partition.checks import finite_points
+
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
 
@@ -202,14 +204,9 @@ def _segment(
 
 def _check_points(name: str, array: np.ndarray) -> np.ndarray:
     """(N,3) finite coordinates as contiguous float32 (the original reads PLY floats)."""
-    array = np.asarray(array)
-    if array.ndim != 2 or array.shape[1] != 3 or not np.issubdtype(array.dtype, np.number):
-        raise ValueError(f"{name} must be a numeric (N,3) array, got shape {array.shape} dtype {array.dtype}")
+    array = finite_points(name, array)
     if len(array) >= 2**31:
         raise ValueError(f"{name}: at most 2**31 - 1 supported (int32 ids, as in the original)")
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} contain NaN or infinite values")
     return array
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pgeof
 from scipy.spatial import cKDTree
 
+from preprocess.partition.checks import finite_points
 from preprocess.partition.cut_pursuit import cut_pursuit
 
 
@@ -111,15 +112,8 @@ def superpoints(
 
 
 def _checked(points: np.ndarray, colors: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    xyz = np.ascontiguousarray(points, dtype=np.float32)
-    if xyz.ndim != 2 or xyz.shape[1] != 3 or xyz.shape[0] == 0 or not np.all(np.isfinite(xyz)):
-        raise ValueError(f"points must be a finite (N, 3) array with N >= 1, got shape {np.shape(points)}")
-    if colors is None:
-        return xyz, None
-    rgb = np.asarray(colors, dtype=np.float32)
-    if rgb.shape != xyz.shape or not np.all(np.isfinite(rgb)):
-        raise ValueError(f"colors must be a finite array of shape {xyz.shape}, got {np.shape(colors)}")
-    return xyz, rgb
+    xyz = finite_points("points", points)
+    return xyz, None if colors is None else finite_points("colors", colors, like=xyz)
 
 
 def _voxel_means(

@@ -12,6 +12,8 @@ import numpy as np
 from numba import njit
 from scipy.spatial import cKDTree
 
+from preprocess.partition.checks import finite_points
+
 _FLT_EPS = float(np.finfo(np.float32).eps)
 _FLT_MAX = np.float32(np.finfo(np.float32).max)
 _MAX_KEY_BITS = 21  # three 21-bit keys interleave into one int64 Morton code
@@ -111,24 +113,9 @@ def _validate(
     voxel_resolution: float, seed_resolution: float, *importances: float,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Arrays as float32 (N, 3), black where colours are missing; one ValueError otherwise."""
-    xyz = np.asarray(points)
-    if xyz.ndim != 2 or xyz.shape[1] != 3 or len(xyz) == 0:
-        raise ValueError(f"points must be a non-empty (N, 3) array, got shape {xyz.shape}")
-    xyz = xyz.astype(np.float32)
-    if not np.isfinite(xyz).all():
-        raise ValueError("points contain NaN or infinite coordinates")
-    arrays = []
-    for name, array in (("normals", normals), ("colors", colors)):
-        if array is None:
-            arrays.append(None)
-            continue
-        array = np.asarray(array)
-        if array.shape != xyz.shape:
-            raise ValueError(f"{name} must have the shape of points {xyz.shape}, got {array.shape}")
-        array = array.astype(np.float32)
-        if not np.isfinite(array).all():
-            raise ValueError(f"{name} contain NaN or infinite values")
-        arrays.append(array)
+    xyz = finite_points("points", points)
+    arrays = [None if array is None else finite_points(name, array, like=xyz)
+              for name, array in (("normals", normals), ("colors", colors))]
     for name, value in (("voxel_resolution", voxel_resolution), ("seed_resolution", seed_resolution)):
         if not np.isfinite(value) or value <= 0:
             raise ValueError(f"{name} must be a positive number, got {value}")
