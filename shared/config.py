@@ -174,6 +174,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 100
     grad_clip: float = 10.0
+    # cross-entropy class weights: "none", or "inverse-sqrt" = 1/sqrt(class frequency of the
+    # training targets), scaled to mean 1 over the classes present (rare classes learn sooner)
+    class_weights: str = "none"
     width: float = 1.0  # MinkUNet channel multiplier (SPVNAS's cr)
     head: str = "text"  # "text" (fixed CLIP text embeddings, cosine logits) | "linear"
     num_workers: int = 2
@@ -410,6 +413,7 @@ def _check_choices(p: Pipeline) -> None:
         "train.method": (p.train.method, ("hicl", "clip2scene", "pseudo-ce", "gt")),
         "train.optimizer": (p.train.optimizer, ("adamw", "sgd")),
         "train.head": (p.train.head, ("text", "linear")),
+        "train.class_weights": (p.train.class_weights, ("none", "inverse-sqrt")),
         "train.backend": (p.train.backend, ("auto", "torch", "torchsparse")),
     }
     for key, (value, allowed) in choices.items():

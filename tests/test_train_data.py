@@ -179,6 +179,13 @@ def test_input_features_in_the_configured_order(tmp_path):
         load_pipeline(make_toy_store(tmp_path / "b"), {"train.input_features": ["rgb", "depth"]})
 
 
+def test_label_counts_over_the_split(pipeline):
+    ds = SceneDataset(pipeline, "train", fields=("pseudo", "gt"))
+    for field, name in (("gt", "gt"), ("label", "label")):
+        expected = sum(np.bincount(ds.read(i)[name][ds.read(i)[name] >= 0], minlength=20) for i in range(len(ds)))
+        assert ds.label_counts(field).tolist() == expected.tolist()
+
+
 def test_eval_sample_inverse_and_collate(pipeline):
     ds = SceneDataset(pipeline, "val", with_gt=True, fields=("segment", "feat"))
     s = ds[0]

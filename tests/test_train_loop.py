@@ -28,13 +28,15 @@ def test_fit_gt_drives_loss_down_and_eval_reports(tmp_path):
     assert (run / "last.pt").is_file() and any((run / "tb").iterdir())
     assert main(["eval", str(pipeline.source), "--checkpoint", str(run / "last.pt"), "--render", "1"]) == 0
     report = (run / "eval" / "results.md").read_text()
-    assert "| gt |" in report and "pseudo-labels" in report and "n/a" in report
+    assert "| gt |" in report and "pseudo-labels" in report and "| voxel ceiling (10 cm voxels) |" in report
+    assert "n/a" in report
     assert (run / "eval" / "render" / "toy2.png").is_file() and (run / "eval" / "ply" / "toy2_pred.ply").is_file()
 
 
 @pytest.mark.parametrize("method", ["gt", "hicl"])
 def test_resume_equals_uninterrupted(tmp_path, method):
-    overrides = {**FAST, "train.hicl.queries_per_scene": 64, "train.hicl.feedback_warmup_epochs": 1}
+    overrides = {**FAST, "train.hicl.queries_per_scene": 64, "train.hicl.feedback_warmup_epochs": 1,
+                 "train.class_weights": "inverse-sqrt"}
     whole = fit(load_pipeline(make_toy_store(tmp_path / "a", method=method), overrides))
     path = make_toy_store(tmp_path / "b", method=method)
     first = fit(load_pipeline(path, overrides), max_steps=3)  # stops mid-epoch, checkpoint at step 3

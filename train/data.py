@@ -231,6 +231,20 @@ class SceneDataset(Dataset):
     def __len__(self) -> int:
         return len(self.scenes)
 
+    def label_counts(self, field: str) -> np.ndarray:
+        """(C,) points per class of the stored `field` over the split: "gt" (ground truth) or
+        "label" (the raw pseudo-labels, standing in for refined ones, which would need the
+        refinement of every scene). Reads only that one array per scene."""
+        counts = np.zeros(self.num_classes, dtype=np.int64)
+        for scene, groups in zip(self.scenes, self.groups):
+            if field == "gt":
+                labels = self.store.read(scene, POINTS, ["gt"])["gt"]
+            else:
+                labels = self.store.read(scene, groups["pseudo"], ["label"])["label"]
+            labels = labels[(labels >= 0) & (labels < self.num_classes)]
+            counts += np.bincount(labels.astype(np.int64), minlength=self.num_classes)
+        return counts
+
     def read(self, i: int) -> dict[str, np.ndarray]:
         """Full-resolution arrays of scene i (what the sample is made from)."""
         scene, groups = self.scenes[i], self.groups[i]

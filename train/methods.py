@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -37,6 +39,19 @@ class SegNet(nn.Module):
         return {name: head(feats) for name, head in self.heads.items()}
 
 
+def class_weights(counts: np.ndarray) -> torch.Tensor:
+    """1/sqrt(frequency) per class, mean 1 over the classes with any count, 0 for the others
+    (a class never seen as a target gets no weight; it has no loss term to weigh anyway)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    present = counts > 0
+    if not present.any():
+        raise ValueError("class weights: the training targets hold no labelled point")
+    weight = np.zeros_like(counts)
+    weight[present] = 1.0 / np.sqrt(counts[present] / counts.sum())
+    weight[present] /= weight[present].mean()
+    return torch.from_numpy(weight).float()
+
+
 class Method:
     """Base: a network with a classifier head, trained with CE on one per-voxel target."""
 
@@ -44,6 +59,7 @@ class Method:
     target: ClassVar[str] = "label"  # the per-voxel CE target
     loss_names: ClassVar[tuple[str, ...]] = ()  # logged loss components
     needs_text: ClassVar[bool] = False  # text embeddings even with a linear classifier
+    count_field: ClassVar[str] = "label"  # stored labels whose frequencies set the class weights
 
     def __init__(self, pipeline: Pipeline, dataset: SceneDataset, device: torch.device):
         self.cfg = pipeline.train
@@ -57,6 +73,15 @@ class Method:
         self.model = SegNet(self.backbone, self.heads(self.backbone.out_channels))
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(self.cfg.seed)
+        self.dataset, self.device = dataset, device
+
+    @cached_property
+    def class_weight(self) -> Tensor | None:
+        """The CE's class weights (train.class_weights), counted on first use: only training
+        needs them, and an evaluation dataset does not carry the training targets."""
+        if self.cfg.class_weights == "none":
+            return None
+        return class_weights(self.dataset.label_counts(self.count_field)).to(self.device)
 
     def heads(self, channels: int) -> dict[str, nn.Module]:
         classifier = (
@@ -76,13 +101,14 @@ class Method:
         self.generator.set_state(state["generator"])
 
     def loss(self, out: dict[str, Tensor], batch: Batch, epoch: int) -> tuple[Tensor, dict[str, float]]:
-        loss = pseudo_ce_loss(out["logits"], batch.targets[self.target])
+        loss = pseudo_ce_loss(out["logits"], batch.targets[self.target], self.class_weight)
         return loss, {}
 
 
 class GroundTruth(Method):
     fields = ("gt",)
     target = "gt"
+    count_field = "gt"
 
 
 class PseudoCE(Method):
@@ -105,7 +131,7 @@ class CLIP2Scene(Method):
         terms = clip2scene_loss(
             out["logits"], out["clip"], clip, batch.targets["label"], has_feature=clip.abs().sum(dim=1) > 0,
             epoch=epoch, switch_epoch=c.switch_epoch, switch_prob=c.switch_prob, distill_weight=c.distill_weight,
-            generator=self.generator,
+            generator=self.generator, weight=self.class_weight,
         )
         return terms["total"], {k: float(terms[k].detach()) for k in self.loss_names}
 
@@ -135,7 +161,7 @@ class HICL(Method):
 
     def loss(self, out: dict[str, Tensor], batch: Batch, epoch: int) -> tuple[Tensor, dict[str, float]]:
         labels = batch.targets[self.target]
-        seg = pseudo_ce_loss(out["logits"], labels)
+        seg = pseudo_ce_loss(out["logits"], labels, self.class_weight)
         parts = {"seg": float(seg.detach())}
         if not self.correlation:
             return seg, parts

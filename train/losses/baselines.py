@@ -8,12 +8,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def pseudo_ce_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Cross-entropy over points with label >= 0 (-1 ignored); a graph-keeping zero if none."""
+def pseudo_ce_loss(logits: Tensor, labels: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Cross-entropy over points with label >= 0 (-1 ignored), optionally class-weighted (the
+    weighted mean, as F.cross_entropy takes it); a graph-keeping zero if no point has a label."""
     labels = labels.long()
     if not bool((labels >= 0).any()):
         return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), labels, ignore_index=-1)
+    return F.cross_entropy(logits.float(), labels, weight=weight, ignore_index=-1)
 
 
 def clip2scene_loss(
@@ -27,6 +28,7 @@ def clip2scene_loss(
     switch_prob: float = 0.5,
     distill_weight: float = 1.0,
     generator: torch.Generator | None = None,
+    weight: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """CLIP2Scene label-free: CE to MaskCLIP pseudo-labels + feature distillation.
 
@@ -37,13 +39,14 @@ def clip2scene_loss(
     - "distill": mean 1 − cos(point feature, CLIP feature) over points with `has_feature`;
       `point_features` are already projected to the CLIP dimension.
     - "total": ce + distill_weight · distill.
+    `weight` is the CE's optional per-class weight.
     """
     labels = pseudo_labels.long()
     device = generator.device if generator is not None else torch.device("cpu")
     switch = epoch >= switch_epoch and bool(torch.rand((), generator=generator, device=device) < switch_prob)
     if switch:
         labels = torch.where(labels >= 0, logits.detach().argmax(dim=1), -1)
-    ce = pseudo_ce_loss(logits, labels)
+    ce = pseudo_ce_loss(logits, labels, weight)
 
     mask = has_feature.bool()
     if bool(mask.any()):
