@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from preprocess.datasets.registry import read_scene
+from preprocess.datasets.registry import read_scene, scene_files
 from preprocess.datasets.scene import DatasetError, Scene
 from preprocess.geometry.normals import mesh_normals, point_normals
 from shared.classes import class_table
@@ -79,9 +79,8 @@ def _guard(stage: str) -> Callable:
 
 # ------------------------------------------------------------------------------ ingest
 def _source_fingerprint(pipeline: Pipeline, scene_id: str) -> str:
-    """Names and sizes of the scene's top-level raw files: cheap, and unchanged by copying."""
-    folder = Path(pipeline.dataset.root) / "scans" / scene_id
-    entries = sorted((p.name, p.stat().st_size) for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
+    """Names and sizes of the scene's raw files: cheap, and unchanged by copying."""
+    entries = sorted((p.name, p.stat().st_size if p.is_file() else -1) for p in scene_files(pipeline.dataset, scene_id))
     return hashlib.sha256(repr((pipeline.dataset.name, pipeline.dataset.version, scene_id, entries)).encode()).hexdigest()[:16]
 
 

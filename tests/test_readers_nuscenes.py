@@ -15,9 +15,10 @@ from preprocess.datasets.nuscenes import (
     read_lidarseg,
     read_nuscenes_sample,
 )
-from preprocess.datasets.registry import read_scene, split_of
+from preprocess.datasets.registry import read_scene, scene_files, split_of
 from preprocess.datasets.scene import DatasetError
-from shared.config import DatasetConfig
+from preprocess.stages import ingest_key
+from shared.config import DatasetConfig, load_pipeline
 
 VERSION = "v1.0-test"
 # A camera looking along the ego x axis: OpenCV z = ego x, x = -ego y, y = -ego z.
@@ -105,6 +106,23 @@ def test_samples_points_labels_and_camera_chain(tmp_path):
     # the camera's ego is at (10,1,0), so in that ego frame the point is (4,0,2): camera (0,-0.5,3)
     assert np.allclose(_to_camera(second.views[0], second.xyz[:1]), [[0, -0.5, 3]])
     assert read_nuscenes_sample(root, VERSION, "scene-0001_001", load_views=False).views == []
+
+
+def test_scene_files_and_ingest_key_follow_a_keyframes_files(tmp_path):
+    root = _dataset(tmp_path)
+    cfg = DatasetConfig("nuscenes", str(root), version=VERSION)
+    assert [p.relative_to(root).as_posix() for p in scene_files(cfg, "scene-0001_000")] == [
+        "samples/CAM_FRONT/s0.jpg", "samples/LIDAR_TOP/s0.pcd.bin", f"lidarseg/{VERSION}/ls0_lidarseg.bin"]
+    assert [p.name for p in scene_files(cfg, "scene-0001_001")] == ["s1.jpg", "s1.pcd.bin"]
+    assert scene_files(cfg, "scene-0009_000") == []
+    # a re-downloaded sweep of another size gets a new ingest key; the other keyframe keeps its own
+    toml = tmp_path / "p.toml"
+    toml.write_text(f'[dataset]\nname = "nuscenes"\nroot = "{root}"\nversion = "{VERSION}"\n[store]\npath = "s.zarr"\n')
+    pipeline = load_pipeline(toml)
+    before = [ingest_key(pipeline, s) for s in ("scene-0001_000", "scene-0001_001")]
+    np.zeros((4, 5), np.float32).tofile(root / "samples" / "LIDAR_TOP" / "s0.pcd.bin")
+    after = [ingest_key(pipeline, s) for s in ("scene-0001_000", "scene-0001_001")]
+    assert after[0] != before[0] and after[1] == before[1]
 
 
 def test_missing_token_is_named(tmp_path):

@@ -67,6 +67,16 @@ def list_nuscenes_samples(root: str | os.PathLike, version: str) -> list[str]:
     return list(load_index(root, version).samples)
 
 
+def nuscenes_sample_files(root: str | os.PathLike, version: str, scene_id: str) -> list[Path]:
+    """The files a keyframe is read from (LiDAR sweep, its lidarseg labels, camera images), from
+    the cached tables alone: what the ingest cache key fingerprints. Unknown ids give []."""
+    index = load_index(root, version)
+    frames = index.keyframes.get(index.samples.get(scene_id, ""), {})
+    files = [index.root / record["filename"] for _, record in sorted(frames.items())]
+    labels = index.lidarseg.get(frames[LIDAR]["token"]) if LIDAR in frames else None
+    return files + ([index.root / labels] if labels else [])
+
+
 def read_nuscenes_sample(root: str | os.PathLike, version: str, scene_id: str, load_views: bool = True) -> Scene:
     """One keyframe: LiDAR points (LiDAR frame), lidarseg ground truth where present, 6 cameras."""
     index = load_index(root, version)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from preprocess.datasets.nuscenes import list_nuscenes_samples, read_nuscenes_sample
+from preprocess.datasets.nuscenes import list_nuscenes_samples, nuscenes_sample_files, read_nuscenes_sample
 from preprocess.datasets.scannet import list_scannet_scenes, read_scannet_scene, read_split
 from preprocess.datasets.scene import DatasetError, Scene
 from shared.config import DatasetConfig
@@ -79,3 +79,13 @@ def read_scene(cfg: DatasetConfig, scene_id: str, load_views: bool = True, frame
     if cfg.name == "nuscenes":
         return read_nuscenes_sample(cfg.root, cfg.version, scene_id, load_views=load_views)
     return read_scannet_scene(Path(cfg.root) / "scans" / scene_id, load_views=load_views, frame_skip=frame_skip)
+
+
+def scene_files(cfg: DatasetConfig, scene_id: str) -> list[Path]:
+    """The raw files a scene is read from (ScanNet layout: the top-level files of its folder;
+    nuScenes: the keyframe's LiDAR sweep, labels and camera images), for cache fingerprints."""
+    _check_name(cfg)
+    if cfg.name == "nuscenes":
+        return nuscenes_sample_files(cfg.root, cfg.version, scene_id)
+    folder = Path(cfg.root) / "scans" / scene_id
+    return sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
