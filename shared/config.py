@@ -145,6 +145,12 @@ class HICLConfig:
     visual_weighting: bool = False
     tau: float = 0.1
     exclude_own_set: bool = False  # intra-scene keys leave out the query's own set prototype
+    # method.md §3 ablation switch: an intra-scene key whose set looks like the query's set
+    # (cosine of the sets' mean CLIP features > similar_visual AND of their mean normals >
+    # similar_normal) counts as a positive even when its label differs (needs stored features)
+    similar_positives: bool = False
+    similar_visual: float = 0.9
+    similar_normal: float = 0.9
     embed_dim: int = 128
     queries_per_scene: int = 4096
     memory_size: int = 8192
@@ -419,6 +425,10 @@ def _check_choices(p: Pipeline) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{p.source}: '{key}' = {value!r} must be one of {', '.join(allowed)}")
+    for key in ("similar_visual", "similar_normal"):
+        value = getattr(p.train.hicl, key)
+        if not -1.0 <= value <= 1.0:
+            raise ConfigError(f"{p.source}: 'train.hicl.{key}' = {value!r} must be a cosine in [-1, 1]")
     features = p.train.input_features
     if not features or len(set(features)) < len(features) or not set(features) <= set(INPUT_FEATURES):
         raise ConfigError(f"{p.source}: 'train.input_features' = {features!r} must be a non-empty list without "

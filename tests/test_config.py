@@ -60,6 +60,8 @@ def test_unknown_dataset_and_choices(tmp_path):
         load_pipeline(write(tmp_path, MINIMAL + '[train]\nmethod = "x"\n'))
     with pytest.raises(ConfigError, match="'train.partition' = 'vccs' names no"):
         load_pipeline(write(tmp_path, MINIMAL + '[train]\npartition = "vccs"\n'))
+    with pytest.raises(ConfigError, match=r"'train.hicl.similar_normal' = 1.5 must be a cosine in \[-1, 1\]"):
+        load_pipeline(write(tmp_path, MINIMAL + "[train.hicl]\nsimilar_normal = 1.5\n"))
 
 
 def test_malformed_and_missing_file(tmp_path):

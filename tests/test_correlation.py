@@ -165,6 +165,34 @@ def test_intra_scene_matches_per_scene_correlation_loss():
     assert terms["total"].item() == pytest.approx(terms["intra"].item(), rel=1e-6)
 
 
+def test_similar_positives_add_lookalike_sets_of_other_labels():
+    """One scene of 6 sets (labels 0,1,2,0,1,2). Sets 0 and 1 share a CLIP feature and a normal,
+    set 2 shares the feature but faces another way, sets 3-5 look different: a query of set 0
+    counts set 1 as a positive as well, a query of set 1 counts set 0, nobody else changes."""
+    emb, labels, segment, scene = _batch(scenes=1)
+    emb.requires_grad_()
+    looks_clip = torch.tensor([[1.0, 0, 0], [1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 1]])[segment]
+    looks_normal = torch.tensor([[0.0, 0, 1], [0, 0, 1], [1, 0, 0], [0, 0, 1], [0, 0, 1], [0, 0, 1]])[segment]
+    looks_clip[::7] = 0.0  # points no camera saw: not part of their set's mean CLIP feature
+    cfg = _config(inter_scene=False, feedback=False, queries_per_scene=1000, embed_dim=8, similar_positives=True)
+    terms = HICLLoss(cfg, 3)(emb, labels, segment, scene, epoch=0, looks=(looks_clip, looks_normal))
+    protos, proto_labels, _ = set_prototypes(emb.detach(), segment, labels, 3)
+    expected = []
+    for q in torch.nonzero(labels >= 0).squeeze(1).tolist():
+        weights = torch.exp(protos @ emb[q].detach() / 0.1)
+        positive = proto_labels == labels[q]
+        if int(segment[q]) in (0, 1):
+            positive[1 - int(segment[q])] = True
+        expected.append(-math.log(weights[positive].sum() / weights.sum()))
+    assert terms["intra"].item() == pytest.approx(sum(expected) / len(expected), rel=1e-5)
+    terms["intra"].backward()
+    assert torch.isfinite(emb.grad).all() and emb.grad.abs().sum() > 0
+    off = HICLLoss(dataclasses.replace(cfg, similar_positives=False), 3)(emb, labels, segment, scene, epoch=0)
+    assert terms["intra"].item() < off["intra"].item()
+    with pytest.raises(ValueError, match="similar_positives needs"):
+        HICLLoss(cfg, 3)(emb, labels, segment, scene, epoch=0)
+
+
 def test_inter_scene_uses_other_scenes_then_the_bank():
     emb, labels, segment, scene = _batch()
     loss = HICLLoss(_config(intra_scene=False, feedback=False, queries_per_scene=1000, embed_dim=8), 3)

@@ -4,6 +4,7 @@ the CLI reports missing data clearly."""
 from __future__ import annotations
 
 import csv
+import math
 
 import pytest
 import torch
@@ -44,6 +45,12 @@ def test_resume_equals_uninterrupted(tmp_path, method):
     assert len(first) == 3 and first + rest == whole
     with (tmp_path / "b" / "run" / "log.csv").open() as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == list(range(1, len(whole) + 1))
+
+
+def test_hicl_with_similar_positives_trains(tmp_path):
+    overrides = {**FAST, "train.hicl.queries_per_scene": 64, "train.hicl.similar_positives": True}
+    losses = fit(load_pipeline(make_toy_store(tmp_path, method="hicl"), overrides), max_steps=3)
+    assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):

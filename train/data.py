@@ -30,7 +30,7 @@ from train.sparse import SparseTensor, sparse_quantize
 log = logging.getLogger(__name__)
 
 # What a sample can carry besides coordinates and input features; methods ask for a subset.
-FIELDS = frozenset({"pseudo", "feat", "segment", "refined", "gt"})
+FIELDS = frozenset({"pseudo", "feat", "segment", "refined", "gt", "normal"})
 
 
 class MissingData(RuntimeError):
@@ -249,7 +249,8 @@ class SceneDataset(Dataset):
         """Full-resolution arrays of scene i (what the sample is made from)."""
         scene, groups = self.scenes[i], self.groups[i]
         wanted = self.cfg.input_features
-        names = ["xyz", "rgb"] + (["normal"] if "normal" in wanted else []) + (["gt"] if "gt" in self.fields else [])
+        normals = "normal" in wanted or "normal" in self.fields
+        names = ["xyz", "rgb"] + (["normal"] if normals else []) + (["gt"] if "gt" in self.fields else [])
         data = self.store.read(scene, POINTS, names)
         if "pseudo" in groups:
             pseudo_names = (["label", "score"] if "pseudo" in self.fields else []) + (["feat"] if "feat" in self.fields else [])
@@ -284,6 +285,8 @@ class SceneDataset(Dataset):
             targets["score"] = data["score"][index].astype(np.float32)
         if "feat" in self.fields:
             targets["feat"] = data["feat"][index].astype(np.float32)
+        if "normal" in self.fields:  # augmented with the points, so comparable within a sample
+            targets["normal"] = normal[index].astype(np.float32)
         if "refined" in self.fields:
             targets["refined"] = data["refined"][index].astype(np.int64)
         if "segment" in self.fields:

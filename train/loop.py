@@ -100,8 +100,7 @@ class Trainer:
         self.out_dir = Path(self.cfg.out_dir)
         self.checkpoint_path = self.out_dir / CHECKPOINT
 
-        probe = METHODS[self.cfg.method]
-        self.dataset = SceneDataset(pipeline, "train", fields=probe.fields)
+        self.dataset = SceneDataset(pipeline, "train", fields=METHODS[self.cfg.method].fields_for(self.cfg))
         self.method: Method = build_method(pipeline, self.dataset, self.device)
         self.model = self.method.model.to(self.device)
         self.ddp = (

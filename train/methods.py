@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shared.config import Pipeline
+from shared.config import Pipeline, TrainConfig
 from train.data import Batch, SceneDataset, text_embedding
 from train.losses import HICLLoss, clip2scene_loss, pseudo_ce_loss
 from train.models import LinearHead, MinkUNet, ProjectionHead, TextHead
@@ -82,6 +82,11 @@ class Method:
         if self.cfg.class_weights == "none":
             return None
         return class_weights(self.dataset.label_counts(self.count_field)).to(self.device)
+
+    @classmethod
+    def fields_for(cls, cfg: TrainConfig) -> tuple[str, ...]:
+        """The sample fields training with `cfg` needs (some settings need more than `fields`)."""
+        return cls.fields
 
     def heads(self, channels: int) -> dict[str, nn.Module]:
         classifier = (
@@ -149,6 +154,10 @@ class HICL(Method):
         self.target = "refined" if h.refine else "label"
         self.correlation = h.intra_set or h.intra_scene or h.inter_scene or h.feedback
 
+    @classmethod
+    def fields_for(cls, cfg: TrainConfig) -> tuple[str, ...]:
+        return cls.fields + (("feat", "normal") if cfg.hicl.similar_positives else ())
+
     def heads(self, channels: int) -> dict[str, nn.Module]:
         return {**super().heads(channels), "embed": ProjectionHead(channels, dim=self.cfg.hicl.embed_dim)}
 
@@ -169,6 +178,7 @@ class HICL(Method):
         terms = self.criterion(
             F.normalize(out["embed"].float(), dim=1), labels, batch.targets["segment"], batch.scene_index, epoch,
             logits=out["logits"], generator=self.generator,
+            looks=(batch.targets["feat"], batch.targets["normal"]) if self.cfg.hicl.similar_positives else None,
         )
         parts.update({k: float(v.detach()) for k, v in terms.items() if k != "total"})
         return seg + terms["total"], parts

@@ -138,11 +138,40 @@ def combine(a: ClassMass, b: ClassMass) -> ClassMass:
     return ClassMass(torch.logaddexp(a.log_mass, b.log_mass), a.has_key | b.has_key)
 
 
-def correlation_nll(mass: ClassMass, query_label: Tensor) -> tuple[Tensor, Tensor]:
-    """(−log p_q[ŷ_q] (Q,), valid (Q,)): valid where ŷ_q >= 0 and class ŷ_q has a key for q."""
+def similar_sets(clip: Tensor, normal: Tensor, index: Tensor, num_sets: int, visual: float, geometric: float) -> Tensor:
+    """(G, G) bool: set pairs whose mean CLIP features and mean normals both have a cosine above
+    `visual` and `geometric` (method.md §3's visually and geometrically similar sets). Points
+    without a CLIP feature (all zeros: seen by no camera) do not count toward their set's mean."""
+    inside = index >= 0
+    seen = inside & (clip.abs().sum(dim=1) > 0)
+    mean_clip = clip.new_zeros(num_sets, clip.shape[1]).index_add(0, index[seen], clip[seen])
+    mean_normal = normal.new_zeros(num_sets, normal.shape[1]).index_add(0, index[inside], normal[inside])
+    c, n = F.normalize(mean_clip.float(), dim=1), F.normalize(mean_normal.float(), dim=1)
+    return ((c @ c.T) > visual) & ((n @ n.T) > geometric)
+
+
+def masked_log_mass(query: Tensor, keys: Tensor, allowed: Tensor, tau: float) -> tuple[Tensor, Tensor]:
+    """(log Σ_{g allowed for q} exp(f_q·k_g/τ) (Q,), any key allowed (Q,)). Rows without an
+    allowed key get the most negative finite value instead of -inf, so no backward meets inf − inf."""
+    sim = (query @ keys.T / tau).masked_fill(~allowed, torch.finfo(query.dtype).min)
+    return torch.logsumexp(sim, dim=1).clamp(min=torch.finfo(query.dtype).min), allowed.any(dim=1)
+
+
+def correlation_nll(
+    mass: ClassMass, query_label: Tensor, extra: tuple[Tensor, Tensor] | None = None
+) -> tuple[Tensor, Tensor]:
+    """(−log p_q[ŷ_q] (Q,), valid (Q,)): valid where ŷ_q >= 0 and class ŷ_q has a key for q.
+
+    `extra` (from `masked_log_mass`) adds positives of other labels to the numerator: keys
+    that are already in the class masses, so the denominator stays the sum over all keys.
+    """
     label = query_label.long()
     valid = (label >= 0) & mass.has_key.gather(1, label.clamp(min=0)[:, None]).squeeze(1)
     own = mass.log_mass.gather(1, label.clamp(min=0)[:, None]).squeeze(1)
+    if extra is not None:
+        extra_mass, has_extra = extra
+        own = torch.logaddexp(own.clamp(min=torch.finfo(own.dtype).min), extra_mass)
+        valid = (label >= 0) & (valid | has_extra)
     nll = torch.logsumexp(mass.log_mass, dim=1) - own
     return nll, valid
 
@@ -208,6 +237,9 @@ class HICLLoss(nn.Module):
     - Intra-set consistency [design]: 1 − cos(f_i, k_g(i)) averaged over points in a set, pulling
       each point toward its own set's prototype (the feature-level side of the intra-set level;
       the label-level side is the refinement of the CE targets).
+    - Similar positives (`similar_positives`, off by default): with `looks` = (per-point CLIP
+      features, normals), an intra-scene key of another label whose set is similar to the
+      query's own set (`similar_sets`) joins the positives of the intra-scene term.
     The returned dict has one entry per active term ("set", "intra", "inter", "feedback"), unweighted,
     and "total" = Σ λ · term (0 when no term is active).
     """
@@ -240,9 +272,11 @@ class HICLLoss(nn.Module):
         epoch: int,
         logits: Tensor | None = None,
         generator: torch.Generator | None = None,
+        looks: tuple[Tensor, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """embeddings (N, D) L2-normalised; labels (N,) refined, -1 none; segment (N,) per-scene
-        set ids, -1 none; scene (N,) batch index; logits (N, C) for the feedback term."""
+        set ids, -1 none; scene (N,) batch index; logits (N, C) for the feedback term; looks
+        = (CLIP features (N, D'), normals (N, 3)) for `similar_positives`."""
         cfg, num_classes = self.cfg, self.num_classes
         feedback = cfg.feedback and logits is not None and epoch >= cfg.feedback_warmup_epochs
         need_intra, need_inter = cfg.intra_scene or feedback, cfg.inter_scene or feedback
@@ -252,6 +286,11 @@ class HICLLoss(nn.Module):
         bank_keys, bank_labels = self.memory.get() if self.memory is not None else (protos[:0], proto_labels[:0])
         all_keys = torch.cat([protos, bank_keys.to(protos)])
         bank_labels = bank_labels.to(proto_labels.device)
+        similar = None
+        if cfg.similar_positives and cfg.intra_scene:
+            if looks is None:
+                raise ValueError("hicl.similar_positives needs per-point CLIP features and normals (looks)")
+            similar = similar_sets(*looks, index, protos.shape[0], cfg.similar_visual, cfg.similar_normal)
 
         def mass(query: Tensor, own_scene: bool, b: int, exclude: Tensor | None, grad: bool) -> ClassMass:
             if own_scene:
@@ -273,9 +312,18 @@ class HICLLoss(nn.Module):
                 masses["intra"] = mass(query, True, b, exclude, cfg.intra_scene)
             if need_inter:
                 masses["inter"] = mass(query, False, b, None, cfg.inter_scene)
+            extra = None
+            if similar is not None:  # keys of other labels whose sets look like the query's own
+                own = index[idx]
+                allowed = (similar[own.clamp(min=0)] & (own >= 0)[:, None] & (proto_scene == b)[None, :]
+                           & (proto_labels >= 0)[None, :] & (proto_labels[None, :] != query_label.long()[:, None]))
+                if exclude is not None:
+                    rows = torch.nonzero(exclude >= 0).squeeze(1)
+                    allowed[rows, exclude[rows]] = False
+                extra = masked_log_mass(query, protos, allowed, cfg.tau)
             for name, enabled in (("intra", cfg.intra_scene), ("inter", cfg.inter_scene)):
                 if enabled:
-                    nll[name].append(correlation_nll(masses[name], query_label))
+                    nll[name].append(correlation_nll(masses[name], query_label, extra if name == "intra" else None))
             if feedback:
                 union = combine(masses["intra"], masses["inter"])
                 targets.append(propagated_distribution(union))
