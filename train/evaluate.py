@@ -19,6 +19,7 @@ import torch
 
 from shared.config import Pipeline
 from shared.metrics import IoUAccumulator, IoUResult
+from shared.refine import set_labels
 from train.checkpoint import load_checkpoint
 from train.data import MissingData, SceneDataset, class_names, make_loader
 from train.methods import Method, build_method
@@ -64,15 +65,10 @@ def voxel_ceiling(gt: np.ndarray, inverse: np.ndarray, num_classes: int) -> np.n
 
     A network predicts one class per voxel, so thin things on walls (pictures, windows) that
     share voxels with the wall cap its score below 100%: this is that cap, so reports can tell a
-    weak network from a coarse voxel size (ties go to the lower class id).
+    weak network from a coarse voxel size. It is the refinement's vote with the voxels as sets,
+    unit weights and no threshold (ties go to the lower class id).
     """
-    gt = np.asarray(gt, dtype=np.int64)
-    valid = (gt >= 0) & (gt < num_classes)
-    num_voxels = int(inverse.max()) + 1 if len(inverse) else 0
-    counts = np.bincount(inverse[valid] * num_classes + gt[valid], minlength=num_voxels * num_classes)
-    counts = counts.reshape(num_voxels, num_classes)
-    best = np.where(counts.any(axis=1), counts.argmax(axis=1), -1)
-    return best[inverse]
+    return set_labels(gt, np.ones(len(gt)), inverse, num_classes, rho=0.0)[inverse]
 
 
 def _mismatch(expected: dict, found: dict) -> tuple[list[str], list[str]]:
