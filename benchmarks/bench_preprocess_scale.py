@@ -24,7 +24,8 @@ from distributed import LocalCluster
 from preprocess.datasets.synth import generate
 from preprocess.pipeline import run
 from shared.config import load_pipeline
-from shared.store import POINTS, Store
+from shared.schema import read_manifest
+from shared.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"ScanNet v2 scans": 1_513, "nuScenes keyframes": 34_000}
@@ -42,13 +43,10 @@ def stage_seconds(store_path: Path) -> dict[str, list[float]]:
     """Seconds each stage recorded per scene, by stage."""
     store = Store(store_path)
     out: dict[str, list[float]] = {"ingest": [], "partitions": [], "labels": [], "refine": []}
-    for scene in store.scenes():
-        out["ingest"].append(store.attrs(scene, POINTS)["seconds"])
-        for group in store.outputs(scene, "partitions"):
-            out["partitions"].append(store.attrs(scene, f"partitions/{group}")["seconds"])
-        for group in store.outputs(scene, "pseudo"):
-            stage = "refine" if group.startswith("refined-") else "labels"
-            out[stage].append(store.attrs(scene, f"pseudo/{group}")["seconds"])
+    for scene, groups in read_manifest(store).scenes.items():
+        for group in groups:
+            attrs = store.attrs(scene, group)
+            out[attrs["stage"]].append(attrs["seconds"])
     return out
 
 

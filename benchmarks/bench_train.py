@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from shared.config import load_pipeline  # noqa: E402
-from train.loop import fit  # noqa: E402
+from train.engine.loop import fit  # noqa: E402
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ import logging
 import sys
 
 from shared.cli import parse_overrides
-from shared.config import ConfigError, load_pipeline
+from shared.config import load_pipeline
+from shared.errors import UserError
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -47,7 +48,7 @@ def _label_quality(args: argparse.Namespace) -> int:
     from preprocess.reports import label_quality
 
     pipeline = load_pipeline(args.pipeline, parse_overrides(args.set))
-    print(label_quality(pipeline, args.out))
+    print(label_quality(pipeline, args.out, args.split))
     return 0
 
 
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("label-quality", help="pseudo-label mIoU against ground truth, raw and refined")
     p.add_argument("pipeline")
     p.add_argument("--out", default="reports/label_quality", help="folder for the tables")
+    p.add_argument("--split", choices=("all", "train", "val"), default="all", help="scenes to score (default: both splits)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.set_defaults(func=_label_quality)
 
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ValueError, FileNotFoundError, KeyError) as e:
+    except UserError as e:  # anything else is a bug and keeps its traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -1,7 +1,9 @@
 """Run a pipeline's preprocessing stages over every scene on a Dask cluster.
 
-One task per (stage, scene); a scene's partition and label tasks wait for its ingest task,
-and refinement waits for both. Workers read raw data and write the store themselves, so only
+One task per (stage, scene, what it computes); a scene's partition and label tasks wait for its
+ingest task, and refinement (one per [[partitions]] entry) waits for both. For an experiment
+the tasks cover what every [[runs]] entry needs, each computed once. At the end the store's
+manifest records the splits and every complete output, which is all the trainer reads. Workers read raw data and write the store themselves, so only
 scene ids and small `StageResult`s travel through the scheduler. Progress is one bar per
 stage; at the end a summary says, per stage, how many results were computed and how many
 came from the cache.
@@ -13,6 +15,7 @@ store already holds, so running one twice is safe.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -23,11 +26,13 @@ from typing import Any, Callable, Iterable
 from tqdm import tqdm
 
 from preprocess import stages
-from preprocess.datasets.registry import list_scenes
-from shared.config import Pipeline
+from preprocess.datasets.registry import split_of
+from shared import schema
+from shared.config import PartitionConfig, Pipeline, params_dict, run_pipeline
+from shared.errors import ConfigError, DatasetError
 from shared.store import Store
 
-STAGES = ("ingest", "partitions", "labels", "refine")
+STAGES = ("ingest", "partitions", "labels", "refine")  # "text" runs with labels
 RESUBMITS = 2  # times a task with a lost future is submitted again before it counts as failed
 LOST = ("error", "cancelled", "lost")  # Dask future states after which a task must be resubmitted
 log = logging.getLogger("preprocess")
@@ -176,6 +181,28 @@ class _Driver:
             self.record(self.tasks[i], result)
 
 
+
+def _variants(pipeline: Pipeline) -> list[Pipeline]:
+    """The pipeline and, for an experiment, each [[runs]] entry's version of it: preprocessing
+    makes what every run will train on (a run that changes refine.rho gets its own refinement)."""
+    return [pipeline] + [run_pipeline(pipeline, r) for r in pipeline.runs]
+
+
+def check(pipeline: Pipeline, only: tuple[str, ...]) -> dict[str, list[str]]:
+    """Everything that would fail for every scene, found before any scene is processed: the
+    dataset's splits (missing split files), and a labeler that cannot work here (CLIP weights
+    neither cached nor downloadable). Returns the splits; raises a one-line UserError."""
+    splits = split_of(pipeline.dataset)
+    if not splits["train"] and not splits["val"]:
+        raise DatasetError(f"{pipeline.dataset.root}: no scenes found for dataset {pipeline.dataset.name!r}")
+    if "labels" in only or "refine" in only:
+        from preprocess.labels.labelers import check_labeler
+
+        for variant in {_labels_identity(v): v for v in _variants(pipeline)}.values():
+            check_labeler(variant)
+    return splits
+
+
 def run(
     pipeline: Pipeline,
     only: Iterable[str] = STAGES,
@@ -184,36 +211,54 @@ def run(
     workers: int | None = None,
     progress: bool = True,
 ) -> RunSummary:
-    """Run the selected stages for every scene (or `scenes`) and return what each did."""
+    """Run the selected stages for every scene (or `scenes`), record what was made in the
+    store's manifest, and return what each task did."""
     only = tuple(only)
     unknown = sorted(set(only) - set(STAGES))
     if unknown:
-        raise ValueError(f"unknown stage {unknown[0]!r}: choose from {', '.join(STAGES)}")
-    scene_ids = scenes if scenes is not None else list_scenes(pipeline.dataset)
-    if not scene_ids:
-        raise ValueError(f"{pipeline.dataset.root}: no scenes found for dataset {pipeline.dataset.name!r}")
+        raise ConfigError(f"unknown stage {unknown[0]!r}: choose from {', '.join(STAGES)}")
+    splits = check(pipeline, only)
+    scene_ids = scenes if scenes is not None else list(dict.fromkeys(splits["train"] + splits["val"]))
     store = Store(pipeline.store.path)
     store.clean_temporaries()
 
     summary = RunSummary()
     tasks: list[_Task] = []
+    added: dict[tuple, _Upstream] = {}
 
-    def add(stage: str, scene: str, fn: Callable, *args) -> _Upstream:
-        tasks.append(_Task(stage, scene, fn, (pipeline, *args)))
-        return _Upstream(len(tasks) - 1)
+    def add(stage: str, scene: str, identity: Any, fn: Callable, *args) -> _Upstream:
+        """One task per (stage, scene, what it computes), however many variants ask for it."""
+        if (stage, scene, identity) not in added:
+            tasks.append(_Task(stage, scene, fn, (pipeline_of[identity], scene, *args)))
+            added[stage, scene, identity] = _Upstream(len(tasks) - 1)
+        return added[stage, scene, identity]
 
-    if "labels" in only:
-        add("text", "", stages.store_text_embeddings)
+    variants = _variants(pipeline)
+    pipeline_of: dict[Any, Pipeline] = {}
+    for v in variants:  # identities: what a task's result depends on besides the scene's points
+        pipeline_of.setdefault("ingest", v)
+        pipeline_of.setdefault(_labels_identity(v), v)
+        for part in v.partitions:
+            pipeline_of.setdefault(_partition_identity(part), v)
+            pipeline_of.setdefault((_labels_identity(v), _partition_identity(part), _json(v.refine)), v)
+    labelling = "labels" in only or "refine" in only
+    if labelling:
+        for v in variants:
+            add("text", schema.TEXT_SCENE, _labels_identity(v), stages.store_text_embeddings)
     for scene_id in scene_ids:
-        ingested = add("ingest", scene_id, stages.ingest, scene_id)
-        by_name = {}
-        if "partitions" in only or "refine" in only:
-            for partition in pipeline.partitions:
-                by_name[partition.name] = add("partitions", scene_id, stages.partitions, scene_id, ingested, partition)
-        if "labels" in only or "refine" in only:
-            labelled = add("labels", scene_id, stages.labels, scene_id, ingested)
-            if "refine" in only and pipeline.refine.partition in by_name:
-                add("refine", scene_id, stages.refine, scene_id, labelled, by_name[pipeline.refine.partition])
+        ingested = add("ingest", scene_id, "ingest", stages.ingest)
+        for v in variants:
+            by_name = {}
+            if "partitions" in only or "refine" in only:
+                for part in v.partitions:
+                    by_name[part.name] = add("partitions", scene_id, _partition_identity(part), stages.partitions,
+                                             ingested, part)
+            if labelling:
+                labelled = add("labels", scene_id, _labels_identity(v), stages.labels, ingested)
+            if "refine" in only:
+                for part in v.partitions:
+                    identity = (_labels_identity(v), _partition_identity(part), _json(v.refine))
+                    add("refine", scene_id, identity, stages.refine, labelled, by_name[part.name])
     totals = Counter(task.stage for task in tasks)
     bars = {
         stage: tqdm(total=n, desc=f"{stage:<10}", unit="scene", position=i, leave=True,
@@ -234,4 +279,17 @@ def run(
         for bar in bars.values():
             bar.close()
         client.close()
+        schema.record_outputs(store, pipeline, splits, [(r.scene, r.output) for r in summary.results if r.ok])
     return summary
+
+
+def _json(params: Any) -> str:
+    return json.dumps(params_dict(params), sort_keys=True)
+
+
+def _partition_identity(partition: PartitionConfig) -> tuple[str, str]:
+    return partition.method, _json(partition.params)
+
+
+def _labels_identity(pipeline: Pipeline) -> str:
+    return json.dumps(schema.labels_params(pipeline), sort_keys=True)

@@ -10,14 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-from preprocess.stages import class_names, labels_group, partition_group, refine_group
 from shared.config import Pipeline
+from shared.errors import MissingData
 from shared.metrics import IoUAccumulator, write_tables
-from shared.store import POINTS, Store
+from shared.schema import POINTS, Layout, class_names, preprocess_command, read_manifest
+from shared.store import Store
 
 
-def _points_key(store: Store, scene: str) -> str:
-    return store.attrs(scene, POINTS)["key"]
+def _scenes(layout: Layout, split: str = "all") -> list[str]:
+    """The pipeline's scenes of a split in the store ("all": train, then val, each once)."""
+    names = ("train", "val") if split == "all" else (split,)
+    return list(dict.fromkeys(s for name in names for s in layout.split(name)))
 
 
 def show_partitions(pipeline: Pipeline, scene: str | None, out: str | Path) -> Path:
@@ -25,65 +28,50 @@ def show_partitions(pipeline: Pipeline, scene: str | None, out: str | Path) -> P
     from preprocess.partition.figures import plot_partitions
 
     store = Store(pipeline.store.path)
-    scenes = store.scenes()
-    if not scenes:
-        raise ValueError(f"{store.path}: no scenes in the store; run `python -m preprocess run` first")
-    scene = scene or scenes[0]
+    layout = Layout(store, pipeline)
+    scene = scene or _scenes(layout)[0]
     points = store.read(scene, POINTS, ["xyz"])
-    key = _points_key(store, scene)
-    panels = {}
-    for p in pipeline.partitions:
-        group, _, _ = partition_group(p, key)
-        if not store.is_complete(scene, group):
-            raise ValueError(f"{store.path}: {scene} has no {group}; run the partitions stage first")
-        panels[f"{p.name}"] = store.read(scene, group, ["segment"])["segment"]
+    panels = {p.name: store.read(scene, layout.partition(scene, p.name), ["segment"])["segment"]
+              for p in pipeline.partitions}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    faces = store.read(scene, POINTS, ["faces"])["faces"] if (store.path / scene / POINTS / "faces").is_dir() else None
+    faces = store.read(scene, POINTS, ["faces"])["faces"] if store.has_array(scene, POINTS, "faces") else None
     return plot_partitions(points["xyz"], faces, panels, out, title=scene)
 
 
-def label_quality(pipeline: Pipeline, out_dir: str | Path) -> str:
-    """Pseudo-label mIoU against ground truth over the store's scenes: raw and refined.
+def label_quality(pipeline: Pipeline, out_dir: str | Path, split: str = "all") -> str:
+    """Pseudo-label mIoU against ground truth over a split's scenes: raw, and refined over
+    every [[partitions]] entry (the refine stage's labels, the ones the trainer learns from).
 
     Unseen points (label -1) count as misses in the main rows, so the numbers are over all
     labelled points; a row over the seen points only and the coverage (share of points seen
     by some view) are reported beside them.
     """
     store = Store(pipeline.store.path)
+    layout = Layout(store, pipeline)
     names = class_names(pipeline)
-    raw, raw_seen, refined = IoUAccumulator(names), IoUAccumulator(names), IoUAccumulator(names)
+    raw, raw_seen = IoUAccumulator(names), IoUAccumulator(names)
+    refined = {p.name: IoUAccumulator(names) for p in pipeline.partitions}
     seen = total = 0
-    refine_partition = pipeline.partition(pipeline.refine.partition) if pipeline.partitions else None
-    has_refined = refine_partition is not None
-    for scene in store.scenes():
+    for scene in _scenes(layout, split):
         if not store.attrs(scene, POINTS).get("has_gt"):
             continue
-        key = _points_key(store, scene)
-        lgroup, lkey, _ = labels_group(pipeline, key)
-        if not store.is_complete(scene, lgroup):
-            continue
         gt = store.read(scene, POINTS, ["gt"])["gt"]
-        label = store.read(scene, lgroup, ["label"])["label"]
+        label = store.read(scene, layout.labels(scene), ["label"])["label"]
         raw.add(label, gt)
         raw_seen.add(label[label >= 0], gt[label >= 0])
         seen += int((label >= 0).sum())
         total += len(label)
-        if has_refined:
-            _, pkey, _ = partition_group(refine_partition, key)
-            rgroup, _, _ = refine_group(pipeline, lkey, pkey)
-            if store.is_complete(scene, rgroup):
-                refined.add(store.read(scene, rgroup, ["label"])["label"], gt)
-            else:
-                has_refined = False
+        for name, acc in refined.items():
+            acc.add(store.read(scene, layout.refined(scene, name), ["label"])["label"], gt)
     if total == 0:
-        raise ValueError(f"{store.path}: no scene has both ground truth and pseudo-labels; run the labels stage")
+        raise MissingData(f"{store.path}: no scene of {pipeline.source} has ground truth to score pseudo-labels against")
     rows = {
         f"pseudo-labels ({pipeline.labels.labeler})": raw.result(),
         f"pseudo-labels ({pipeline.labels.labeler}), seen points only": raw_seen.result(),
     }
-    if has_refined:
-        rows[f"refined over {refine_partition.name} (rho={pipeline.refine.rho})"] = refined.result()
-    note = f"Coverage: {100 * seen / total:.1f}% of points seen by some view."
+    for name, acc in refined.items():
+        rows[f"refined over {name} (rho={pipeline.refine.rho})"] = acc.result()
+    note = f"Scenes: the {split} split{'s' if split == 'all' else ''}. Coverage: {100 * seen / total:.1f}% of points seen by some view."
     if pipeline.labels.labeler == "simulated-clip":
         note += " Labels from the simulated-CLIP labeler (ground truth corrupted like MaskCLIP), not real CLIP."
     paths = write_tables(rows, Path(out_dir) / "label_quality", note)
@@ -106,22 +94,23 @@ def machine() -> str:
 
 
 def processing_cost(pipeline: Pipeline, out_dir: str | Path) -> str:
-    """Seconds per scene of every stage output in the store (as each stage recorded it while
-    computing), mean and median over scenes, one row per stage and method."""
+    """Seconds per scene of every stage output the store's manifest lists (as each stage recorded
+    it while computing), mean and median over scenes, one row per stage and method."""
     store = Store(pipeline.store.path)
     seconds: dict[str, list[float]] = defaultdict(list)
-    for scene in store.scenes():
-        seconds["ingest (read, normals)"].append(store.attrs(scene, POINTS)["seconds"])
-        for group in store.outputs(scene, "partitions"):
-            attrs = store.attrs(scene, f"partitions/{group}")
-            params = ", ".join(f"{k}={v}" for k, v in attrs["params"].items() if k != "method")
-            seconds[f"partition {attrs['method']} ({params})"].append(attrs["seconds"])
-        for group in store.outputs(scene, "pseudo"):
-            attrs = store.attrs(scene, f"pseudo/{group}")
-            name = "refinement" if attrs["stage"] == "refine" else f"pseudo-labels {attrs['labeler']}"
+    for scene, outputs in read_manifest(store).scenes.items():
+        for group in outputs:
+            attrs = store.attrs(scene, group)
+            if attrs["stage"] == "ingest":
+                name = "ingest (read, normals)"
+            elif attrs["stage"] == "partitions":
+                params = ", ".join(f"{k}={v}" for k, v in attrs["params"].items() if k != "method")
+                name = f"partition {attrs['method']} ({params})"
+            else:
+                name = "refinement" if attrs["stage"] == "refine" else f"pseudo-labels {attrs['labeler']}"
             seconds[name].append(attrs["seconds"])
     if not seconds:
-        raise ValueError(f"{store.path}: no scenes in the store; run `python -m preprocess run` first")
+        raise MissingData(f"{store.path}: no scenes in the store; run {preprocess_command(pipeline)}")
     rows = {name: (len(v), float(np.mean(v)), float(np.median(v))) for name, v in sorted(seconds.items())}
     lines = [
         f"Seconds per scene on {machine()} (one Dask worker per scene task; store {store.path}).",

@@ -21,20 +21,29 @@ from typing import Any, Callable
 import numpy as np
 
 from preprocess.datasets.registry import read_scene, scene_files
-from preprocess.datasets.scene import DatasetError, Scene
+from preprocess.datasets.scene import Scene
 from preprocess.geometry.normals import mesh_normals, point_normals
-from shared.classes import class_table
-from shared.config import ConfigError, PartitionConfig, Pipeline, params_dict
+from shared.config import PartitionConfig, Pipeline
+from shared.errors import ConfigError, DatasetError, UserError
 from shared.refine import refine_labels
-from shared.store import POINTS, Store, stage_key
+from shared.schema import (
+    POINTS,
+    TEXT_SCENE,
+    Output,
+    class_names,
+    labels_output,
+    partition_output,
+    points_output,
+    refined_output,
+    text_output,
+)
+from shared.store import Store
 
 try:
     CODE_VERSION = metadata.version("hicl3d")
 except metadata.PackageNotFoundError:  # running from a checkout that was not installed
     CODE_VERSION = "dev"
 
-# Errors that mean "this scene's input is bad": reported per scene, not retried.
-INPUT_ERRORS = (DatasetError, ConfigError, FileNotFoundError, ValueError)
 
 
 @dataclass(frozen=True)
@@ -43,8 +52,7 @@ class StageResult:
 
     stage: str
     scene: str
-    group: str = ""
-    key: str = ""
+    output: Output | None = None  # where the result lives (None when the stage failed)
     computed: bool = False  # False: the store already had it (cache hit)
     seconds: float = 0.0
     info: dict = dataclasses.field(default_factory=dict)
@@ -54,9 +62,18 @@ class StageResult:
     def ok(self) -> bool:
         return not self.error
 
+    @property
+    def key(self) -> str:
+        return self.output.key if self.output else ""
+
+    @property
+    def group(self) -> str:
+        return self.output.group if self.output else ""
+
 
 def _guard(stage: str) -> Callable:
-    """Turn input errors into a failed StageResult (no Dask retry); crashes still raise."""
+    """Every failure becomes a failed StageResult, so Dask never retries it: a user error (bad
+    input, config) as its one-line message, anything else with its traceback (a bug to fix)."""
 
     def wrap(fn):
         def run(pipeline: Pipeline, scene_id: str, *upstream: StageResult, **kw) -> StageResult:
@@ -65,7 +82,7 @@ def _guard(stage: str) -> Callable:
                 return StageResult(stage, scene_id, error=f"skipped: {failed[0].stage} failed")
             try:
                 return fn(pipeline, scene_id, *upstream, **kw)
-            except INPUT_ERRORS as e:
+            except UserError as e:
                 return StageResult(stage, scene_id, error=f"{type(e).__name__}: {e}")
             except Exception:
                 # Not a data problem: keep the traceback so it can be fixed.
@@ -84,9 +101,8 @@ def _source_fingerprint(pipeline: Pipeline, scene_id: str) -> str:
     return hashlib.sha256(repr((pipeline.dataset.name, pipeline.dataset.version, scene_id, entries)).encode()).hexdigest()[:16]
 
 
-def ingest_key(pipeline: Pipeline, scene_id: str) -> str:
-    params = {"dataset": pipeline.dataset.name, **params_dict(pipeline.ingest)}
-    return stage_key("ingest", params, [_source_fingerprint(pipeline, scene_id)])
+def ingest_output(pipeline: Pipeline, scene_id: str) -> Output:
+    return points_output(pipeline, _source_fingerprint(pipeline, scene_id))
 
 
 def scene_arrays(scene: Scene, normal_knn: int) -> dict[str, np.ndarray]:
@@ -121,9 +137,10 @@ def _small_meta(scene: Scene) -> dict:
 @_guard("ingest")
 def ingest(pipeline: Pipeline, scene_id: str) -> StageResult:
     store = Store(pipeline.store.path)
-    key = ingest_key(pipeline, scene_id)
+    out = ingest_output(pipeline, scene_id)
+    key = out.key
     if store.is_complete(scene_id, POINTS, key):
-        return StageResult("ingest", scene_id, POINTS, key, info=_points_info(store, scene_id))
+        return StageResult("ingest", scene_id, out, info=_points_info(store, scene_id))
     start = time.perf_counter()
     scene = read_scene(pipeline.dataset, scene_id, load_views=False)
     if pipeline.ingest.max_range > 0:
@@ -147,7 +164,7 @@ def ingest(pipeline: Pipeline, scene_id: str) -> StageResult:
     if store.is_complete(scene_id, POINTS) and not store.is_complete(scene_id, POINTS, key):
         store.remove(scene_id, POINTS)
     store.write(scene_id, POINTS, arrays, attrs)
-    return StageResult("ingest", scene_id, POINTS, key, True, seconds, _points_info(store, scene_id))
+    return StageResult("ingest", scene_id, out, True, seconds, _points_info(store, scene_id))
 
 
 def _points_info(store: Store, scene_id: str) -> dict:
@@ -156,12 +173,6 @@ def _points_info(store: Store, scene_id: str) -> dict:
 
 
 # -------------------------------------------------------------------------- partitions
-def partition_group(partition: PartitionConfig, points_key: str) -> tuple[str, str, dict]:
-    params = {"method": partition.method, **params_dict(partition.params)}
-    key = stage_key("partitions", params, [points_key])
-    return f"partitions/{partition.method}-{key}", key, params
-
-
 def compute_partition(partition: PartitionConfig, points: dict[str, np.ndarray]) -> tuple[np.ndarray, dict]:
     """Run one partition method on a scene's stored points; returns (segment ids, extra attrs)."""
     p = partition.params
@@ -192,24 +203,22 @@ def compute_partition(partition: PartitionConfig, points: dict[str, np.ndarray])
 @_guard("partitions")
 def partitions(pipeline: Pipeline, scene_id: str, ingested: StageResult, partition: PartitionConfig) -> StageResult:
     store = Store(pipeline.store.path)
-    group, key, params = partition_group(partition, ingested.key)
+    out = partition_output(partition, ingested.key)
+    group, key = out.group, out.key
     if store.is_complete(scene_id, group, key):
-        return StageResult("partitions", scene_id, group, key, info=_segment_info(store, scene_id, group))
-    points = store.read(scene_id, POINTS, [n for n in ("xyz", "rgb", "normal", "faces") if _has(store, scene_id, n)])
+        return StageResult("partitions", scene_id, out, info=_segment_info(store, scene_id, group))
+    points = store.read(scene_id, POINTS, [n for n in ("xyz", "rgb", "normal", "faces")
+                                           if store.has_array(scene_id, POINTS, n)])
     start = time.perf_counter()
     segment, extra = compute_partition(partition, points)
     seconds = time.perf_counter() - start
     attrs = {
         "key": key, "stage": "partitions", "method": partition.method,
-        "params": params, "inputs": [ingested.key], "segments": int(segment.max()) + 1 if len(segment) else 0,
+        "params": out.params, "inputs": [ingested.key], "segments": int(segment.max()) + 1 if len(segment) else 0,
         "seconds": seconds, "code_version": CODE_VERSION, **extra,
     }
     store.write(scene_id, group, {"segment": segment.astype(np.int32)}, attrs)
-    return StageResult("partitions", scene_id, group, key, True, seconds, _segment_info(store, scene_id, group))
-
-
-def _has(store: Store, scene_id: str, name: str) -> bool:
-    return (store.path / scene_id / POINTS / name / "zarr.json").is_file()
+    return StageResult("partitions", scene_id, out, True, seconds, _segment_info(store, scene_id, group))
 
 
 def _segment_info(store: Store, scene_id: str, group: str) -> dict:
@@ -218,36 +227,15 @@ def _segment_info(store: Store, scene_id: str, group: str) -> dict:
 
 
 # ------------------------------------------------------------------------------ labels
-def labels_params(pipeline: Pipeline) -> dict[str, Any]:
-    """The parameters a pseudo-label result depends on (only the chosen labeler's own)."""
-    cfg = pipeline.labels
-    sub = cfg.maskclip if cfg.labeler == "maskclip" else cfg.simulated
-    return {
-        "labeler": cfg.labeler, "frame_skip": cfg.frame_skip, "label_width": cfg.label_width,
-        "depth_tolerance": cfg.depth_tolerance, "store_features": cfg.store_features,
-        "labeler_params": params_dict(sub), "classes": list(class_names(pipeline)),
-    }
-
-
-def class_names(pipeline: Pipeline) -> tuple[str, ...]:
-    names = pipeline.labels.maskclip.class_names
-    return tuple(names) if names else class_table(pipeline.dataset.name).names
-
-
-def labels_group(pipeline: Pipeline, points_key: str) -> tuple[str, str, dict]:
-    params = labels_params(pipeline)
-    key = stage_key("labels", params, [points_key])
-    return f"pseudo/{pipeline.labels.labeler}-{key}", key, params
-
-
 @_guard("labels")
 def labels(pipeline: Pipeline, scene_id: str, ingested: StageResult) -> StageResult:
     from preprocess.labels.labelers import labels_for_scene
 
     store = Store(pipeline.store.path)
-    group, key, params = labels_group(pipeline, ingested.key)
+    out = labels_output(pipeline, ingested.key)
+    group, key = out.group, out.key
     if store.is_complete(scene_id, group, key):
-        return StageResult("labels", scene_id, group, key, info=_label_info(store, scene_id, group))
+        return StageResult("labels", scene_id, out, info=_label_info(store, scene_id, group))
     start = time.perf_counter()
     scene = read_scene(pipeline.dataset, scene_id, load_views=True)  # labels_for_scene applies frame_skip
     stored = store.read(scene_id, POINTS, ["xyz"])["xyz"]
@@ -260,13 +248,13 @@ def labels(pipeline: Pipeline, scene_id: str, ingested: StageResult) -> StageRes
     seconds = time.perf_counter() - start
     seen = int((result["label"] >= 0).sum())
     attrs = {
-        "key": key, "stage": "labels", "labeler": pipeline.labels.labeler, "params": params,
+        "key": key, "stage": "labels", "labeler": pipeline.labels.labeler, "params": out.params,
         "inputs": [ingested.key], "seconds": seconds, "views": len(scene.views),
         "seen_points": seen, "code_version": CODE_VERSION,
         "simulated": pipeline.labels.labeler == "simulated-clip",
     }
     store.write(scene_id, group, result, attrs)
-    return StageResult("labels", scene_id, group, key, True, seconds, _label_info(store, scene_id, group))
+    return StageResult("labels", scene_id, out, True, seconds, _label_info(store, scene_id, group))
 
 
 def _label_info(store: Store, scene_id: str, group: str) -> dict:
@@ -274,54 +262,46 @@ def _label_info(store: Store, scene_id: str, group: str) -> dict:
     return {"seen_points": attrs.get("seen_points", 0), "seconds": attrs["seconds"], "views": attrs.get("views", 0)}
 
 
-def text_group(pipeline: Pipeline) -> tuple[str, str]:
-    params = labels_params(pipeline)
-    params = {k: params[k] for k in ("labeler", "labeler_params", "classes")}
-    key = stage_key("labels", params, [])
-    return f"text/{pipeline.labels.labeler}-{key}", key
-
-
-def store_text_embeddings(pipeline: Pipeline) -> StageResult:
+@_guard("text")
+def store_text_embeddings(pipeline: Pipeline, scene_id: str = TEXT_SCENE) -> StageResult:
     """The class-name text embeddings the trainer's text head uses; stored once per store."""
     from preprocess.labels.labelers import text_embeddings
 
     store = Store(pipeline.store.path)
-    group, key = text_group(pipeline)
-    if store.is_complete("", group, key):
-        return StageResult("text", "", group, key)
+    out = text_output(pipeline)
+    if store.is_complete(TEXT_SCENE, out.group, out.key):
+        return StageResult("text", TEXT_SCENE, out)
     start = time.perf_counter()
     emb = text_embeddings(pipeline.labels, class_names(pipeline)).astype(np.float32)
-    store.write("", group, {"embedding": emb}, {"key": key, "classes": list(class_names(pipeline)), "labeler": pipeline.labels.labeler})
-    return StageResult("text", "", group, key, True, time.perf_counter() - start)
+    attrs = {"key": out.key, "stage": "text", "params": out.params, "classes": list(class_names(pipeline)),
+             "labeler": pipeline.labels.labeler}
+    store.write(TEXT_SCENE, out.group, {"embedding": emb}, attrs)
+    return StageResult("text", TEXT_SCENE, out, True, time.perf_counter() - start)
 
 
 # ------------------------------------------------------------------------------ refine
-def refine_group(pipeline: Pipeline, label_key: str, partition_key: str) -> tuple[str, str, dict]:
-    params = params_dict(pipeline.refine)
-    key = stage_key("refine", params, [label_key, partition_key])
-    return f"pseudo/refined-{key}", key, params
-
-
 @_guard("refine")
 def refine(pipeline: Pipeline, scene_id: str, labelled: StageResult, partitioned: StageResult) -> StageResult:
     store = Store(pipeline.store.path)
-    group, key, params = refine_group(pipeline, labelled.key, partitioned.key)
+    out = refined_output(pipeline, labelled.key, partitioned.key)
+    group, key = out.group, out.key
     if store.is_complete(scene_id, group, key):
-        return StageResult("refine", scene_id, group, key)
+        return StageResult("refine", scene_id, out)
     start = time.perf_counter()
-    pseudo = store.read(scene_id, labelled.group)
+    visual = pipeline.refine.visual_weighting
+    pseudo = store.read(scene_id, labelled.group, ["label", "score", "views"] + (["feat"] if visual else []))
     segment = store.read(scene_id, partitioned.group, ["segment"])["segment"]
     refined = refine_labels(
         pseudo["label"], pseudo["score"].astype(np.float32), segment,
         num_classes=len(class_names(pipeline)), rho=pipeline.refine.rho,
-        features=pseudo.get("feat") if pipeline.refine.visual_weighting else None,
+        features=pseudo.get("feat"),
     )
     seconds = time.perf_counter() - start
     arrays = {"label": refined.astype(np.int16), "score": pseudo["score"], "views": pseudo["views"]}
     attrs = {
-        "key": key, "stage": "refine", "params": params, "inputs": [labelled.key, partitioned.key],
+        "key": key, "stage": "refine", "params": out.params, "inputs": [labelled.key, partitioned.key],
         "source_labels": labelled.group, "partition": partitioned.group, "seconds": seconds,
         "code_version": CODE_VERSION,
     }
     store.write(scene_id, group, arrays, attrs)
-    return StageResult("refine", scene_id, group, key, True, seconds)
+    return StageResult("refine", scene_id, out, True, seconds)

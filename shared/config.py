@@ -16,13 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.errors import ConfigError
+
 DATASETS = ("scannet", "nuscenes", "synthetic")
 ROOT_ENV = {"scannet": "SCANNET_ROOT", "nuscenes": "NUSCENES_ROOT"}
 INPUT_FEATURES = {"rgb": 3, "normal": 3, "height": 1}  # train.input_features: name -> channels
-
-
-class ConfigError(ValueError):
-    """A pipeline file that cannot be used as written."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,20 +127,20 @@ class LabelsConfig:
 
 @dataclass(frozen=True)
 class RefineConfig:
-    partition: str = "felzenszwalb"  # name of a [[partitions]] entry
+    """Intra-set refinement (method.md §2), made once by the `refine` stage for every
+    [[partitions]] entry; the trainer, the label-quality and the eval reports all read those."""
+
     rho: float = 0.5  # minimum winning share of the score-weighted vote
-    visual_weighting: bool = False
+    visual_weighting: bool = False  # a vote weighs s0 * max(0, cos(CLIP feature, set mean)): needs labels.store_features
 
 
 @dataclass(frozen=True)
 class HICLConfig:
-    refine: bool = True  # CE targets are the set-refined pseudo-labels (False: the raw ones)
+    refine: bool = True  # CE targets are the refine stage's labels over train.partition (False: the raw ones)
     intra_set: bool = True  # intra-set consistency loss: points pulled toward their set prototype
     intra_scene: bool = True
     inter_scene: bool = True
     feedback: bool = True
-    rho: float = 0.5
-    visual_weighting: bool = False
     tau: float = 0.1
     exclude_own_set: bool = False  # intra-scene keys leave out the query's own set prototype
     # method.md §3 ablation switch: an intra-scene key whose set looks like the query's set
@@ -433,11 +431,14 @@ def _check_choices(p: Pipeline) -> None:
     if not features or len(set(features)) < len(features) or not set(features) <= set(INPUT_FEATURES):
         raise ConfigError(f"{p.source}: 'train.input_features' = {features!r} must be a non-empty list without "
                           f"repeats of {', '.join(map(repr, INPUT_FEATURES))}")
+    if p.refine.visual_weighting and not p.labels.store_features:
+        raise ConfigError(f"{p.source}: 'refine.visual_weighting' = true weighs votes by CLIP features, which the store "
+                          "keeps only with labels.store_features = true; set it (and rerun preprocess) or drop the weighting")
     if p.partitions:
         names = [x.name for x in p.partitions]
-        for key, name in (("train.partition", p.train.partition), ("refine.partition", p.refine.partition)):
-            if name not in names:
-                raise ConfigError(f"{p.source}: '{key}' = {name!r} names no [[partitions]] entry (have {names})")
+        if p.train.partition not in names:
+            raise ConfigError(f"{p.source}: 'train.partition' = {p.train.partition!r} names no [[partitions]] "
+                              f"entry (have {names})")
 
 
 def params_dict(params: Any) -> dict[str, Any]:

@@ -87,12 +87,6 @@ class IoUAccumulator:
         return IoUResult(self.names, iou_from_confusion(self.cm, self.missed), self.cm.copy())
 
 
-def evaluate_labels(pred: np.ndarray, gt: np.ndarray, names: tuple[str, ...] | list[str]) -> IoUResult:
-    acc = IoUAccumulator(names)
-    acc.add(pred, gt)
-    return acc.result()
-
-
 # ----------------------------------------------------------------------------- tables
 def _cell(v: float) -> str:
     return "n/a" if np.isnan(v) else f"{100 * v:.2f}"

@@ -1,10 +1,6 @@
-"""The Zarr v3 store: schema, content-addressed stage keys and atomic stage writes.
-
-Layout (one store per dataset; one group per scene):
-
-    <scene>/points/{xyz f32 (N,3), rgb u8 (N,3), normal f32 (N,3), gt i16 (N,), faces i32 (F,3)}
-    <scene>/partitions/<method>-<key>/segment  i32 (N,)
-    <scene>/pseudo/<labeler>-<key>/{label i16, score f16, views u16, feat f16 (N,D)}
+"""The Zarr v3 store's mechanics: atomic stage writes, reads of complete outputs, and small
+JSON files updated under a lock. What the groups are called and what the keys hash is
+`shared.schema`'s business.
 
 A stage output is a group whose attributes hold its key, parameters and `complete: true`.
 It is written under a temporary name and renamed into place, so a killed run leaves only a
@@ -18,35 +14,20 @@ process).
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import zarr
 
+from shared.errors import MissingData
+from shared.schema import POINTS
+
 STORE_FORMAT = 1
-
-# Bump a stage's version when its code changes what it writes: every key that depends on it
-# changes, so stale results are recomputed instead of trusted.
-STAGE_VERSIONS = {"ingest": 1, "partitions": 1, "labels": 1, "refine": 1}
-
-POINTS = "points"
-
-
-def stage_key(stage: str, params: Mapping[str, Any], inputs: Sequence[str] = ()) -> str:
-    """Content address of a stage output: its name, version, parameters and input keys."""
-    payload = json.dumps(
-        {"stage": stage, "version": STAGE_VERSIONS[stage], "params": params, "inputs": list(inputs)},
-        sort_keys=True,
-        separators=(",", ":"),
-        default=str,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def _json_safe(value: Any) -> Any:
@@ -74,7 +55,7 @@ class Store:
 
     # ---------------------------------------------------------------- reading
     def scenes(self) -> list[str]:
-        """Scenes whose points are complete."""
+        """Scenes whose points are complete, found on disk (the manifest says which a pipeline made)."""
         return sorted(s for s in self._dirs(self.path) if self.is_complete(s, POINTS))
 
     def _dirs(self, path: Path) -> list[str]:
@@ -83,7 +64,7 @@ class Store:
         return [p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
 
     def outputs(self, scene: str, kind: str) -> list[str]:
-        """Complete outputs of a kind ('partitions', 'pseudo') of a scene, by group name."""
+        """Complete outputs of a kind ('partitions', 'pseudo') of a scene, by group name, found on disk."""
         return sorted(n for n in self._dirs(self.path / scene / kind) if self.is_complete(scene, f"{kind}/{n}"))
 
     def attrs(self, scene: str, group: str) -> dict[str, Any]:
@@ -99,10 +80,13 @@ class Store:
             return False
         return bool(attrs.get("complete")) and (key is None or attrs.get("key") == key)
 
+    def has_array(self, scene: str, group: str, name: str) -> bool:
+        return (self.path / scene / group / name / "zarr.json").is_file()
+
     def read(self, scene: str, group: str, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Arrays of a complete group (all of them, or `names`)."""
         if not self.is_complete(scene, group):
-            raise KeyError(f"{self.path}: {scene}/{group} is missing or incomplete; run the preprocess stage first")
+            raise MissingData(f"{self.path}: {scene}/{group} is missing or incomplete; run `python -m preprocess run` first")
         g = zarr.open_group(str(self.path / scene / group), mode="r", zarr_format=3)
         keys = list(names) if names is not None else [k for k, _ in g.arrays()]
         return {k: g[k][...] for k in keys}
@@ -149,6 +133,26 @@ class Store:
             sub = "/".join(parts[:i])
             if not (self.path / sub / "zarr.json").exists():
                 zarr.open_group(str(self.path / sub), mode="a", zarr_format=3)
+
+    def read_json(self, name: str) -> dict[str, Any] | None:
+        """A JSON file at the store's root, or None where there is none."""
+        path = self.path / name
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def update_json(self, name: str, update: Callable[[dict[str, Any] | None], dict[str, Any]]) -> dict[str, Any]:
+        """Replace the JSON file `name` by `update(current contents or None)`, holding the store's
+        lock so concurrent updaters take turns, and renaming a complete file into place so a
+        reader never sees half of one."""
+        lock = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = _json_safe(update(self.read_json(name)))
+            tmp = self.path / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+            os.replace(tmp, self.path / name)
+            return data
+        finally:
+            os.close(lock)
 
     def remove(self, scene: str, group: str) -> None:
         shutil.rmtree(self.path / scene / group, ignore_errors=True)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from shared.errors import UserError
+from train.engine.methods import class_weights
 from train.losses.baselines import clip2scene_loss, pseudo_ce_loss
-from train.methods import class_weights
 
 LOGITS = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0], [5.0, 5.0, 5.0]])
 
@@ -35,7 +36,7 @@ def test_pseudo_ce_class_weights_give_the_weighted_mean():
 def test_inverse_sqrt_class_weights():
     # 1/sqrt(frequency) ∝ [1/10, 1/5, -, 1/2], scaled to mean 1 over the three present classes
     assert class_weights(np.array([100, 25, 0, 4])).tolist() == pytest.approx([0.375, 0.75, 0.0, 1.875])
-    with pytest.raises(ValueError, match="no labelled point"):
+    with pytest.raises(UserError, match="no labelled point"):
         class_weights(np.zeros(3))
 
 

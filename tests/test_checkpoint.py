@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from train import checkpoint as ckpt
+from shared.errors import MissingData
+from train.engine import checkpoint as ckpt
 
 
 def test_crash_mid_write_keeps_previous(tmp_path, monkeypatch):
@@ -32,12 +33,12 @@ def test_crash_mid_write_keeps_previous(tmp_path, monkeypatch):
 
 
 def test_truncated_or_missing_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(MissingData, match="none.pt: checkpoint not found; train it"):
         ckpt.load_checkpoint(tmp_path / "none.pt")
     bad = tmp_path / "bad.pt"
     ckpt.save_checkpoint({"x": torch.ones(100)}, bad)
     bad.write_bytes(bad.read_bytes()[:50])
-    with pytest.raises(RuntimeError, match="not a readable checkpoint"):
+    with pytest.raises(MissingData, match="bad.pt: not a readable checkpoint"):
         ckpt.load_checkpoint(bad)
 
 

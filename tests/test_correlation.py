@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,11 +14,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from shared.config import HICLConfig
 from train.losses.correlation import (
     HICLLoss,
-    attention_map,
     correlation_loss,
     scene_segments,
     set_prototypes,
 )
+from train.reports.attention import correlation
 
 Q2 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
 K3 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
@@ -120,12 +121,10 @@ def test_set_prototype_label_is_plurality_lowest_on_ties():
     assert proto_labels.tolist() == [3, 0]
 
 
-def test_attention_map():
-    attn = attention_map(torch.tensor([1.0, 0.0]), K3, tau=0.5)
+def test_attention_figure_correlation_is_the_softmax_the_losses_train():
+    attn = correlation(np.array([1.0, 0.0]), K3.numpy().astype(np.float64), tau=0.5)
     e = math.e
-    torch.testing.assert_close(attn, torch.tensor([e**2, 1.0, e**-2]) / (e**2 + 1 + e**-2))
-    per_point = attention_map(torch.tensor([1.0, 0.0]), K3, tau=0.5, index=torch.tensor([2, -1, 0, 0]))
-    torch.testing.assert_close(per_point, torch.stack([attn[2], torch.tensor(0.0), attn[0], attn[0]]))
+    np.testing.assert_allclose(attn, np.array([e**2, 1.0, e**-2]) / (e**2 + 1 + e**-2))
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,10 +8,11 @@ import numpy as np
 from plyfile import PlyData
 
 from shared.metrics import IoUAccumulator
-from train.data import voxelize
-from train.evaluate import voxel_ceiling
-from train.render import colour_labels, render_topdown, write_ply
-from train.report_tables import write_report
+from train.engine.data import voxelize
+from train.reports.evaluate import voxel_ceiling
+from shared.ply import write_ply
+from shared.viz import colour_labels, render_topdown
+from train.reports.tables import write_report
 
 NAMES = ("wall", "floor", "chair", "sofa")
 
@@ -72,7 +73,7 @@ def test_topdown_render_keeps_the_highest_point():
 
 def test_binary_ply_round_trip(tmp_path):
     xyz = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
-    label = np.arange(50) % 5 - 1
+    label = (np.arange(50) % 5 - 1).astype(np.int32)
     path = write_ply(tmp_path / "p.ply", xyz, colour_labels(label, 4), label=label)
     ply = PlyData.read(str(path))
     assert not ply.text

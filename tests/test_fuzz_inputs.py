@@ -32,7 +32,7 @@ from plyfile import PlyData, PlyElement
 
 from preprocess.datasets.nuscenes import read_nuscenes_sample
 from preprocess.datasets.scannet import read_scannet_scene
-from preprocess.datasets.scene import DatasetError
+from shared.errors import DatasetError
 from preprocess.io.ply import read_ply
 from preprocess.segment_cli import read_mesh
 

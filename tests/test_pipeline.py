@@ -11,6 +11,7 @@ import pytest
 from preprocess.datasets.synth import generate
 from preprocess.pipeline import run
 from shared.config import load_pipeline
+from shared.schema import read_manifest
 from shared.store import Store
 
 PIPELINE = """
@@ -28,8 +29,6 @@ k = {k}
 labeler = "simulated-clip"
 frame_skip = 2
 label_width = 160
-[refine]
-partition = "felzenszwalb"
 """
 
 
@@ -77,11 +76,25 @@ def test_rerun_is_cached_and_a_parameter_change_recomputes_only_its_dependents(t
     assert counts(changed) == {
         "text": (0, 1, 0), "ingest": (0, 2, 0), "partitions": (2, 0, 0), "labels": (0, 2, 0), "refine": (2, 0, 0)
     }
-    # both partitions now live side by side, each with its parameters
+    # both partitions now live side by side, each with its parameters, and the manifest lists them
     s = Store(store)
+    manifest = read_manifest(s)
     scene = s.scenes()[0]
-    ks = sorted(s.attrs(scene, f"partitions/{g}")["params"]["k"] for g in s.outputs(scene, "partitions"))
-    assert ks == [0.01, 0.03]
+    groups = [g for g in manifest.scenes[scene] if s.attrs(scene, g)["stage"] == "partitions"]
+    assert sorted(s.attrs(scene, g)["params"]["k"] for g in groups) == [0.01, 0.03]
+    assert manifest.dataset == "synthetic" and len(manifest.classes) == 20 and len(manifest.text) == 1
+    (split,) = manifest.splits.values()
+    assert split["train"] + split["val"] == ["scene0000_00", "scene0001_00"] and split["spec"]["train"] == "scannetv2_train.txt"
+
+
+def test_an_experiment_preprocesses_what_each_of_its_runs_trains_on(tmp_path, dataset):
+    """A run that changes refine.rho gets its own refinement; shared stages are computed once."""
+    path = pipeline_file(tmp_path, dataset, tmp_path / "s.zarr")
+    path.write_text(path.read_text() + '[[runs]]\nname = "a"\n[[runs]]\nname = "b"\nset = {"refine.rho" = 0.8}\n')
+    summary = run(load_pipeline(path), scheduler="inline", progress=False)
+    assert counts(summary) == {
+        "text": (1, 0, 0), "ingest": (2, 0, 0), "partitions": (2, 0, 0), "labels": (2, 0, 0), "refine": (4, 0, 0)
+    }
 
 
 def test_bad_scene_fails_alone_with_its_file_named(tmp_path, dataset):

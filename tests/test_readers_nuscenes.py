@@ -16,8 +16,8 @@ from preprocess.datasets.nuscenes import (
     read_nuscenes_sample,
 )
 from preprocess.datasets.registry import read_scene, scene_files, split_of
-from preprocess.datasets.scene import DatasetError
-from preprocess.stages import ingest_key
+from shared.errors import DatasetError
+from preprocess.stages import ingest_output
 from shared.config import DatasetConfig, load_pipeline
 
 VERSION = "v1.0-test"
@@ -119,9 +119,9 @@ def test_scene_files_and_ingest_key_follow_a_keyframes_files(tmp_path):
     toml = tmp_path / "p.toml"
     toml.write_text(f'[dataset]\nname = "nuscenes"\nroot = "{root}"\nversion = "{VERSION}"\n[store]\npath = "s.zarr"\n')
     pipeline = load_pipeline(toml)
-    before = [ingest_key(pipeline, s) for s in ("scene-0001_000", "scene-0001_001")]
+    before = [ingest_output(pipeline, s).key for s in ("scene-0001_000", "scene-0001_001")]
     np.zeros((4, 5), np.float32).tofile(root / "samples" / "LIDAR_TOP" / "s0.pcd.bin")
-    after = [ingest_key(pipeline, s) for s in ("scene-0001_000", "scene-0001_001")]
+    after = [ingest_output(pipeline, s).key for s in ("scene-0001_000", "scene-0001_001")]
     assert after[0] != before[0] and after[1] == before[1]
 
 

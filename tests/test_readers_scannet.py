@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from preprocess.datasets.scannet import list_scannet_scenes, read_scannet_scene, resolve_split
-from preprocess.datasets.scene import DatasetError
+from preprocess.datasets.registry import split_of
+from preprocess.datasets.scannet import list_scannet_scenes, read_scannet_scene
+from shared.config import DatasetConfig
+from shared.errors import DatasetError
 from preprocess.datasets.sens import open_sens
-from preprocess.io.ply import write_ply
+from shared.ply import write_ply
 
 K = np.array([[50.0, 0, 16], [0, 50.0, 12], [0, 0, 1]])
 W, H = 32, 24
@@ -138,11 +140,11 @@ def test_list_and_splits(tmp_path):
     _scan(tmp_path, "scene0001_00", frames=False)
     (tmp_path / "val.txt").write_text("scene0002_00\n\n")
     assert list_scannet_scenes(tmp_path) == ["scene0001_00", "scene0002_00"]
-    assert resolve_split(tmp_path, "all") == ["scene0001_00", "scene0002_00"]
-    assert resolve_split(tmp_path, "val.txt") == ["scene0002_00"]
-    assert resolve_split(tmp_path, ["scene0001_00"]) == ["scene0001_00"]
+    split = lambda train, val: split_of(DatasetConfig("scannet", str(tmp_path), train, val))  # noqa: E731
+    assert split("all", "val.txt") == {"train": ["scene0001_00"], "val": ["scene0002_00"]}
+    assert split(["scene0001_00"], []) == {"train": ["scene0001_00"], "val": []}
     with pytest.raises(DatasetError, match=r"nosuch\.txt: split file not found"):
-        resolve_split(tmp_path, "nosuch.txt")
+        split("nosuch.txt", [])
     with pytest.raises(DatasetError, match=r"empty/scans: folder not found"):
         list_scannet_scenes(tmp_path / "empty")
 

@@ -13,7 +13,7 @@ from preprocess.labels.labelers import labels_for_scene
 from preprocess.partition.felzenszwalb import felzenszwalb
 from shared.classes import SCANNET_NAMES
 from shared.config import LabelsConfig
-from shared.metrics import evaluate_labels
+from shared.metrics import IoUAccumulator
 from shared.refine import refine_labels
 
 
@@ -25,8 +25,10 @@ def test_refinement_raises_pseudo_label_miou_on_scene0000(scannet_scene0000, cap
     segment = felzenszwalb(scene.xyz, scene.faces, k=0.01, min_verts=20)
     refined = refine_labels(pseudo["label"], pseudo["score"].astype(np.float32), segment, len(SCANNET_NAMES), rho=0.5)
     seen = pseudo["label"] >= 0
-    before = evaluate_labels(pseudo["label"][seen], scene.gt[seen], SCANNET_NAMES)
-    after = evaluate_labels(refined[seen], scene.gt[seen], SCANNET_NAMES)
+    before, after = IoUAccumulator(SCANNET_NAMES), IoUAccumulator(SCANNET_NAMES)
+    before.add(pseudo["label"][seen], scene.gt[seen])
+    after.add(refined[seen], scene.gt[seen])
+    before, after = before.result(), after.result()
     with capsys.disabled():
         print(f"\nscene0000_00, {seen.mean():.1%} of vertices seen by the 3 frames: "
               f"simulated-clip mIoU {100 * before.miou:.2f} -> refined {100 * after.miou:.2f}")

@@ -1,6 +1,6 @@
 import json
 
-from train.report import END, START, splice_into_readme, write_report_md
+from train.reports.collect import END, START, splice_into_readme, write_report_md
 
 
 def test_report_gathers_tables_figures_and_splices_into_readme(tmp_path):

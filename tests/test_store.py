@@ -8,15 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from shared.store import Store, stage_key
-
-
-def test_stage_key_depends_on_everything():
-    base = stage_key("partitions", {"k": 0.01}, ["abc"])
-    assert base == stage_key("partitions", {"k": 0.01}, ["abc"])
-    assert base != stage_key("partitions", {"k": 0.02}, ["abc"])
-    assert base != stage_key("partitions", {"k": 0.01}, ["abd"])
-    assert base != stage_key("labels", {"k": 0.01}, ["abc"])
+from shared.errors import MissingData
+from shared.store import Store
 
 
 def test_write_read_and_completion(tmp_path):
@@ -40,7 +33,7 @@ def test_not_a_store(tmp_path):
 
 def test_missing_output_error(tmp_path):
     store = Store(tmp_path / "s.zarr")
-    with pytest.raises(KeyError, match="run the preprocess stage first"):
+    with pytest.raises(MissingData, match=r"scene0/points is missing or incomplete; run `python -m preprocess run`"):
         store.read("scene0", "points")
 
 
@@ -77,3 +70,12 @@ def test_killed_writer_leaves_nothing_trusted(tmp_path):
     # a later run writes it properly
     assert store.write("scene0", "partitions/x-1", {"segment": np.arange(5, dtype=np.int32)}, {"key": "1"})
     assert store.outputs("scene0", "partitions") == ["x-1"]
+
+
+def test_json_updates_merge_under_the_lock(tmp_path):
+    store = Store(tmp_path / "s.zarr")
+    assert store.read_json("m.json") is None
+    store.update_json("m.json", lambda d: {"n": 1})
+    store.update_json("m.json", lambda d: {"n": d["n"] + 1})
+    assert store.read_json("m.json") == {"n": 2}
+    assert [p.name for p in (tmp_path / "s.zarr").glob(".tmp-*")] == []

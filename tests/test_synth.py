@@ -9,7 +9,7 @@ import pytest
 
 from preprocess.datasets.registry import list_scenes, read_scene, split_of
 from preprocess.datasets.scannet import read_scannet_scene
-from preprocess.datasets.scene import DatasetError
+from shared.errors import DatasetError
 from preprocess.__main__ import main as preprocess_main
 from preprocess.datasets.synth import NYU40, generate, generate_scene, main, make_room
 from preprocess.geometry.render import render
@@ -143,7 +143,7 @@ def test_registry_splits_and_reads(tiny):
 
 
 def test_registry_errors_name_the_problem(tiny):
-    with pytest.raises(ValueError, match=r"unknown dataset 'kitti': known datasets are scannet, synthetic, nuscenes"):
+    with pytest.raises(ValueError, match=r"unknown dataset 'kitti': known datasets are scannet, nuscenes, synthetic"):
         list_scenes(DatasetConfig("kitti", str(tiny)))
     (tiny / "bad_split.txt").write_text("scene0000_00\nscene0999_00\n")
     with pytest.raises(DatasetError, match=r"bad_split\.txt: scene 'scene0999_00' is not under"):

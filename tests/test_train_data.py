@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from shared.config import ConfigError, FelzenszwalbParams, load_pipeline, params_dict
-from shared.store import POINTS, Store, stage_key
-from train.augment import augment
-from train.data import (
-    EpochSampler, MissingData, SceneDataset, collate, label_params, make_loader, split_scenes,
-    text_embedding, voxelize,
-)
+from shared import schema
+from shared.config import load_pipeline
+from shared.errors import ConfigError, MissingData
+from shared.refine import refine_labels
+from shared.store import Store
+from train.engine.augment import augment
+from train.engine.data import EpochSampler, SceneDataset, collate, make_loader, text_embedding, voxelize
 
 CLASS_COLOURS = np.array([[200, 60, 60], [60, 200, 60], [60, 60, 200]], dtype=np.float64)  # wall, floor, cabinet
 
@@ -72,21 +72,28 @@ def make_toy_store(tmp: Path, scenes: int = 3, points: int = 3000, method: str =
     dim = 8
     text = rng.normal(size=(20, dim)).astype(np.float32)
     text /= np.linalg.norm(text, axis=1, keepdims=True)
-    part_params = {"method": "felzenszwalb", **params_dict(FelzenszwalbParams())}
-    labels = label_params(pipeline)
+    outputs = [("", schema.text_output(pipeline))]
+    store.write("", outputs[0][1].group, {"embedding": text}, {"key": outputs[0][1].key})
     for i in range(scenes):
         s = toy_scene(rng, points)
         feat = text[np.maximum(s["label"], 0)] + rng.normal(0, 0.3, (points, dim))
-        points_key = f"points{i}"
-        store.write(f"toy{i}", POINTS, {k: s[k] for k in ("xyz", "rgb", "normal", "gt")},
-                    {"key": points_key, "num_points": points})
-        store.write(f"toy{i}", f"partitions/felzenszwalb-{stage_key('partitions', part_params, [points_key])}",
-                    {"segment": s["segment"]}, {"params": part_params})
-        store.write(f"toy{i}", f"pseudo/simulated-clip-{stage_key('labels', labels, [points_key])}",
-                    {"label": s["label"], "score": s["score"], "views": np.ones(points, np.uint16),
-                     "feat": feat.astype(np.float16)}, {"params": labels})
-    text_key = stage_key("labels", {k: labels[k] for k in ("labeler", "labeler_params", "classes")}, [])
-    store.write("", f"text/simulated-clip-{text_key}", {"embedding": text}, {"key": text_key})
+        pts = schema.points_output(pipeline, f"toy{i}")
+        part = schema.partition_output(pipeline.partitions[0], pts.key)
+        labels = schema.labels_output(pipeline, pts.key)
+        refined = schema.refined_output(pipeline, labels.key, part.key)
+        refined_label = refine_labels(s["label"], s["score"].astype(np.float32), s["segment"], 20, pipeline.refine.rho)
+        views = np.ones(points, np.uint16)
+        for out, arrays in (
+            (pts, {k: s[k] for k in ("xyz", "rgb", "normal", "gt")}),
+            (part, {"segment": s["segment"]}),
+            (labels, {"label": s["label"], "score": s["score"], "views": views, "feat": feat.astype(np.float16)}),
+            (refined, {"label": refined_label, "score": s["score"], "views": views}),
+        ):
+            store.write(f"toy{i}", out.group, arrays, {"key": out.key, "stage": out.stage, "params": out.params,
+                                                       "num_points": points, "has_gt": True, "seconds": 0.0})
+            outputs.append((f"toy{i}", out))
+    splits = {"train": [f"toy{i}" for i in range(scenes - 1)], "val": [f"toy{scenes - 1}"]}
+    schema.record_outputs(store, pipeline, splits, outputs)
     return path
 
 
@@ -95,24 +102,34 @@ def pipeline(tmp_path: Path):
     return load_pipeline(make_toy_store(tmp_path))
 
 
-def test_splits_and_missing_store(pipeline, tmp_path):
-    store = Store(pipeline.store.path)
-    assert split_scenes(pipeline, "train", store) == ["toy0", "toy1"]
-    assert split_scenes(pipeline, "val", store) == ["toy2"]
+def test_splits_from_the_manifest_and_missing_store(pipeline, tmp_path):
+    ds = SceneDataset(pipeline, "train")
+    assert ds.scenes == ["toy0", "toy1"] and SceneDataset(pipeline, "val").scenes == ["toy2"]
+    assert not (tmp_path / "raw").exists()  # the dataset root is never looked at
     (tmp_path / "empty.toml").write_text(
         pipeline.source.read_text().replace(str(tmp_path / "toy.zarr"), str(tmp_path / "none.zarr")))
-    with pytest.raises(MissingData, match="make preprocess"):
+    with pytest.raises(MissingData, match=r"none\.zarr: store not found .* run `python -m preprocess run .*empty\.toml`"):
         SceneDataset(load_pipeline(tmp_path / "empty.toml"))
     assert not (tmp_path / "none.zarr").exists()
-    assert text_embedding(store, pipeline, "toy0").shape == (20, 8)
+    assert text_embedding(ds.store, ds.layout).shape == (20, 8)
 
 
-def test_missing_stage_output_is_named(pipeline):
+def test_missing_stage_output_names_the_preprocess_command(pipeline):
     import dataclasses
 
     other = dataclasses.replace(pipeline, labels=dataclasses.replace(pipeline.labels, frame_skip=7))
-    with pytest.raises(MissingData, match="pseudo/simulated-clip"):
+    with pytest.raises(MissingData, match=r"scene 'toy0' has no simulated-clip pseudo-labels .* run `python -m preprocess run"):
         SceneDataset(other, fields=("pseudo",))
+    # a split the store has no record of (other split settings) is named too
+    other = dataclasses.replace(pipeline, dataset=dataclasses.replace(pipeline.dataset, max_scenes=1))
+    with pytest.raises(MissingData, match=r"no split recorded for .*dataset.max_scenes = 1"):
+        SceneDataset(other)
+
+
+def test_a_store_without_manifest_is_one_clear_error(pipeline):
+    (Path(pipeline.store.path) / "manifest.json").unlink()
+    with pytest.raises(MissingData, match=r"toy\.zarr: no manifest\.json: .*run it on this store's pipeline file"):
+        SceneDataset(pipeline)
 
 
 def test_voxelize_inverse_round_trip():
@@ -180,8 +197,8 @@ def test_input_features_in_the_configured_order(tmp_path):
 
 
 def test_label_counts_over_the_split(pipeline):
-    ds = SceneDataset(pipeline, "train", fields=("pseudo", "gt"))
-    for field, name in (("gt", "gt"), ("label", "label")):
+    ds = SceneDataset(pipeline, "train", fields=("pseudo", "refined", "gt"))
+    for field, name in (("gt", "gt"), ("label", "label"), ("refined", "refined")):
         expected = sum(np.bincount(ds.read(i)[name][ds.read(i)[name] >= 0], minlength=20) for i in range(len(ds)))
         assert ds.label_counts(field).tolist() == expected.tolist()
 

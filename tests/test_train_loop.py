@@ -12,7 +12,7 @@ import torch
 from shared.config import load_pipeline
 from test_train_data import make_toy_store
 from train.cli import main
-from train.loop import fit, lr_factor
+from train.engine.loop import fit, lr_factor
 
 FAST = {"train.epochs": 4, "train.batch_size": 1}
 

@@ -16,7 +16,7 @@ import torch
 
 from shared.config import load_pipeline
 from test_train_data import make_toy_store
-from train.evaluate import evaluate
+from train.reports.evaluate import evaluate
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
 

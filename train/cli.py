@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from shared.cli import parse_overrides
-from shared.config import ConfigError, load_pipeline
+from shared.config import load_pipeline
+from shared.errors import ConfigError, UserError
 
 log = logging.getLogger("train")
 
@@ -56,12 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = parse_overrides(getattr(args, "set", []))
     if getattr(args, "backend", None):
         overrides["train.backend"] = args.backend
-    # Imported here so `--help` and config errors do not pay for torch's import.
-    from train.data import MissingData
-
     try:
         if args.command == "report":
-            from train.report import splice_into_readme, write_report_md
+            from train.reports.collect import splice_into_readme, write_report_md
 
             report = write_report_md(args.reports)
             print(f"wrote {report}")
@@ -77,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"{pipeline.source}: no [[runs]] entry named {args.run!r} (have {sorted(runs)})")
             pipeline = run_pipeline(pipeline, runs[args.run], overrides)
         if args.command == "attention":
-            from train.attention import attention_figure
+            from train.reports.attention import attention_figure
 
             checkpoint = args.checkpoint or str(Path(pipeline.train.out_dir) / "last.pt")
             out = attention_figure(pipeline, checkpoint, Path(args.out) / "attention.png", args.scene, args.other, args.point)
@@ -88,16 +86,16 @@ def main(argv: list[str] | None = None) -> int:
             for name, result in run_experiment(pipeline, overrides, args.out).items():
                 print(f"{name}: mIoU {100 * result.miou:.2f}")
         elif args.command == "fit":
-            from train.loop import fit
+            from train.engine.loop import fit
 
             fit(pipeline, resume=args.resume, max_steps=args.max_steps)
         else:
-            from train.evaluate import evaluate
+            from train.reports.evaluate import evaluate
 
             checkpoint = args.checkpoint or str(Path(pipeline.train.out_dir) / "last.pt")
             for name, result in evaluate(pipeline, checkpoint, args.out, args.render).items():
                 print(f"{name}: mIoU {100 * result.miou:.2f}")
-    except (ConfigError, MissingData, FileNotFoundError, ImportError) as e:
+    except UserError as e:  # anything else is a bug and keeps its traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

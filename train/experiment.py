@@ -36,8 +36,8 @@ def run_experiment(
     pipeline: Pipeline, overrides: dict[str, Any] | None = None, out_dir: str | Path | None = None, render: int = 2
 ) -> dict[str, IoUResult]:
     """Train and evaluate every run; write `<out>/table.{md,csv,json}` and `<out>/experiment.json`."""
-    from train.evaluate import evaluate
-    from train.loop import fit
+    from train.reports.evaluate import evaluate
+    from train.engine.loop import fit
 
     if not pipeline.runs:
         raise ConfigError(f"{pipeline.source}: an experiment needs [[runs]] entries (see pipelines/*-compare.toml)")

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from preprocess.datasets.scene import DatasetError, Scene, View
+from preprocess.datasets.scene import Scene, View
+from shared.errors import DatasetError
 from shared.classes import NUSCENES, NUSCENES_RAW_NAMES
 
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT")

@@ -10,15 +10,14 @@ from pathlib import Path
 
 from preprocess.datasets.nuscenes import list_nuscenes_samples, nuscenes_sample_files, read_nuscenes_sample
 from preprocess.datasets.scannet import list_scannet_scenes, read_scannet_scene, read_split
-from preprocess.datasets.scene import DatasetError, Scene
-from shared.config import DatasetConfig
-
-DATASETS = ("scannet", "synthetic", "nuscenes")
+from preprocess.datasets.scene import Scene
+from shared.config import DATASETS, DatasetConfig
+from shared.errors import ConfigError, DatasetError
 
 
 def _check_name(cfg: DatasetConfig) -> None:
     if cfg.name not in DATASETS:
-        raise ValueError(f"unknown dataset {cfg.name!r}: known datasets are {', '.join(DATASETS)}")
+        raise ConfigError(f"unknown dataset {cfg.name!r}: known datasets are {', '.join(DATASETS)}")
 
 
 def _available(cfg: DatasetConfig) -> list[str]:

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from preprocess.datasets.scene import DatasetError, Scene, View
+from preprocess.datasets.scene import Scene, View
+from shared.errors import DatasetError
 from preprocess.datasets.sens import SensFile, open_sens
 from preprocess.io.ply import read_ply
 from shared.classes import SCANNET
@@ -99,11 +100,6 @@ def read_split(root: str | os.PathLike, spec: str | list[str]) -> list[str]:
     if not path.is_file():
         raise DatasetError(f"{path}: split file not found; give \"all\", a list of scene ids, or a file under {root}")
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
-
-def resolve_split(root: str | os.PathLike, spec: str | list[str]) -> list[str]:
-    """Scene ids of a ScanNet split: "all" (every scan folder), a split file, or a list."""
-    return list_scannet_scenes(root) if spec == "all" else read_split(root, spec)
 
 
 # --------------------------------------------------------------------------------------------

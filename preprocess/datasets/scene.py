@@ -13,10 +13,6 @@ from typing import Callable
 import numpy as np
 
 
-class DatasetError(ValueError):
-    """Raw dataset input that cannot be read; the message names the file and the fix."""
-
-
 @dataclass(frozen=True)
 class View:
     """One camera image of a scene.

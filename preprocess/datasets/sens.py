@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from preprocess.datasets.scene import DatasetError
+from shared.errors import DatasetError
 
 SENS_VERSION = 4
 COLOR_COMPRESSION = {0: "raw", 1: "png", 2: "jpeg"}

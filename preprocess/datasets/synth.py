@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from preprocess.geometry.render import MeshRaycaster
-from preprocess.io.ply import write_ply
+from shared.ply import write_ply
 from shared.classes import SCANNET_NAMES, SCANNET_NYU40_IDS
 
 # nyu40 ids: the benchmark's 20 classes and the props ScanNet annotates but does not evaluate

@@ -1,8 +1,8 @@
-"""Binary PLY meshes in and out: ScanNet's `_vh_clean_2.ply` layout and the generated scenes.
+"""Reading binary PLY meshes: ScanNet's `_vh_clean_2.ply` layout and the generated scenes.
 
 `read_ply` validates at the boundary (file present and complete, finite vertices, triangle
-faces inside the vertex range) so readers can trust what it returns; `write_ply` writes the
-same layout with numpy's record bytes, byte-identical for identical input.
+faces inside the vertex range) so readers can trust what it returns. Writing lives in
+`shared.ply` (the trainer writes coloured predictions too).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from plyfile import PlyData, PlyElementParseError, PlyParseError
 
-from preprocess.datasets.scene import DatasetError
+from shared.errors import DatasetError
 
 _FACE_PROPS = ("vertex_indices", "vertex_index")
 _MAX_HEADER = 1 << 16  # bytes searched for end_header; ScanNet's headers are a few hundred
@@ -130,50 +130,3 @@ def _faces(data: np.ndarray, num_vertices: int, path: Path) -> tuple[np.ndarray,
         )
     degenerate = (faces[:, 0] == faces[:, 1]) | (faces[:, 1] == faces[:, 2]) | (faces[:, 0] == faces[:, 2])
     return faces[~degenerate].astype(np.int32), int(degenerate.sum())
-
-
-def write_ply(
-    path: str | os.PathLike,
-    xyz: np.ndarray,
-    rgb: np.ndarray | None = None,
-    faces: np.ndarray | None = None,
-    **vertex_scalars: np.ndarray,
-) -> None:
-    """Write a binary little-endian PLY: x,y,z (f32), red,green,blue (u8) when given, then each
-    keyword array as a vertex property of its own dtype, then triangles as `vertex_indices`."""
-    xyz = np.asarray(xyz, dtype=np.float32)
-    n = len(xyz)
-    fields: list[tuple[str, np.ndarray]] = [("x", xyz[:, 0]), ("y", xyz[:, 1]), ("z", xyz[:, 2])]
-    if rgb is not None:
-        rgb = np.asarray(rgb, dtype=np.uint8)
-        fields += [("red", rgb[:, 0]), ("green", rgb[:, 1]), ("blue", rgb[:, 2])]
-    fields += [(name, np.asarray(values)) for name, values in vertex_scalars.items()]
-    for name, values in fields:
-        if values.shape != (n,):
-            raise ValueError(f"write_ply({path}): vertex property {name!r} has shape {values.shape}, expected ({n},)")
-    vertex = np.empty(n, dtype=[(name, values.dtype.newbyteorder("<")) for name, values in fields])
-    for name, values in fields:
-        vertex[name] = values
-
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"]
-    header += [f"property {_PLY_TYPES[vertex.dtype[name].str[1:]]} {name}" for name, _ in fields]
-    face_bytes = b""
-    if faces is not None:
-        faces = np.asarray(faces).reshape(-1, 3)
-        record = np.empty(len(faces), dtype=[("n", "u1"), ("v", "<i4", (3,))])
-        record["n"] = 3
-        record["v"] = faces
-        face_bytes = record.tobytes()
-        header += [f"element face {len(faces)}", "property list uchar int vertex_indices"]
-    header.append("end_header")
-    with open(path, "wb") as f:
-        f.write(("\n".join(header) + "\n").encode("ascii"))
-        f.write(vertex.tobytes())
-        f.write(face_bytes)
-
-
-# numpy dtype codes (without byte order) -> PLY property types
-_PLY_TYPES = {
-    "i1": "char", "u1": "uchar", "i2": "short", "u2": "ushort",
-    "i4": "int", "u4": "uint", "f4": "float", "f8": "double",
-}

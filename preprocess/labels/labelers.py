@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from preprocess.datasets.scene import Scene, View
-from preprocess.labels.maskclip import MaskCLIP, load_clip
+from preprocess.labels.maskclip import MaskCLIP, load_clip, weights_problem
 from preprocess.labels.simulated import (
     confusion_matrix,
     render_vertex_labels,
@@ -21,7 +21,8 @@ from preprocess.labels.simulated import (
     simulated_text_embeddings,
 )
 from preprocess.labels.transfer import label_size, scale_intrinsic, transfer_labels
-from shared.config import LabelsConfig
+from shared.config import LabelsConfig, Pipeline
+from shared.errors import ConfigError
 
 LabelMaps = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # label i16, score f16, feature f16 | None
 
@@ -43,7 +44,7 @@ class SimulatedCLIPLabeler:
 
     def label_views(self, scene: Scene, views: list[View]) -> list[LabelMaps]:
         if scene.faces is None or scene.gt is None:
-            raise ValueError(
+            raise ConfigError(
                 f"scene {scene.scene_id}: the simulated-clip labeler renders ground-truth label images "
                 f"and needs a mesh with per-vertex gt; use labels.labeler = \"maskclip\" for this dataset"
             )
@@ -71,7 +72,7 @@ class MaskCLIPLabeler:
         m = cfg.maskclip
         names = list(m.class_names) or list(class_names)
         if len(names) != len(class_names):
-            raise ValueError(
+            raise ConfigError(
                 f"labels.maskclip.class_names has {len(names)} names but the dataset has {len(class_names)} classes"
             )
         self.cfg = cfg
@@ -99,6 +100,25 @@ def _resize(image: np.ndarray, width: int) -> np.ndarray:
 LABELERS: dict[str, type] = {"simulated-clip": SimulatedCLIPLabeler, "maskclip": MaskCLIPLabeler}
 
 
+MESH_DATASETS = ("scannet", "synthetic")  # the simulated labeler renders their labelled meshes
+
+
+def check_labeler(pipeline: Pipeline) -> None:
+    """A ConfigError, before any scene is processed, when the pipeline's labeler cannot work on
+    this machine or dataset; its message names the fixes that fit the dataset."""
+    cfg, dataset = pipeline.labels, pipeline.dataset.name
+    if cfg.labeler == "simulated-clip" and dataset not in MESH_DATASETS:
+        raise ConfigError(
+            f"{pipeline.source}: labels.labeler = \"simulated-clip\" renders ground-truth label images from a "
+            f"labelled mesh, and {dataset} has none; use labels.labeler = \"maskclip\" with CLIP weights"
+        )
+    if cfg.labeler == "maskclip" and (problem := weights_problem(cfg.maskclip.model, cfg.maskclip.pretrained)):
+        fixes = "set labels.maskclip.pretrained to a local checkpoint file (download it where there is network)"
+        if dataset in MESH_DATASETS:
+            fixes += ", or set labels.labeler = \"simulated-clip\" to run the pipeline on simulated labels"
+        raise ConfigError(f"{pipeline.source}: {problem}; {fixes}")
+
+
 def make_labeler(labels_cfg: LabelsConfig, class_names: list[str] | tuple[str, ...]) -> Labeler:
     """The labeler named by `labels_cfg.labeler` for these classes."""
     try:
@@ -112,7 +132,7 @@ def select_views(scene: Scene, frame_skip: int = 20) -> list[View]:
     """The views to label: every `frame_skip`-th frame of a mesh scene's video (ScanNet);
     all cameras of a LiDAR sweep (nuScenes), which are not a video."""
     if frame_skip < 1:
-        raise ValueError(f"labels.frame_skip must be >= 1, got {frame_skip}")
+        raise ConfigError(f"labels.frame_skip must be >= 1, got {frame_skip}")
     return scene.views[::frame_skip] if scene.faces is not None else list(scene.views)
 
 

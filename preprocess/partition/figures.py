@@ -13,8 +13,9 @@ import numpy as np
 import open3d as o3d
 from matplotlib.figure import Figure
 
+from shared.viz import BACKGROUND, topdown_index
+
 _DPI = 100
-_BACKGROUND = 255
 
 
 def _pixel_grid(xyz: np.ndarray, size: int, margin: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -49,22 +50,12 @@ def _visible_mesh(xyz: np.ndarray, faces: np.ndarray, size: int, margin: int) ->
 
 
 def _visible_points(xyz: np.ndarray, size: int, margin: int, point_px: int) -> np.ndarray:
-    """Highest point splatted (point_px x point_px) at each pixel, -1 for background."""
-    xs, ys, pixel = _pixel_grid(xyz, size, margin)
-    col = np.rint((xyz[:, 0] - xs[0]) / pixel).astype(np.int64)
-    row = np.rint((ys[0] - xyz[:, 1]) / pixel).astype(np.int64)
-    shifts = np.arange(point_px) - (point_px - 1) // 2
-    dr, dc = (s.ravel() for s in np.meshgrid(shifts, shifts, indexing="ij"))
-    rows, cols = (row[:, None] + dr).ravel(), (col[:, None] + dc).ravel()
-    ids = np.repeat(np.arange(len(xyz)), len(dr))
-    inside = (rows >= 0) & (rows < size) & (cols >= 0) & (cols < size)
-    flat, ids = rows[inside] * size + cols[inside], ids[inside]
-    order = np.lexsort((-xyz[ids, 2], flat))  # per pixel, highest point first
-    flat, ids = flat[order], ids[order]
-    first = np.r_[True, flat[1:] != flat[:-1]]
-    visible = np.full(size * size, -1, dtype=np.int64)
-    visible[flat[first]] = ids[first]
-    return visible.reshape(size, size)
+    """Highest point at each pixel of a square panel (the view centred in it), -1 for background."""
+    index = topdown_index(xyz, size - 2 * margin, point_px)
+    panel = np.full((size, size), -1, dtype=np.int64)
+    top, left = (size - index.shape[0]) // 2, (size - index.shape[1]) // 2
+    panel[top : top + index.shape[0], left : left + index.shape[1]] = index
+    return panel
 
 
 def plot_partitions(
@@ -134,7 +125,7 @@ def plot_partitions(
     for i, (name, segment) in enumerate(partitions.items()):
         ids, compact = np.unique(np.asarray(segment), return_inverse=True)
         colours = rng.integers(40, 230, size=(len(ids), 3), dtype=np.uint8)
-        image = np.full((panel_px, panel_px, 3), _BACKGROUND, dtype=np.uint8)
+        image = np.full((panel_px, panel_px, 3), BACKGROUND, dtype=np.uint8)
         image[seen] = colours[compact[visible[seen]]]
         axes = figure.add_axes((i / n, 0, 1 / n, panel_px / (panel_px + header)))
         axes.imshow(image, interpolation="none")

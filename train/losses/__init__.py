@@ -4,7 +4,6 @@
 from train.losses.baselines import clip2scene_loss, pseudo_ce_loss
 from train.losses.correlation import (
     HICLLoss,
-    attention_map,
     correlation_loss,
     scene_segments,
     set_prototypes,
@@ -14,7 +13,6 @@ from train.losses.memory_bank import MemoryBank
 __all__ = [
     "HICLLoss",
     "MemoryBank",
-    "attention_map",
     "clip2scene_loss",
     "correlation_loss",
     "pseudo_ce_loss",

@@ -204,18 +204,6 @@ def correlation_loss(
     return loss, propagated_distribution(mass)
 
 
-def attention_map(query: Tensor, keys: Tensor, tau: float = 0.1, index: Tensor | None = None) -> Tensor:
-    """A_q· = softmax(keys · query / τ) over the keys (K,), for Figure-2 style renders.
-
-    With `index` (N,) mapping points to key rows (e.g. from `set_prototypes`), returns the map per
-    point (N,): each point shows its set's attention, 0 for points in no set.
-    """
-    attn = torch.softmax(keys @ query / tau, dim=0)
-    if index is None:
-        return attn
-    return torch.where(index >= 0, attn[index.clamp(min=0)], 0.0)
-
-
 # --------------------------------------------------------------------------------------------
 # The HICL loss terms
 # --------------------------------------------------------------------------------------------

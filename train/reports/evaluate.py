@@ -18,13 +18,16 @@ import numpy as np
 import torch
 
 from shared.config import Pipeline
+from shared.errors import MissingData
 from shared.metrics import IoUAccumulator, IoUResult
+from shared.ply import write_ply
 from shared.refine import set_labels
-from train.checkpoint import load_checkpoint
-from train.data import MissingData, SceneDataset, class_names, make_loader
-from train.methods import Method, build_method
-from train.render import colour_labels, render_topdown, save_panels, write_ply
-from train.report_tables import write_report
+from shared.schema import class_names
+from shared.viz import colour_labels, render_topdown, save_panels
+from train.engine.checkpoint import load_checkpoint
+from train.engine.data import SceneDataset, make_loader
+from train.engine.methods import Method, build_method
+from train.reports.tables import write_report
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +114,7 @@ def evaluate(
     dataset = SceneDataset(pipeline, "val", with_gt=True, fields=())
     method = load_model(pipeline, checkpoint, dataset, device)
     try:
-        pseudo = SceneDataset(pipeline, "val", with_gt=True, fields=("refined",))
+        pseudo = SceneDataset(pipeline, "val", with_gt=True, fields=("pseudo", "refined"))
     except MissingData as e:
         log.warning("pseudo-label rows left out of the report: %s", e)
         pseudo = None
@@ -121,7 +124,7 @@ def evaluate(
     rows = {pipeline.train.method: network}
     if pseudo is not None:
         raw = rows[f"{pipeline.labels.labeler} pseudo-labels"] = IoUAccumulator(names)
-        refined = rows[f"refined pseudo-labels (rho={pipeline.train.hicl.rho})"] = IoUAccumulator(names)
+        refined = rows[f"refined pseudo-labels ({pipeline.train.partition}, rho={pipeline.refine.rho})"] = IoUAccumulator(names)
     rows[f"voxel ceiling ({pipeline.train.voxel_size * 100:g} cm voxels)"] = ceiling
     for i, pred, inverse in predict(method, dataset, device):
         data = (pseudo or dataset).read(i)
@@ -148,7 +151,7 @@ def _render_scene(out: Path, dataset: SceneDataset, i: int, pred: np.ndarray, da
     scene = dataset.scenes[i]
     xyz = data["xyz"]
     pred_rgb = colour_labels(pred, num_classes)
-    write_ply(out / "ply" / f"{scene}_pred.ply", xyz, pred_rgb, label=pred)
+    write_ply(out / "ply" / f"{scene}_pred.ply", xyz, pred_rgb, label=pred.astype(np.int32))
     panels = {"input": render_topdown(xyz, data["rgb"]),
               "ground truth": render_topdown(xyz, colour_labels(data["gt"], num_classes))}
     if "label" in data:

@@ -26,9 +26,9 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from shared.config import Pipeline
-from train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from train.data import EpochSampler, SceneDataset, make_loader
-from train.methods import METHODS, Method, build_method
+from train.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from train.engine.data import EpochSampler, SceneDataset, make_loader
+from train.engine.methods import METHODS, Method, build_method
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ class Trainer:
         if not every or self.epoch % every:
             return
         if self.rank == 0:
-            from train.evaluate import validate
+            from train.reports.evaluate import validate
 
             result = validate(self.pipeline, self.method, self.device)
             self.writer.add_scalar("val/mIoU", result.miou, self.step)

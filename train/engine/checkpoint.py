@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from shared.errors import MissingData
+
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """torch.save `state` to `path` atomically; returns the path."""
@@ -36,11 +38,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """A checkpoint's state dict; a clear error where the file is missing or unreadable."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+        raise MissingData(f"{path}: checkpoint not found; train it with `python -m train fit` or give --checkpoint")
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except (RuntimeError, EOFError, OSError) as e:
-        raise RuntimeError(f"{path}: not a readable checkpoint ({e})") from None
+        raise MissingData(f"{path}: not a readable checkpoint ({e}); train again or give another --checkpoint") from None
 
 
 def rng_state() -> dict[str, Any]:

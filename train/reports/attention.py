@@ -15,9 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from shared.config import Pipeline
-from train.data import SceneDataset, class_names, make_loader
-from train.evaluate import load_model
-from train.render import render_topdown, save_panels
+from shared.errors import UserError
+from shared.schema import class_names
+from train.engine.data import SceneDataset, make_loader
+from train.reports.evaluate import load_model
+from shared.viz import render_topdown, save_panels
 
 
 @torch.no_grad()
@@ -27,7 +29,7 @@ def point_embeddings(pipeline: Pipeline, checkpoint: str | Path, scenes: list[in
     dataset = SceneDataset(pipeline, split, with_gt=True, fields=())
     method = load_model(pipeline, checkpoint, dataset, device)
     if "embed" not in method.model.heads:
-        raise ValueError(f"{checkpoint}: method {pipeline.train.method!r} has no embedding head; attention maps need a hicl model")
+        raise UserError(f"{checkpoint}: method {pipeline.train.method!r} has no embedding head; attention maps need a hicl model")
     method.model.eval()
     out = {}
     for i, batch in enumerate(make_loader(dataset, batch_size=1, num_workers=0)):
@@ -60,7 +62,7 @@ def attention_figure(
     truth) nearest the scene's centre of that class, or else the scene's first point."""
     dataset, emb = point_embeddings(pipeline, checkpoint, [scene, other])
     if scene not in emb or other not in emb:
-        raise ValueError(f"the val split has {len(dataset)} scenes; choose --scene/--other below that")
+        raise UserError(f"the val split has {len(dataset)} scenes; choose --scene/--other below that")
     data = dataset.read(scene)
     names = class_names(pipeline)
     if point is None:

@@ -10,31 +10,25 @@ scene — the one place this layout is fixed for the trainer (asserted in `colla
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from shared.classes import class_table
-from shared.config import INPUT_FEATURES, Pipeline, params_dict
-from shared.refine import refine_labels
-from shared.store import POINTS, Store, stage_key
-from train.augment import augment
+from shared.config import INPUT_FEATURES, Pipeline
+from shared.errors import MissingData
+from shared.schema import POINTS, TEXT_SCENE, Layout, class_names, preprocess_command
+from shared.store import Store
+from train.engine.augment import augment
 from train.sparse import SparseTensor, sparse_quantize
 
-log = logging.getLogger(__name__)
 
 # What a sample can carry besides coordinates and input features; methods ask for a subset.
 FIELDS = frozenset({"pseudo", "feat", "segment", "refined", "gt", "normal"})
-
-
-class MissingData(RuntimeError):
-    """The store, a scene split or a stage output the trainer needs is absent (message says the fix)."""
 
 
 # ----------------------------------------------------------------------------- store look-ups
@@ -42,102 +36,13 @@ def open_store(pipeline: Pipeline) -> Store:
     """The pipeline's store, refusing to create an empty one where none was preprocessed."""
     path = Path(pipeline.store.path)
     if not (path / "zarr.json").is_file():
-        raise MissingData(f"{path}: store not found (from {pipeline.source}); run `make preprocess` first")
+        raise MissingData(f"{path}: store not found (from {pipeline.source}); run {preprocess_command(pipeline)}")
     return Store(path)
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
-    return out
-
-
-def find_output(store: Store, scene: str, kind: str, prefix: str, params: Mapping[str, Any]) -> str:
-    """Group (e.g. 'partitions/felzenszwalb-1a2b…') of the one complete output of `kind` whose
-    name starts with `prefix` and whose stored attrs["params"] agree with `params`.
-
-    Parameters are compared on the keys both sides have (nested tables flattened), so the
-    trainer never recomputes cache keys yet never picks an output made with other settings.
-    """
-    want = _flatten(params)
-    matches = []
-    for name in store.outputs(scene, kind):
-        if not name.startswith(prefix):
-            continue
-        have = _flatten(store.attrs(scene, f"{kind}/{name}").get("params", {}))
-        if all(have[k] == want[k] for k in have.keys() & want.keys()):
-            matches.append(name)
-    if not matches:
-        raise MissingData(
-            f"{store.path}: scene {scene!r} has no complete {kind}/{prefix}* output with the pipeline's "
-            f"parameters; run `make preprocess` first"
-        )
-    if len(matches) > 1:
-        raise MissingData(f"{store.path}: scene {scene!r} has several matching {kind} outputs {matches}; "
-                          "remove the stale ones")
-    return f"{kind}/{matches[0]}"
-
-
-def label_params(pipeline: Pipeline) -> dict[str, Any]:
-    """The pseudo-label parameters stored with each labels output (the chosen labeler's own)."""
-    cfg = pipeline.labels
-    sub = cfg.maskclip if cfg.labeler == "maskclip" else cfg.simulated
-    flat = {k: v for k, v in params_dict(cfg).items() if k not in ("maskclip", "simulated")}
-    return {**flat, "labeler_params": params_dict(sub), "classes": list(class_names(pipeline))}
-
-
-def class_names(pipeline: Pipeline) -> tuple[str, ...]:
-    names = pipeline.labels.maskclip.class_names
-    return tuple(names) if names else class_table(pipeline.dataset.name).names
-
-
-def text_embedding(store: Store, pipeline: Pipeline, scene: str) -> np.ndarray:
-    """(C, D) f32 class-prompt embeddings stored at `text/<labeler>-<key>` for the pseudo-labels
-    of `scene`: the key hashes the labeler, its parameters and the class names."""
-    group = find_output(store, scene, "pseudo", f"{pipeline.labels.labeler}-", label_params(pipeline))
-    stored = store.attrs(scene, group)["params"]
-    key = stage_key("labels", {k: stored[k] for k in ("labeler", "labeler_params", "classes")}, [])
-    text = f"text/{pipeline.labels.labeler}-{key}"
-    if not store.is_complete("", text):
-        raise MissingData(f"{store.path}: no text embeddings at {text}; run `make preprocess` first")
-    return store.read("", text, ["embedding"])["embedding"].astype(np.float32)
-
-
-def split_scenes(pipeline: Pipeline, split: str, store: Store) -> list[str]:
-    """Scene ids of a split: 'all', a list, or a text file under dataset.root (one id a line).
-
-    Only scenes present in the store are returned. Where the dataset root (and so the file) is
-    not available, the split falls back to every scene in the store, with a warning.
-    """
-    spec = getattr(pipeline.dataset, split)
-    present = store.scenes()
-    if spec == "all":
-        wanted = present
-    elif isinstance(spec, list):
-        wanted = spec
-    else:
-        path = Path(pipeline.dataset.root) / spec
-        if path.is_file():
-            wanted = [s.strip() for s in path.read_text().splitlines() if s.strip()]
-        else:
-            log.warning("%s not found; the %s split falls back to all %d scenes in the store", path, split, len(present))
-            wanted = present
-    have = set(present)
-    scenes = [s for s in wanted if s in have]
-    if len(scenes) < len(wanted):
-        log.warning("%s split: %d of %d scenes are not in the store", split, len(wanted) - len(scenes), len(wanted))
-    if pipeline.dataset.max_scenes:
-        scenes = scenes[: pipeline.dataset.max_scenes]
-    if not scenes:
-        raise MissingData(
-            f"{pipeline.source}: the {split} split (dataset.{split} = {spec!r}) has no scenes in "
-            f"{store.path}; set dataset.{split} or run `make preprocess` first"
-        )
-    return scenes
+def text_embedding(store: Store, layout: Layout) -> np.ndarray:
+    """(C, D) f32 class-prompt embeddings of the pipeline's labeler, from the store."""
+    return store.read(TEXT_SCENE, layout.text(), ["embedding"])["embedding"].astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- voxelisation
@@ -199,29 +104,28 @@ class SceneDataset(Dataset):
         self.pipeline = pipeline
         self.cfg = pipeline.train
         self.fields = frozenset(fields) | ({"gt"} if with_gt else set())
-        if "refined" in self.fields:
-            self.fields |= {"pseudo", "segment"}
         self.augment = split == "train" if augment is None else augment
         self.num_classes = len(class_names(pipeline))
         self.store = open_store(pipeline)
-        self.scenes = split_scenes(pipeline, split, self.store)
+        self.layout = Layout(self.store, pipeline)
+        self.scenes = self.layout.split(split)
+        if not self.scenes:
+            raise MissingData(f"{pipeline.source}: the {split} split (dataset.{split} = "
+                              f"{getattr(pipeline.dataset, split)!r}) has no scenes in {self.store.path}")
         self.groups = [self._groups(s) for s in self.scenes]
 
     def _groups(self, scene: str) -> dict[str, str]:
         """Resolve every needed stage output once, so a missing one fails before training starts."""
         groups: dict[str, str] = {}
         if self.fields & {"pseudo", "feat"}:
-            groups["pseudo"] = find_output(
-                self.store, scene, "pseudo", f"{self.pipeline.labels.labeler}-", label_params(self.pipeline)
-            )
+            groups["pseudo"] = self.layout.labels(scene)
         if "segment" in self.fields:
-            part = self.pipeline.partition(self.cfg.partition)
-            groups["segment"] = find_output(
-                self.store, scene, "partitions", f"{part.method}-", {"method": part.method, **params_dict(part.params)}
-            )
-        if "feat" in self.fields and not (self.store.path / scene / groups["pseudo"] / "feat").is_dir():
+            groups["segment"] = self.layout.partition(scene, self.cfg.partition)
+        if "refined" in self.fields:
+            groups["refined"] = self.layout.refined(scene, self.cfg.partition)
+        if "feat" in self.fields and not self.store.has_array(scene, groups["pseudo"], "feat"):
             raise MissingData(f"{self.store.path}: {scene}/{groups['pseudo']} has no per-point CLIP features; "
-                              "set labels.store_features = true and run `make preprocess`")
+                              f"set labels.store_features = true and run {preprocess_command(self.pipeline)}")
         return groups
 
     @property
@@ -232,15 +136,13 @@ class SceneDataset(Dataset):
         return len(self.scenes)
 
     def label_counts(self, field: str) -> np.ndarray:
-        """(C,) points per class of the stored `field` over the split: "gt" (ground truth) or
-        "label" (the raw pseudo-labels, standing in for refined ones, which would need the
-        refinement of every scene). Reads only that one array per scene."""
+        """(C,) points per class over the split of a stored target: "gt" (ground truth), "label"
+        (raw pseudo-labels) or "refined". Reads only that one array per scene."""
         counts = np.zeros(self.num_classes, dtype=np.int64)
         for scene, groups in zip(self.scenes, self.groups):
-            if field == "gt":
-                labels = self.store.read(scene, POINTS, ["gt"])["gt"]
-            else:
-                labels = self.store.read(scene, groups["pseudo"], ["label"])["label"]
+            group, name = {"gt": (POINTS, "gt"), "label": (groups.get("pseudo"), "label"),
+                           "refined": (groups.get("refined"), "label")}[field]
+            labels = self.store.read(scene, group, [name])[name]
             labels = labels[(labels >= 0) & (labels < self.num_classes)]
             counts += np.bincount(labels.astype(np.int64), minlength=self.num_classes)
         return counts
@@ -257,12 +159,8 @@ class SceneDataset(Dataset):
             data.update(self.store.read(scene, groups["pseudo"], pseudo_names))
         if "segment" in groups:
             data["segment"] = self.store.read(scene, groups["segment"], ["segment"])["segment"]
-        if "refined" in self.fields:
-            hicl = self.cfg.hicl
-            data["refined"] = refine_labels(
-                data["label"], data["score"].astype(np.float32), data["segment"], self.num_classes,
-                rho=hicl.rho, features=data.get("feat") if hicl.visual_weighting else None,
-            )
+        if "refined" in groups:
+            data["refined"] = self.store.read(scene, groups["refined"], ["label"])["label"]
         return data
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:

@@ -1,8 +1,8 @@
-"""Qualitative outputs: coloured binary PLY files and top-down orthographic renders.
+"""Pictures both programs draw: the class palette, top-down orthographic renders, panels.
 
 The render is a z-buffer rasteriser in NumPy: points fall into pixels of an orthographic view
-from above; per pixel the highest point wins (found by sorting, not by a loop over points), so
-ceilings aside a room reads like a floor plan with its furniture.
+from above and per pixel the highest point wins, so ceilings aside a room reads like a floor
+plan with its furniture.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-from plyfile import PlyData, PlyElement
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -34,41 +33,39 @@ def colour_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return out
 
 
-def write_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray, label: np.ndarray | None = None) -> Path:
-    """Binary little-endian PLY with x, y, z, red, green, blue (and an optional `label` int)."""
-    fields = [("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
-    if label is not None:
-        fields.append(("label", "i4"))
-    vertex = np.empty(len(xyz), dtype=fields)
-    vertex["x"], vertex["y"], vertex["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-    vertex["red"], vertex["green"], vertex["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
-    if label is not None:
-        vertex["label"] = label
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    PlyData([PlyElement.describe(vertex, "vertex")], byte_order="<").write(str(path))
-    return path
+def topdown_index(xyz: np.ndarray, size: int = 512, point_px: int = 1) -> np.ndarray:
+    """(H, W) index of the point seen at each pixel of an orthographic view from +z (-1: empty).
 
-
-def render_topdown(xyz: np.ndarray, rgb: np.ndarray, size: int = 512, max_z: float | None = None) -> np.ndarray:
-    """(H, W, 3) u8 orthographic view from +z; the longer horizontal side spans `size` pixels.
-
-    Points above `max_z` are dropped (e.g. to look under a ceiling); empty pixels are white.
-    """
-    keep = np.ones(len(xyz), bool) if max_z is None else xyz[:, 2] <= max_z
-    xyz, rgb = xyz[keep], rgb[keep]
+    The longer horizontal side spans `size` pixels, y points up in the image, each point covers a
+    `point_px` square, and per pixel the highest point wins (found by sorting, not a loop)."""
     lo, hi = xyz[:, :2].min(axis=0), xyz[:, :2].max(axis=0)
     scale = (size - 1) / max(float((hi - lo).max()), 1e-9)
     width, height = (np.floor((hi - lo) * scale).astype(int) + 1)
     col = np.floor((xyz[:, 0] - lo[0]) * scale).astype(np.int64)
-    row = (height - 1) - np.floor((xyz[:, 1] - lo[1]) * scale).astype(np.int64)  # y up in the image
-    pixel = row * width + col
-    order = np.lexsort((xyz[:, 2], pixel))  # by pixel, then height: the last of a run is on top
-    pixel = pixel[order]
+    row = (height - 1) - np.floor((xyz[:, 1] - lo[1]) * scale).astype(np.int64)
+    shifts = np.arange(point_px) - (point_px - 1) // 2
+    dr, dc = (d.ravel() for d in np.meshgrid(shifts, shifts, indexing="ij"))
+    rows, cols = (row[:, None] + dr).ravel(), (col[:, None] + dc).ravel()
+    ids = np.repeat(np.arange(len(xyz)), len(dr))
+    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+    pixel, ids = rows[inside] * width + cols[inside], ids[inside]
+    order = np.lexsort((xyz[ids, 2], pixel))  # by pixel, then height: the last of a run is on top
+    pixel, ids = pixel[order], ids[order]
     top = np.r_[pixel[1:] != pixel[:-1], True]
-    image = np.full((height * width, 3), BACKGROUND, dtype=np.uint8)
-    image[pixel[top]] = rgb[order][top]
-    return image.reshape(height, width, 3)
+    index = np.full(height * width, -1, dtype=np.int64)
+    index[pixel[top]] = ids[top]
+    return index.reshape(height, width)
+
+
+def render_topdown(xyz: np.ndarray, rgb: np.ndarray, size: int = 512, max_z: float | None = None) -> np.ndarray:
+    """(H, W, 3) u8 orthographic view from +z (see `topdown_index`); empty pixels are white.
+
+    Points above `max_z` are dropped (e.g. to look under a ceiling)."""
+    keep = np.ones(len(xyz), bool) if max_z is None else xyz[:, 2] <= max_z
+    index = topdown_index(xyz[keep], size)
+    image = np.full(index.shape + (3,), BACKGROUND, dtype=np.uint8)
+    image[index >= 0] = rgb[keep][index[index >= 0]]
+    return image
 
 
 def save_panels(path: str | Path, panels: dict[str, np.ndarray], legend: list[str] | None = None) -> Path:

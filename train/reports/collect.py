@@ -11,6 +11,8 @@ import json
 import os
 from pathlib import Path
 
+from shared.errors import UserError
+
 # Block order follows the seed paper; a folder's kind is read from the files it holds.
 ORDER = ("compare", "threshold", "partition", "components", "label_quality", "cost", "figures")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -48,14 +50,14 @@ def write_report_md(reports: str | Path = "reports") -> Path:
     """Write `<reports>/REPORT.md` from every folder of `reports` and return its path."""
     root = Path(reports)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no reports yet; run `make compare` (or another experiment) first")
+        raise UserError(f"{root}: no reports yet; run `make compare` (or another experiment) first")
     text = ["# Results", "", "Every number below was written by the code; each block names its pipeline and labeler.", ""]
     for folder in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: (_rank(p), p.name)):
         block = _block(folder, root)
         if block:
             text += [f"## {folder.name}", "", *block, ""]
     if len(text) == 4:
-        raise FileNotFoundError(f"{root}: holds no tables or figures yet")
+        raise UserError(f"{root}: holds no tables or figures yet")
     out = root / "REPORT.md"
     out.write_text("\n".join(text))
     return out
@@ -67,7 +69,7 @@ def splice_into_readme(report: Path, readme: str | Path) -> Path:
     readme = Path(readme)
     text = readme.read_text()
     if START not in text or END not in text:
-        raise ValueError(f"{readme}: no {START} ... {END} markers to put the results between")
+        raise UserError(f"{readme}: no {START} ... {END} markers to put the results between")
     body = report.read_text().replace("# Results\n", "", 1).replace("\n## ", "\n### ")
     prefix = Path(os.path.relpath(report.parent, readme.parent)).as_posix()
     body = body.replace("](", f"]({prefix}/")

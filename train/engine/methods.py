@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from shared.config import Pipeline, TrainConfig
-from train.data import Batch, SceneDataset, text_embedding
+from shared.errors import UserError
+from train.engine.data import Batch, SceneDataset, text_embedding
 from train.losses import HICLLoss, clip2scene_loss, pseudo_ce_loss
 from train.models import LinearHead, MinkUNet, ProjectionHead, TextHead
 from train.sparse import Backend, select_backend
@@ -35,7 +36,6 @@ class SegNet(nn.Module):
 
     def forward(self, x: Any) -> dict[str, Tensor]:
         feats = self.backbone.forward_features(x)
-        feats = feats.F if hasattr(feats, "F") else feats
         return {name: head(feats) for name, head in self.heads.items()}
 
 
@@ -45,7 +45,7 @@ def class_weights(counts: np.ndarray) -> torch.Tensor:
     counts = np.asarray(counts, dtype=np.float64)
     present = counts > 0
     if not present.any():
-        raise ValueError("class weights: the training targets hold no labelled point")
+        raise UserError("class weights: the training targets hold no labelled point; check the pseudo-labels with `python -m preprocess label-quality`")
     weight = np.zeros_like(counts)
     weight[present] = 1.0 / np.sqrt(counts[present] / counts.sum())
     weight[present] /= weight[present].mean()
@@ -66,7 +66,7 @@ class Method:
         self.num_classes = dataset.num_classes
         self.backend: Backend = select_backend(self.cfg.backend, device)
         self.text = (
-            torch.from_numpy(text_embedding(dataset.store, pipeline, dataset.scenes[0]))
+            torch.from_numpy(text_embedding(dataset.store, dataset.layout))
             if self.cfg.head == "text" or self.needs_text else None
         )
         self.backbone = MinkUNet(dataset.in_channels, width=self.cfg.width, backend=self.backend)
@@ -144,19 +144,20 @@ class CLIP2Scene(Method):
 class HICL(Method):
     """CE on refined (or raw) labels plus the correlation terms of `HICLLoss`."""
 
-    fields = ("pseudo", "segment", "refined")
+    fields = ("pseudo", "segment")
     loss_names = ("seg", "set", "intra", "inter", "feedback")
 
     def __init__(self, pipeline: Pipeline, dataset: SceneDataset, device: torch.device):
         super().__init__(pipeline, dataset, device)
         self.criterion = HICLLoss(self.cfg.hicl, self.num_classes).to(device)
         h = self.cfg.hicl
-        self.target = "refined" if h.refine else "label"
+        self.target = self.count_field = "refined" if h.refine else "label"
         self.correlation = h.intra_set or h.intra_scene or h.inter_scene or h.feedback
 
     @classmethod
     def fields_for(cls, cfg: TrainConfig) -> tuple[str, ...]:
-        return cls.fields + (("feat", "normal") if cfg.hicl.similar_positives else ())
+        h = cfg.hicl
+        return cls.fields + (("refined",) if h.refine else ()) + (("feat", "normal") if h.similar_positives else ())
 
     def heads(self, channels: int) -> dict[str, nn.Module]:
         return {**super().heads(channels), "embed": ProjectionHead(channels, dim=self.cfg.hicl.embed_dim)}

@@ -1,0 +1,24 @@
+"""The errors a user fixes, as opposed to bugs.
+
+Both command lines print a `UserError` as one line (its message names the file or key and the
+fix) and let every other exception keep its traceback, so an internal bug never looks like a
+user's mistake. Subclasses say where the problem was found.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input the user can fix: the message says what and how."""
+
+
+class ConfigError(UserError, ValueError):
+    """A pipeline file (or --set override) that cannot be used as written."""
+
+
+class DatasetError(UserError, ValueError):
+    """A raw dataset file that is missing, corrupt or inconsistent."""
+
+
+class MissingData(UserError, RuntimeError):
+    """The store lacks something a command needs (the message names the preprocess command)."""

@@ -1,0 +1,274 @@
+"""The store's schema: every group name, every cache key and the manifest, in one place.
+
+Both programs ask this module where an output lives: the stages that write it, and the trainer
+and the reports that read it. Nobody else spells a group name or calls `stage_key`.
+
+Layout (one store per dataset; one group per scene):
+
+    manifest.json                                what preprocessing made (see `Manifest`)
+    text/<labeler>-<key>/embedding               f32 (C, D) class-prompt embeddings
+    <scene>/points/{xyz f32 (N,3), rgb u8 (N,3), normal f32 (N,3), gt i16 (N,), instance i32 (N,),
+                    faces i32 (F,3), per-point sensor channels (LiDAR intensity, ring)}
+    <scene>/partitions/<method>-<key>/segment    i32 (N,)
+    <scene>/pseudo/<labeler>-<key>/{label i16, score f16, views u16[, feat f16 (N,D)]}
+    <scene>/pseudo/refined-<key>/{label i16, score f16, views u16}
+
+A key hashes the stage's name and version, its parameters and the keys of what it consumed:
+
+    points      <- dataset name, ingest parameters, fingerprint of the scene's raw files
+    partitions  <- method and its parameters, points key
+    labels      <- labeler and its parameters, class names, points key
+    text        <- labeler, its parameters, class names
+    refined     <- refine parameters, labels key, partition key
+
+so the trainer, given a pipeline and the points key the manifest recorded, names every output
+without touching the raw dataset, and an ablation that changes one parameter finds every
+output it did not change under its old name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from shared.classes import class_table
+from shared.config import DatasetConfig, PartitionConfig, Pipeline, params_dict
+from shared.errors import MissingData
+
+if TYPE_CHECKING:
+    from shared.store import Store
+
+# Bump a stage's version when its code changes what it writes: every key that depends on it
+# changes, so stale results are recomputed instead of trusted.
+STAGE_VERSIONS = {"ingest": 1, "partitions": 1, "labels": 2, "text": 1, "refine": 2}
+
+POINTS = "points"
+TEXT_SCENE = ""  # the text embeddings live at the store's root, not under a scene
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+log = logging.getLogger(__name__)
+
+
+def stage_key(stage: str, params: Mapping[str, Any], inputs: Sequence[str] = ()) -> str:
+    """Content address of a stage output: its name, version, parameters and input keys."""
+    payload = json.dumps(
+        {"stage": stage, "version": STAGE_VERSIONS[stage], "params": params, "inputs": list(inputs)},
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where one stage output lives: its group (relative to the scene), key and parameters."""
+
+    stage: str
+    group: str
+    key: str
+    params: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------ names and keys
+def class_names(pipeline: Pipeline) -> tuple[str, ...]:
+    """The class names the labeler is asked for (labels.maskclip.class_names, or the dataset's)."""
+    names = pipeline.labels.maskclip.class_names
+    return tuple(names) if names else class_table(pipeline.dataset.name).names
+
+
+def points_output(pipeline: Pipeline, fingerprint: str) -> Output:
+    params = {"dataset": pipeline.dataset.name, **params_dict(pipeline.ingest)}
+    return Output("ingest", POINTS, stage_key("ingest", params, [fingerprint]), params)
+
+
+def partition_output(partition: PartitionConfig, points_key: str) -> Output:
+    params = {"method": partition.method, **params_dict(partition.params)}
+    key = stage_key("partitions", params, [points_key])
+    return Output("partitions", f"partitions/{partition.method}-{key}", key, params)
+
+
+def labels_params(pipeline: Pipeline) -> dict[str, Any]:
+    """What a pseudo-label result depends on: the chosen labeler's own parameters only."""
+    cfg = pipeline.labels
+    sub = cfg.maskclip if cfg.labeler == "maskclip" else cfg.simulated
+    return {
+        "labeler": cfg.labeler, "frame_skip": cfg.frame_skip, "label_width": cfg.label_width,
+        "depth_tolerance": cfg.depth_tolerance, "store_features": cfg.store_features,
+        "labeler_params": params_dict(sub), "classes": list(class_names(pipeline)),
+    }
+
+
+def labels_output(pipeline: Pipeline, points_key: str) -> Output:
+    params = labels_params(pipeline)
+    key = stage_key("labels", params, [points_key])
+    return Output("labels", f"pseudo/{pipeline.labels.labeler}-{key}", key, params)
+
+
+def text_output(pipeline: Pipeline) -> Output:
+    params = {k: v for k, v in labels_params(pipeline).items() if k in ("labeler", "labeler_params", "classes")}
+    key = stage_key("text", params)
+    return Output("text", f"text/{pipeline.labels.labeler}-{key}", key, params)
+
+
+def refined_output(pipeline: Pipeline, labels_key: str, partition_key: str) -> Output:
+    params = params_dict(pipeline.refine)
+    key = stage_key("refine", params, [labels_key, partition_key])
+    return Output("refine", f"pseudo/refined-{key}", key, params)
+
+
+def split_key(dataset: DatasetConfig) -> str:
+    """The manifest's name for a dataset's train/val split settings (not its root: a store and
+    its dataset may move)."""
+    spec = {"name": dataset.name, "version": dataset.version, "train": dataset.train, "val": dataset.val,
+            "max_scenes": dataset.max_scenes}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def preprocess_command(pipeline: Pipeline) -> str:
+    return f"`python -m preprocess run {pipeline.source}` (make preprocess PIPELINE={pipeline.source})"
+
+
+# ------------------------------------------------------------------------------ the manifest
+@dataclass
+class Manifest:
+    """What preprocessing made, so that readers need the store and nothing else.
+
+    dataset: the dataset's name; classes: its benchmark class names (what `points/gt` indexes);
+    splits: split key -> {"spec": the split settings, "train": [...], "val": [...]} as resolved
+    against the raw dataset; scenes: scene -> {group: key} of every complete output;
+    text: group -> key of the class-prompt embeddings.
+    """
+
+    dataset: str
+    classes: list[str]
+    splits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scenes: dict[str, dict[str, str]] = field(default_factory=dict)
+    text: dict[str, str] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"format": MANIFEST_FORMAT, "dataset": self.dataset, "classes": self.classes,
+                "splits": self.splits, "scenes": self.scenes, "text": self.text}
+
+
+def read_manifest(store: "Store") -> Manifest:
+    data = store.read_json(MANIFEST)
+    if data is None:
+        raise MissingData(
+            f"{store.path}: no {MANIFEST}: the store was not made by `python -m preprocess run` (or by a version "
+            f"before manifests); run it on this store's pipeline file (cached stages are reused, so this is quick)"
+        )
+    if data.get("format") != MANIFEST_FORMAT:
+        raise MissingData(f"{store.path}/{MANIFEST}: format {data.get('format')!r}, expected {MANIFEST_FORMAT}; "
+                          "run `python -m preprocess run` again to rewrite it")
+    return Manifest(data["dataset"], data["classes"], data["splits"], data["scenes"], data["text"])
+
+
+def record_outputs(
+    store: "Store",
+    pipeline: Pipeline,
+    splits: Mapping[str, Sequence[str]] | None,
+    outputs: Sequence[tuple[str, Output]],
+) -> Manifest:
+    """Merge a run's split and complete (scene, output) pairs into the store's manifest (under
+    the store's lock, so concurrent runs on one store both land)."""
+    classes = list(class_table(pipeline.dataset.name).names)
+
+    def merge(data: dict[str, Any] | None) -> dict[str, Any]:
+        if data is None or data.get("format") != MANIFEST_FORMAT:
+            manifest = Manifest(pipeline.dataset.name, classes)
+        else:
+            manifest = Manifest(data["dataset"], data["classes"], data["splits"], data["scenes"], data["text"])
+        if manifest.dataset != pipeline.dataset.name:
+            raise MissingData(f"{store.path}: holds dataset {manifest.dataset!r}, not {pipeline.dataset.name!r}; "
+                              f"give {pipeline.source} its own store.path")
+        if splits is not None:
+            d = pipeline.dataset
+            manifest.splits[split_key(d)] = {
+                "spec": {"train": d.train, "val": d.val, "max_scenes": d.max_scenes, "version": d.version},
+                **{name: list(ids) for name, ids in splits.items()},
+            }
+        for scene, out in outputs:
+            if out.stage == "text":
+                manifest.text[out.group] = out.key
+            else:
+                groups = manifest.scenes.setdefault(scene, {})
+                if out.group == POINTS and groups.get(POINTS) not in (None, out.key):
+                    groups.clear()  # re-ingested: what hung off the old points is gone from the store
+                groups[out.group] = out.key
+        return manifest.as_json()
+
+    return Manifest(**{k: v for k, v in store.update_json(MANIFEST, merge).items() if k != "format"})
+
+
+# ------------------------------------------------------------------------------ reading
+class Layout:
+    """A pipeline's view of a store: which group holds each output it needs, from the manifest.
+
+    Every look-up that fails raises `MissingData` naming the preprocess command that makes it.
+    """
+
+    def __init__(self, store: "Store", pipeline: Pipeline):
+        self.store, self.pipeline = store, pipeline
+        self.manifest = read_manifest(store)
+        if len(self.manifest.classes) != len(class_names(pipeline)):
+            raise MissingData(
+                f"{store.path}: holds {len(self.manifest.classes)} classes of {self.manifest.dataset!r}, but "
+                f"{pipeline.source} asks for {len(class_names(pipeline))}; check labels.maskclip.class_names"
+            )
+
+    def _missing(self, what: str, scene: str = "") -> MissingData:
+        where = f"scene {scene!r} " if scene else ""
+        return MissingData(f"{self.store.path}: {where}has no {what} for {self.pipeline.source}; "
+                           f"run {preprocess_command(self.pipeline)}")
+
+    def split(self, name: str) -> list[str]:
+        """Scene ids of the pipeline's train or val split, as preprocessing resolved it, that have
+        points in the store (a scene that failed to ingest is left out with a warning)."""
+        entry = self.manifest.splits.get(split_key(self.pipeline.dataset))
+        if entry is None:
+            d = self.pipeline.dataset
+            raise self._missing(f"split recorded for dataset.train = {d.train!r}, dataset.val = {d.val!r}, "
+                                f"dataset.max_scenes = {d.max_scenes}")
+        scenes = [s for s in entry[name] if self.has_points(s)]
+        if len(scenes) < len(entry[name]):
+            log.warning("%s split: %d of %d scenes have no points in %s (they failed to ingest); using the rest",
+                        name, len(entry[name]) - len(scenes), len(entry[name]), self.store.path)
+        return scenes
+
+    def has_points(self, scene: str) -> bool:
+        return POINTS in self.manifest.scenes.get(scene, {})
+
+    def points_key(self, scene: str) -> str:
+        key = self.manifest.scenes.get(scene, {}).get(POINTS)
+        if key is None:
+            raise self._missing("points", scene)
+        return key
+
+    def _check(self, scene: str, out: Output, what: str) -> str:
+        if self.manifest.scenes.get(scene, {}).get(out.group) != out.key:
+            raise self._missing(what, scene)
+        return out.group
+
+    def partition(self, scene: str, name: str) -> str:
+        part = self.pipeline.partition(name)
+        return self._check(scene, partition_output(part, self.points_key(scene)), f"partition {name!r}")
+
+    def labels(self, scene: str) -> str:
+        out = labels_output(self.pipeline, self.points_key(scene))
+        return self._check(scene, out, f"{self.pipeline.labels.labeler} pseudo-labels")
+
+    def refined(self, scene: str, partition: str) -> str:
+        labels = labels_output(self.pipeline, self.points_key(scene))
+        part = partition_output(self.pipeline.partition(partition), self.points_key(scene))
+        out = refined_output(self.pipeline, labels.key, part.key)
+        return self._check(scene, out, f"refined pseudo-labels over partition {partition!r}")
+
+    def text(self) -> str:
+        out = text_output(self.pipeline)
+        if self.manifest.text.get(out.group) != out.key:
+            raise self._missing(f"{self.pipeline.labels.labeler} text embeddings")
+        return out.group
