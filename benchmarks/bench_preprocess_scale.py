@@ -21,7 +21,7 @@ from pathlib import Path
 
 from distributed import LocalCluster
 
-from preprocess.datasets.synth import generate
+from preprocess.synth import generate
 from preprocess.pipeline import run
 from shared.config import load_pipeline
 from shared.schema import read_manifest

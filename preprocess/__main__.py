@@ -24,7 +24,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _synth(argv: list[str]) -> int:
-    from preprocess.datasets.synth import main
+    from preprocess.synth.cli import main
 
     return main(argv)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from preprocess.datasets.synth import generate
+from preprocess.synth import generate
 from preprocess.pipeline import run
 from shared.config import load_pipeline
 from shared.schema import read_manifest

@@ -24,7 +24,7 @@ import pytest
 from test_pipeline import PIPELINE
 
 from preprocess import stages
-from preprocess.datasets.synth import generate
+from preprocess.synth import generate
 from preprocess.pipeline import run
 from shared.config import load_pipeline
 from shared.store import POINTS, Store

@@ -105,7 +105,7 @@ def test_train_and_eval_need_only_the_store(tmp_path):
     the label-quality report and the eval report score the same stored refined labels."""
     from preprocess.pipeline import run
     from preprocess.reports import label_quality
-    from preprocess.datasets.synth import generate
+    from preprocess.synth import generate
     from train.engine.loop import fit
     from train.reports.evaluate import evaluate
 

@@ -1,0 +1,89 @@
+"""Rooms written as ScanNet v2 scan folders (meshes, meta .txt, exported frames, poses) plus
+the split files, each scene drawn from its own `numpy.random.default_rng([seed, index])`."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from preprocess.synth.render import intrinsic_for, render_frames
+from preprocess.synth.rooms import SynthMesh, SynthRoom, build_mesh, make_room
+from shared.ply import write_ply
+
+
+def _matrix_text(matrix: np.ndarray) -> str:
+    return "".join(" ".join(f"{v:f}" for v in row) + "\n" for row in matrix)
+
+
+def write_scene(scene_dir: Path, scene_id: str, room: SynthRoom, mesh: SynthMesh, width: int, height: int) -> None:
+    """The ScanNet v2 scan folder of `scene_id`: meshes, meta .txt and exported frames."""
+    alpha = np.full(len(mesh.xyz), 255, np.uint8)
+    write_ply(scene_dir / f"{scene_id}_vh_clean_2.ply", mesh.xyz, mesh.rgb, mesh.faces, alpha=alpha)
+    write_ply(scene_dir / f"{scene_id}_vh_clean_2.labels.ply", mesh.xyz, mesh.rgb, mesh.faces, alpha=alpha, label=mesh.nyu40)
+    k = intrinsic_for(width, height)
+    frames = len(room.camera_to_world)
+    info = {
+        "axisAlignment": " ".join(f"{v:f}" for v in np.eye(4).ravel()),
+        "colorHeight": height, "colorWidth": width, "depthHeight": height, "depthWidth": width,
+        "fx_color": f"{k[0, 0]:f}", "fx_depth": f"{k[0, 0]:f}", "fy_color": f"{k[1, 1]:f}", "fy_depth": f"{k[1, 1]:f}",
+        "mx_color": f"{k[0, 2]:f}", "mx_depth": f"{k[0, 2]:f}", "my_color": f"{k[1, 2]:f}", "my_depth": f"{k[1, 2]:f}",
+        "numColorFrames": frames, "numDepthFrames": frames, "sceneType": room.scene_type.title(),
+    }
+    (scene_dir / f"{scene_id}.txt").write_text("".join(f"{key} = {value}\n" for key, value in info.items()))
+    for sub in ("color", "depth", "pose", "intrinsic"):
+        (scene_dir / sub).mkdir()
+    k4 = np.eye(4)
+    k4[:3, :3] = k
+    for name in ("intrinsic_color", "intrinsic_depth"):
+        (scene_dir / "intrinsic" / f"{name}.txt").write_text(_matrix_text(k4))
+    for name in ("extrinsic_color", "extrinsic_depth"):
+        (scene_dir / "intrinsic" / f"{name}.txt").write_text(_matrix_text(np.eye(4)))
+
+    colours, depths = render_frames(mesh, room.camera_to_world, k, width, height)
+    for i, (pose, colour, depth) in enumerate(zip(room.camera_to_world, colours, depths)):
+        Image.fromarray(colour).save(scene_dir / "color" / f"{i}.jpg", quality=90)
+        Image.fromarray(depth).save(scene_dir / "depth" / f"{i}.png", compress_level=1)
+        (scene_dir / "pose" / f"{i}.txt").write_text(_matrix_text(pose))
+
+
+def generate_scene(scene_dir: str | Path, index: int, seed: int = 0, resolution: float = 0.04, min_vertices: int = 50_000,
+                   frames: int = 30, width: int = 320, height: int = 240) -> SynthMesh:
+    """Generate and write scene `index` of the dataset of `seed`. The grid is refined below
+    `resolution` until the mesh has `min_vertices` (0: take `resolution` as it is). The folder
+    is written beside its final place and then renamed, so it is never seen half-written."""
+    rng = np.random.default_rng([seed, index])
+    room = make_room(rng, frames)
+    colour_seed = int(rng.integers(0, 2**63))
+    while True:  # colours drawn from the same stream whatever the number of refinements
+        mesh = build_mesh(room, np.random.default_rng(colour_seed), resolution)
+        if len(mesh.xyz) >= min_vertices:
+            break
+        resolution *= 0.97 * np.sqrt(len(mesh.xyz) / min_vertices)
+    scene_dir = Path(scene_dir)
+    partial = scene_dir.with_name(f".{scene_dir.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    write_scene(partial, scene_dir.name, room, mesh, width, height)
+    shutil.rmtree(scene_dir, ignore_errors=True)
+    partial.rename(scene_dir)
+    return mesh
+
+
+def generate(out_dir: str | Path, scenes: int = 10, seed: int = 0, val_fraction: float = 0.2, **scene_options) -> list[str]:
+    """Write `scenes` rooms as `out_dir/scans/sceneXXXX_00/` plus `scannetv2_train.txt` and
+    `scannetv2_val.txt` (the last `val_fraction` of the scenes, at least one when there are two
+    or more). `scene_options` go to `generate_scene` (resolution, min_vertices, frames, width,
+    height). Returns the scene ids."""
+    if scenes < 1:
+        raise ValueError(f"scenes must be >= 1, got {scenes}")
+    out_dir = Path(out_dir)
+    ids = [f"scene{i:04d}_00" for i in range(scenes)]
+    for i, scene_id in enumerate(ids):
+        generate_scene(out_dir / "scans" / scene_id, i, seed, **scene_options)
+    n_val = max(1, round(scenes * val_fraction)) if scenes > 1 else 0
+    (out_dir / "scannetv2_train.txt").write_text("".join(f"{s}\n" for s in ids[: scenes - n_val]))
+    (out_dir / "scannetv2_val.txt").write_text("".join(f"{s}\n" for s in ids[scenes - n_val:]))
+    return ids
