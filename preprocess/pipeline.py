@@ -196,7 +196,7 @@ def check(pipeline: Pipeline, only: tuple[str, ...]) -> dict[str, list[str]]:
     if not splits["train"] and not splits["val"]:
         raise DatasetError(f"{pipeline.dataset.root}: no scenes found for dataset {pipeline.dataset.name!r}")
     if "labels" in only or "refine" in only:
-        from preprocess.labels.labelers import check_labeler
+        from preprocess.labels.checks import check_labeler
 
         for variant in {_labels_identity(v): v for v in _variants(pipeline)}.values():
             check_labeler(variant)

@@ -22,10 +22,8 @@ import numpy as np
 
 from preprocess.datasets.registry import read_scene, scene_files
 from preprocess.datasets.scene import Scene
-from preprocess.geometry.normals import mesh_normals, point_normals
 from shared.config import PartitionConfig, Pipeline
 from shared.errors import ConfigError, DatasetError, UserError
-from shared.refine import refine_labels
 from shared.schema import (
     POINTS,
     TEXT_SCENE,
@@ -107,6 +105,8 @@ def ingest_output(pipeline: Pipeline, scene_id: str) -> Output:
 
 def scene_arrays(scene: Scene, normal_knn: int) -> dict[str, np.ndarray]:
     """The store's `points` arrays of a scene (normals computed here)."""
+    from preprocess.geometry.normals import mesh_normals, point_normals  # open3d: only where normals are made
+
     if scene.faces is not None and len(scene.faces):
         normal = mesh_normals(scene.xyz, scene.faces)
     else:
@@ -282,6 +282,8 @@ def store_text_embeddings(pipeline: Pipeline, scene_id: str = TEXT_SCENE) -> Sta
 # ------------------------------------------------------------------------------ refine
 @_guard("refine")
 def refine(pipeline: Pipeline, scene_id: str, labelled: StageResult, partitioned: StageResult) -> StageResult:
+    from shared.refine import refine_labels  # Numba: compiled code loads where it runs
+
     store = Store(pipeline.store.path)
     out = refined_output(pipeline, labelled.key, partitioned.key)
     group, key = out.group, out.key

@@ -11,6 +11,7 @@ import pytest
 from preprocess.synth import generate
 from preprocess.pipeline import run
 from shared.config import load_pipeline
+from shared.errors import ConfigError
 from shared.schema import read_manifest
 from shared.store import Store
 
@@ -123,3 +124,30 @@ def test_local_dask_cluster_matches_inline(tmp_path, dataset):
     assert sorted(a) == sorted(b)
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_a_configuration_that_cannot_work_fails_before_any_scene_in_one_line(tmp_path, dataset, capsys):
+    """CLIP weights that are not there, or a labeler that cannot label the dataset: one line
+    naming the fixes that fit the dataset, no traceback, no store, no scene touched."""
+    from preprocess.__main__ import main
+
+    path = pipeline_file(tmp_path, dataset, tmp_path / "s.zarr")
+    missing = tmp_path / "ViT-B-16.pt"
+    code = main(["run", str(path), "--set", "labels.labeler=maskclip", "--set", f"labels.maskclip.pretrained={missing}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"CLIP checkpoint '{missing}' not found; set labels.maskclip.pretrained to a local checkpoint" in err
+    assert 'labels.labeler = "simulated-clip"' in err
+    assert not (tmp_path / "s.zarr").exists()
+    code = main(["run", str(path), "--set", "dataset.train=nosuch.txt"])
+    err = capsys.readouterr().err
+    assert code == 2 and "nosuch.txt: split file not found" in err and err.count("\n") == 1
+
+
+def test_simulated_labels_cannot_be_asked_of_lidar(tmp_path):
+    from preprocess.labels.checks import check_labeler
+
+    path = pipeline_file(tmp_path, tmp_path, tmp_path / "s.zarr")
+    with pytest.raises(ConfigError, match=r'"simulated-clip" renders ground-truth label images from a labelled '
+                                          r'mesh, and nuscenes has none; use labels.labeler = "maskclip"'):
+        check_labeler(load_pipeline(path, {"dataset.name": "nuscenes"}))

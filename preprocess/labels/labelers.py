@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from preprocess.datasets.scene import Scene, View
-from preprocess.labels.maskclip import MaskCLIP, load_clip, weights_problem
+from preprocess.labels.maskclip import MaskCLIP, load_clip
 from preprocess.labels.simulated import (
     confusion_matrix,
     render_vertex_labels,
@@ -21,7 +21,7 @@ from preprocess.labels.simulated import (
     simulated_text_embeddings,
 )
 from preprocess.labels.transfer import label_size, scale_intrinsic, transfer_labels
-from shared.config import LabelsConfig, Pipeline
+from shared.config import LabelsConfig
 from shared.errors import ConfigError
 
 LabelMaps = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # label i16, score f16, feature f16 | None
@@ -98,25 +98,6 @@ def _resize(image: np.ndarray, width: int) -> np.ndarray:
 
 
 LABELERS: dict[str, type] = {"simulated-clip": SimulatedCLIPLabeler, "maskclip": MaskCLIPLabeler}
-
-
-MESH_DATASETS = ("scannet", "synthetic")  # the simulated labeler renders their labelled meshes
-
-
-def check_labeler(pipeline: Pipeline) -> None:
-    """A ConfigError, before any scene is processed, when the pipeline's labeler cannot work on
-    this machine or dataset; its message names the fixes that fit the dataset."""
-    cfg, dataset = pipeline.labels, pipeline.dataset.name
-    if cfg.labeler == "simulated-clip" and dataset not in MESH_DATASETS:
-        raise ConfigError(
-            f"{pipeline.source}: labels.labeler = \"simulated-clip\" renders ground-truth label images from a "
-            f"labelled mesh, and {dataset} has none; use labels.labeler = \"maskclip\" with CLIP weights"
-        )
-    if cfg.labeler == "maskclip" and (problem := weights_problem(cfg.maskclip.model, cfg.maskclip.pretrained)):
-        fixes = "set labels.maskclip.pretrained to a local checkpoint file (download it where there is network)"
-        if dataset in MESH_DATASETS:
-            fixes += ", or set labels.labeler = \"simulated-clip\" to run the pipeline on simulated labels"
-        raise ConfigError(f"{pipeline.source}: {problem}; {fixes}")
 
 
 def make_labeler(labels_cfg: LabelsConfig, class_names: list[str] | tuple[str, ...]) -> Labeler:

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 from typing import Any, Callable
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from preprocess.labels.checks import is_path
 from shared.errors import UserError
 
 LOGIT_SCALE = 100.0  # CLIP's learned temperature, as MaskCLIP applies it
@@ -31,52 +30,6 @@ LOGIT_SCALE = 100.0  # CLIP's learned temperature, as MaskCLIP applies it
 
 class MaskCLIPWeightsError(UserError, RuntimeError):
     """CLIP weights could not be loaded; the message names the fix."""
-
-
-def _is_path(pretrained: str) -> bool:
-    return os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
-
-
-def _reachable(url: str, timeout: float = 3.0) -> bool:
-    host = urlparse(url).hostname
-    if not host or os.environ.get("HF_HUB_OFFLINE") == "1":
-        return False
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def weights_problem(model: str, pretrained: str) -> str | None:
-    """Why `load_clip(model, pretrained)` cannot work on this machine, or None when it can:
-    a local checkpoint that is missing, an unknown tag, or a tag whose weights are neither in the
-    local caches nor downloadable (no network). Takes seconds, where a failing download takes a
-    minute of retries per worker."""
-    if _is_path(pretrained):
-        return None if os.path.isfile(pretrained) else f"CLIP checkpoint {pretrained!r} not found"
-    import open_clip
-    from open_clip.pretrained import get_pretrained_cfg
-
-    cfg = get_pretrained_cfg(model, pretrained)
-    if not cfg:
-        return (f"open_clip knows no weights {pretrained!r} for {model!r} "
-                f"(known: {', '.join(open_clip.list_pretrained_tags_by_model(model)) or 'none'})")
-    hub = cfg.get("hf_hub", "")
-    if hub:
-        from huggingface_hub import try_to_load_from_cache
-
-        repo, filename = os.path.split(hub)
-        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-        if any(isinstance(try_to_load_from_cache(repo, name), str) for name in names):
-            return None
-    url = cfg.get("url", "")
-    if url and os.path.isfile(os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))):
-        return None
-    source = f"https://huggingface.co/{hub}" if hub else url
-    if _reachable(source):
-        return None
-    return f"CLIP weights {model!r} / {pretrained!r} are not cached on this machine and {urlparse(source).hostname} cannot be reached"
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -93,7 +46,7 @@ def load_clip(model: str = "ViT-B-16", pretrained: str = "openai", device: str =
     first use) or a local checkpoint file."""
     import open_clip
 
-    if _is_path(pretrained):
+    if is_path(pretrained):
         if not os.path.isfile(pretrained):
             raise MaskCLIPWeightsError(
                 f"CLIP checkpoint {pretrained!r} not found: set labels.maskclip.pretrained to an "
