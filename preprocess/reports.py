@@ -59,8 +59,10 @@ def partition_quality(pipeline: Pipeline, out_dir: str | Path, neighbours: int =
     boxes = pipeline.dataset.name == "nuscenes"
     scenes = [s for s in store.scenes() if (store.path / s / POINTS / "instance").is_dir()]
     if not scenes:
-        how = ("set dataset.box_instances = true and rerun the ingest stage" if boxes else
-               "ScanNet scenes need their .aggregation.json and _vh_clean_2.0.010000.segs.json")
+        how = {
+            "nuscenes": "set dataset.box_instances = true and rerun the ingest stage",
+            "scannet": "ScanNet scenes need their .aggregation.json and _vh_clean_2.0.010000.segs.json",
+        }.get(pipeline.dataset.name, "the generated rooms carry no instance annotation (no .aggregation.json)")
         raise ValueError(f"{store.path}: no scene in the store has per-point instances; {how}")
     per_scene: dict[str, dict[str, dict]] = {p.name: {} for p in pipeline.partitions}
     graphs = set()
