@@ -1,8 +1,12 @@
-"""Seconds per scene of each partition method, on the real ScanNet sample and a large generated room.
+"""Seconds per scene of each partition method, on the real ScanNet sample and a large generated room,
+and per nuScenes sweep of every partition of pipelines/nuscenes-sample.toml.
 
-Run: `.venv/bin/python benchmarks/bench_partitions.py [--repeats 5]`. Each method is timed
-after one warm-up call (JIT compilation, caches), then `repeats` times; the table shows the
-median and the minimum. Add a method by adding one line to METHODS.
+Run: `.venv/bin/python benchmarks/bench_partitions.py [--repeats 5] [--sweeps 5]`. Each method is
+timed after one warm-up call (JIT compilation, caches), then `repeats` times; the table shows the
+median and the minimum. Add a method by adding one line to METHODS. The nuScenes table times
+each partition (as the partitions stage runs it) on `sweeps` keyframes of scene-0916 spread over
+the scene: median wall and CPU seconds per sweep over all sweeps and repeats (prefix the
+command with `OMP_NUM_THREADS=1` to hold every library to one core).
 Yardstick: ScanNet's C++ segmentator (g++ -O2) takes 0.12 s wall on scene0000_00 on the
 project's 2-core machine, including reading the PLY and writing the JSON.
 """
@@ -27,7 +31,9 @@ from preprocess.partition.superpoints import superpoints
 from preprocess.partition.vccs import vccs
 from preprocess.segment_cli import main as segment_main
 
-SHARED_DATA = Path(os.environ.get("HICL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("HICL_SHARED_DATA", REPO.parent / "shared" / "data"))
+NUSCENES = SHARED_DATA / "nuscenes"
 SCANNET_MESH = SHARED_DATA / "scannet" / "scans" / "scene0000_00" / "scene0000_00_vh_clean_2.ply"
 
 METHODS: dict[str, Callable[[Scene], np.ndarray]] = {
@@ -98,10 +104,41 @@ def seconds(call: Callable[[], object], repeats: int) -> tuple[float, float, obj
     return float(np.median(times)), float(np.min(times)), result
 
 
+def nuscenes_table(repeats: int, sweeps: int) -> list[str]:
+    """Rows for every partition of pipelines/nuscenes-sample.toml on scene-0916 keyframes."""
+    from preprocess.datasets.nuscenes import list_nuscenes_samples, read_nuscenes_sample
+    from preprocess.geometry.normals import point_normals
+    from preprocess.stages import compute_partition
+    from shared.config import load_pipeline
+
+    ids = list_nuscenes_samples(NUSCENES, "v1.0-mini")
+    chosen = [ids[i] for i in np.linspace(0, len(ids) - 1, sweeps).round().astype(int)]
+    frames = []
+    for scene_id in chosen:
+        scene = read_nuscenes_sample(NUSCENES, "v1.0-mini", scene_id, load_views=False)
+        frames.append({"xyz": scene.xyz, "rgb": scene.rgb, "normal": point_normals(scene.xyz, knn=30),
+                       "intensity": scene.meta["intensity"], "ring": scene.meta["ring"]})
+    rows = [f"\nnuScenes scene-0916, {len(frames)} keyframes ({', '.join(chosen)}), ~{len(frames[0]['xyz']):,} points a sweep:",
+            "", "| partition | sets/sweep (median) | median wall s/sweep | median CPU s/sweep |", "|---|---:|---:|---:|"]
+    for partition in load_pipeline(REPO / "pipelines" / "nuscenes-sample.toml").partitions:
+        compute_partition(partition, frames[0])  # warm-up: Numba compilation
+        wall, cpu, sets = [], [], []
+        for points in frames:
+            for _ in range(repeats):
+                start, start_cpu = time.perf_counter(), time.process_time()
+                segment = compute_partition(partition, points)[0]
+                wall.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - start_cpu)
+            sets.append(len(np.unique(segment)))
+        rows.append(f"| {partition.name} | {np.median(sets):.0f} | {np.median(wall):.3f} | {np.median(cpu):.3f} |")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--synthetic-vertices", type=int, default=500_000)
+    parser.add_argument("--sweeps", type=int, default=5, help="nuScenes keyframes to time (0: skip nuScenes)")
     args = parser.parse_args(argv)
 
     scenes = [s for s in (scannet_scene(), synthetic_room(args.synthetic_vertices)) if s is not None]
@@ -119,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                 median, fastest, _ = seconds(lambda: segment_main(cli), args.repeats)
         print(f"\nsegment CLI end to end on scene0000_00 (read PLY, segment, write JSON): "
               f"median {median:.3f} s, min {fastest:.3f} s; ScanNet's C++ segmentator: 0.12 s")
+    if args.sweeps > 0 and (NUSCENES / "v1.0-mini").is_dir():
+        print("\n".join(nuscenes_table(args.repeats, args.sweeps)))
     return 0
 
 

@@ -1,5 +1,5 @@
 """`python -m preprocess <command>`: run a pipeline's stages, generate the default dataset,
-segment a mesh like ScanNet's tool, draw partitions, measure pseudo-label quality."""
+segment a mesh like ScanNet's tool, draw partitions, measure partition and pseudo-label quality."""
 
 from __future__ import annotations
 
@@ -52,6 +52,14 @@ def _label_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def _partition_quality(args: argparse.Namespace) -> int:
+    from preprocess.reports import partition_quality
+
+    pipeline = load_pipeline(args.pipeline, parse_overrides(args.set))
+    print(partition_quality(pipeline, args.out, neighbours=args.neighbours))
+    return 0
+
+
 def _cost(args: argparse.Namespace) -> int:
     from preprocess.reports import processing_cost
 
@@ -92,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("all", "train", "val"), default="all", help="scenes to score (default: both splits)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.set_defaults(func=_label_quality)
+
+    p = sub.add_parser("partition-quality", help="each partition's sets, seconds, purity, under-segmentation and "
+                       "boundary recall against the stored instances (nuScenes: 3D boxes)")
+    p.add_argument("pipeline")
+    p.add_argument("--out", default="reports/partition_quality", help="folder for partition_quality.md / .json")
+    p.add_argument("--neighbours", type=int, default=10, help="k of the k-NN graph boundaries are taken over (point clouds)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.set_defaults(func=_partition_quality)
 
     p = sub.add_parser("cost", help="seconds per scene of every stage, from the store's recorded timings")
     p.add_argument("pipeline")

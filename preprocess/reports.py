@@ -1,4 +1,5 @@
-"""Reports made from the store alone: partitions side by side, pseudo-label quality."""
+"""Reports made from the store alone: partitions side by side, their quality against instances,
+pseudo-label quality, processing cost."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.config import Pipeline
-from shared.errors import MissingData
+from shared.config import Pipeline, params_dict
+from shared.errors import ConfigError, MissingData
 from shared.metrics import IoUAccumulator, write_tables
 from shared.schema import POINTS, Layout, class_names, preprocess_command, read_manifest
 from shared.store import Store
@@ -36,6 +37,77 @@ def show_partitions(pipeline: Pipeline, scene: str | None, out: str | Path) -> P
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     faces = store.read(scene, POINTS, ["faces"])["faces"] if store.has_array(scene, POINTS, "faces") else None
     return plot_partitions(points["xyz"], faces, panels, out, title=scene)
+
+
+def partition_quality(pipeline: Pipeline, out_dir: str | Path, neighbours: int = 10) -> str:
+    """Every [[partitions]] entry against the stored instances, over the store's scenes that have
+    them: sets per scene (mean and max), seconds per scene (median of what the partitions stage
+    recorded: wall time, first calls include Numba's compilation), purity, in-box purity
+    (nuScenes' boxes), under-segmentation error and boundary recall (definitions in
+    preprocess/partition/metrics.py), each a mean over the scenes where it is defined. Boundaries are taken over mesh
+    edges where the scene is a mesh, over each point's `neighbours` nearest points otherwise.
+    Writes partition_quality.md and .json (with every scene's figures) to `out_dir`."""
+    from preprocess.partition.metrics import knn_edges, mesh_edges, partition_report
+
+    store = Store(pipeline.store.path)
+    layout = Layout(store, pipeline)
+    if not pipeline.partitions:
+        raise ConfigError(f"{pipeline.source}: no [[partitions]] entry to measure")
+    boxes = pipeline.dataset.name == "nuscenes"
+    scenes = [s for s in _scenes(layout) if store.has_array(s, POINTS, "instance")]
+    if not scenes:
+        how = {
+            "nuscenes": "set dataset.box_instances = true and rerun the ingest stage",
+            "scannet": "ScanNet scenes need their .aggregation.json and _vh_clean_2.0.010000.segs.json",
+        }.get(pipeline.dataset.name, "the generated rooms carry no instance annotation (no .aggregation.json)")
+        raise MissingData(f"{store.path}: no scene of {pipeline.source} has per-point instances; {how}")
+    per_scene: dict[str, dict[str, dict]] = {p.name: {} for p in pipeline.partitions}
+    graphs = set()
+    for scene in scenes:
+        names = ["xyz", "instance"] + (["faces"] if store.has_array(scene, POINTS, "faces") else [])
+        points = store.read(scene, POINTS, names)
+        edges = mesh_edges(points["faces"]) if "faces" in points else knn_edges(points["xyz"], k=neighbours)
+        graphs.add("mesh edges" if "faces" in points else f"{neighbours} nearest neighbours")
+        for p in pipeline.partitions:
+            group = layout.partition(scene, p.name)
+            report = partition_report(store.read(scene, group, ["segment"])["segment"], points["instance"], edges, boxes)
+            per_scene[p.name][scene] = {**report, "seconds": store.attrs(scene, group)["seconds"]}
+    columns = ["purity", *(["in_box_purity"] if boxes else []), "undersegmentation_error", "boundary_recall"]
+    rows = {}
+    for p in pipeline.partitions:
+        figures = list(per_scene[p.name].values())
+        mean = {c: _defined_mean([f[c] for f in figures]) for c in ("count", *columns)}
+        rows[p.name] = {"method": p.method, "params": params_dict(p.params), "scenes": len(figures),
+                        "sets_max": int(max(f["count"] for f in figures)),
+                        "seconds_median": float(np.median([f["seconds"] for f in figures])), **mean}
+    truth = "annotated 3D boxes (background = points outside every box, one more instance)" if boxes else "instance labels"
+    lines = [
+        f"Partitions of {len(scenes)} scenes of {store.path} against {truth}; means over scenes. "
+        f"Boundary recall over {' / '.join(sorted(graphs))}. "
+        f"Seconds: median over scenes of the wall time the partitions stage recorded, one core per scene ({machine()}).",
+        "",
+        f"| partition | sets/scene (max) | s/scene (median) | purity |{' in-box purity |' if boxes else ''} under-seg. error | boundary recall | parameters |",
+        f"|---|---:|---:|---:|{'---:|' if boxes else ''}---:|---:|---|",
+    ]
+    for name, r in rows.items():
+        params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
+        lines.append(f"| {name} | {r['count']:.0f} ({r['sets_max']}) | {r['seconds_median']:.3f} | "
+                     + "".join(f"{r[c]:.3f} | " for c in columns) + f"{r['method']}: {params} |")
+    text = "\n".join(lines)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "partition_quality.md").write_text(text + "\n")
+    (out / "partition_quality.json").write_text(json.dumps(
+        {"store": str(store.path), "truth": truth, "neighbours": neighbours, "machine": machine(),
+         "rows": rows, "scenes": per_scene}, indent=2))
+    return text
+
+
+def _defined_mean(values: list[float]) -> float:
+    """Mean over the scenes where a figure is defined (a scene without boxes has no in-box
+    purity, one without instance boundaries no boundary recall); NaN where it is nowhere."""
+    defined = [v for v in values if not np.isnan(v)]
+    return float(np.mean(defined)) if defined else float("nan")
 
 
 def label_quality(pipeline: Pipeline, out_dir: str | Path, split: str = "all") -> str:

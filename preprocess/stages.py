@@ -123,15 +123,19 @@ def scene_arrays(scene: Scene, normal_knn: int) -> dict[str, np.ndarray]:
     if scene.instance is not None:
         arrays["instance"] = scene.instance.astype(np.int32)
     for name, value in scene.meta.items():  # per-point sensor channels (LiDAR intensity, ring)
-        if isinstance(value, np.ndarray) and value.shape[:1] == (len(scene.xyz),) and name not in arrays:
+        if _per_point(value, len(scene.xyz)) and name not in arrays:
             arrays[name] = value
     return arrays
 
 
+def _per_point(value: Any, n: int) -> bool:
+    """Whether a metadata value is a per-point channel of a scene of n points."""
+    return isinstance(value, np.ndarray) and value.shape[:1] == (n,)
+
+
 def _small_meta(scene: Scene) -> dict:
     """Scene metadata for the store's attributes, without per-point arrays."""
-    n = len(scene.xyz)
-    return {k: v for k, v in scene.meta.items() if not (isinstance(v, np.ndarray) and v.shape[:1] == (n,))}
+    return {k: v for k, v in scene.meta.items() if not _per_point(v, len(scene.xyz))}
 
 
 @_guard("ingest")
@@ -150,6 +154,7 @@ def ingest(pipeline: Pipeline, scene_id: str) -> StageResult:
             xyz=scene.xyz[keep], rgb=scene.rgb[keep],
             gt=None if scene.gt is None else scene.gt[keep],
             instance=None if scene.instance is None else scene.instance[keep],
+            meta={k: v[keep] if _per_point(v, len(keep)) else v for k, v in scene.meta.items()},  # intensity, ring
         )
     arrays = scene_arrays(scene, pipeline.ingest.normal_knn)
     seconds = time.perf_counter() - start
@@ -173,16 +178,34 @@ def _points_info(store: Store, scene_id: str) -> dict:
 
 
 # -------------------------------------------------------------------------- partitions
+def _channel(points: dict[str, np.ndarray], name: str, what: str) -> np.ndarray:
+    """A per-point sensor channel a partition's parameters ask for, or one clear error."""
+    if name not in points:
+        raise ConfigError(
+            f"{what} needs the per-point '{name}' channel, which this store's points lack "
+            "(nuScenes sweeps have intensity and ring; meshes have neither): choose other parameters"
+        )
+    return points[name]
+
+
 def compute_partition(partition: PartitionConfig, points: dict[str, np.ndarray]) -> tuple[np.ndarray, dict]:
     """Run one partition method on a scene's stored points; returns (segment ids, extra attrs)."""
     p = partition.params
     xyz = points["xyz"]
+    what = f"[[partitions]] {partition.name!r}"
     if partition.method == "felzenszwalb":
         from preprocess.partition.felzenszwalb import felzenszwalb, felzenszwalb_points
 
         if "faces" in points and len(points["faces"]):
             return felzenszwalb(xyz, points["faces"], k=p.k, min_verts=p.min_verts), {}
-        return felzenszwalb_points(xyz, points["normal"], k=p.k, min_verts=p.min_verts, knn=p.knn), {}
+        rings = _channel(points, "ring", f"{what} with graph = {p.graph!r}") if p.graph != "knn" else None
+        lidar = p.weights == "lidar"
+        intensity = _channel(points, "intensity", f"{what} with intensity_weight > 0") if lidar and p.intensity_weight > 0 else None
+        return felzenszwalb_points(
+            xyz, points["normal"], k=p.k, min_verts=p.min_verts, knn=0 if p.graph == "rings" else p.knn,
+            rings=rings, weights=p.weights, intensity=intensity,
+            distance_weight=p.distance_weight, intensity_weight=p.intensity_weight,
+        ), {}
     if partition.method == "vccs":
         from preprocess.partition.vccs import vccs
 
@@ -195,7 +218,14 @@ def compute_partition(partition: PartitionConfig, points: dict[str, np.ndarray])
     if partition.method == "superpoints":
         from preprocess.partition.superpoints import superpoints
 
-        segment, energy = superpoints(xyz, k_nn=p.k_nn, k_graph=p.k_graph, reg=p.reg, voxel=p.voxel, return_energy=True)
+        appearance = {}
+        if p.appearance == "rgb":
+            appearance["colors"] = points["rgb"]
+        elif p.appearance == "intensity":
+            appearance["intensity"] = _channel(points, "intensity", f"{what} with appearance = 'intensity'")
+        segment, energy = superpoints(
+            xyz, k_nn=p.k_nn, k_graph=p.k_graph, reg=p.reg, voxel=p.voxel, return_energy=True, **appearance
+        )
         return segment, {"energy": float(energy)}
     raise ConfigError(f"unknown partition method {partition.method!r}")
 
@@ -207,8 +237,8 @@ def partitions(pipeline: Pipeline, scene_id: str, ingested: StageResult, partiti
     group, key = out.group, out.key
     if store.is_complete(scene_id, group, key):
         return StageResult("partitions", scene_id, out, info=_segment_info(store, scene_id, group))
-    points = store.read(scene_id, POINTS, [n for n in ("xyz", "rgb", "normal", "faces")
-                                           if store.has_array(scene_id, POINTS, n)])
+    names = ("xyz", "rgb", "normal", "faces", "intensity", "ring")
+    points = store.read(scene_id, POINTS, [n for n in names if store.has_array(scene_id, POINTS, n)])
     start = time.perf_counter()
     segment, extra = compute_partition(partition, points)
     seconds = time.perf_counter() - start

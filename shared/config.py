@@ -35,6 +35,9 @@ class DatasetConfig:
     val: str | list[str] = field(default_factory=list)
     max_scenes: int = 0  # 0 = no cap; a cap keeps quick runs quick
     version: str = "v1.0-trainval"  # nuScenes table folder (v1.0-mini, v1.0-trainval)
+    # nuScenes: store each point's annotated 3D box as points/instance (-1 outside every box),
+    # for `partition-quality`. Reads sample_annotation.json and instance.json (large in trainval).
+    box_instances: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,16 @@ class IngestConfig:
 
 @dataclass(frozen=True)
 class FelzenszwalbParams:
+    """Meshes (ScanNet) always use the Segmentator's faces and weights: only k and min_verts
+    apply. The rest chooses the graph and weights of point clouds without faces (LiDAR)."""
+
     k: float = 0.01
     min_verts: int = 20
-    knn: int = 10  # graph for point clouds without faces
+    knn: int = 10  # k-NN edges per point ("knn" and "rings+knn" graphs)
+    graph: str = "knn"  # "knn", "rings" (range image from points/ring) or "rings+knn"
+    weights: str = "normal"  # "normal" (the Segmentator's) or "lidar" (tangent-plane offset, gap, intensity)
+    distance_weight: float = 0.4  # weights = "lidar": weight of the gap between the points
+    intensity_weight: float = 0.0  # weights = "lidar": weight of the intensity difference / 255
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,14 @@ class SuperpointParams:
     k_graph: int = 10
     reg: float = 0.1
     voxel: float = 0.0  # SPG's voxel pruning before the partition; 0 = use the points as they are
+    appearance: str = "none"  # features beside the geometric ones: "none", "rgb" or "intensity" (LiDAR)
 
+
+# Allowed values of the partition parameters that name a choice.
+PARTITION_CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
+    "felzenszwalb": {"graph": ("knn", "rings", "rings+knn"), "weights": ("normal", "lidar")},
+    "superpoints": {"appearance": ("none", "rgb", "intensity")},
+}
 
 PARTITION_PARAMS: dict[str, type] = {
     "felzenszwalb": FelzenszwalbParams,
@@ -303,7 +320,11 @@ def _partition(entry: Any, index: int, source: Path) -> PartitionConfig:
         )
     if not isinstance(name, str):
         raise ConfigError(f"{source}: '{prefix}.name' must be a string")
-    return PartitionConfig(name, method, _build(PARTITION_PARAMS[method], entry, prefix, source))
+    params = _build(PARTITION_PARAMS[method], entry, prefix, source)
+    for key, allowed in PARTITION_CHOICES.get(method, {}).items():
+        if getattr(params, key) not in allowed:
+            raise ConfigError(f"{source}: '{prefix}.{key}' = {getattr(params, key)!r} must be one of {', '.join(allowed)}")
+    return PartitionConfig(name, method, params)
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -359,6 +380,9 @@ def load_pipeline(path: str | os.PathLike, overrides: dict[str, Any] | None = No
         raise ConfigError(
             f"{source}: 'dataset.name' = {dataset.name!r} is not a known dataset (one of {', '.join(DATASETS)})"
         )
+    if dataset.box_instances and dataset.name != "nuscenes":
+        raise ConfigError(f"{source}: 'dataset.box_instances' is for nuScenes' 3D boxes; {dataset.name} "
+                          "scenes get their instances from their own annotation (remove the key)")
     env = ROOT_ENV.get(dataset.name)
     if env and os.environ.get(env):
         dataset = dataclasses.replace(dataset, root=os.environ[env])

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import ConfigError, FelzenszwalbParams, load_pipeline
+from shared.config import FelzenszwalbParams, load_pipeline
+from shared.errors import ConfigError
 
 MINIMAL = """
 [dataset]
@@ -62,6 +63,12 @@ def test_unknown_dataset_and_choices(tmp_path):
         load_pipeline(write(tmp_path, MINIMAL + '[train]\npartition = "vccs"\n'))
     with pytest.raises(ConfigError, match=r"'train.hicl.similar_normal' = 1.5 must be a cosine in \[-1, 1\]"):
         load_pipeline(write(tmp_path, MINIMAL + "[train.hicl]\nsimilar_normal = 1.5\n"))
+    with pytest.raises(ConfigError, match=r"'partitions\[0\].graph' = 'grid' must be one of knn, rings, rings\+knn"):
+        load_pipeline(write(tmp_path, MINIMAL + 'graph = "grid"\n'))
+    with pytest.raises(ConfigError, match=r"'partitions\[1\].appearance' = 'colour' must be one of none, rgb, intensity"):
+        load_pipeline(write(tmp_path, MINIMAL + '[[partitions]]\nmethod = "superpoints"\nappearance = "colour"\n'))
+    with pytest.raises(ConfigError, match="'dataset.box_instances' is for nuScenes' 3D boxes; synthetic scenes"):
+        load_pipeline(write(tmp_path, MINIMAL.replace('root = "data/x"', 'root = "data/x"\nbox_instances = true')))
 
 
 def test_malformed_and_missing_file(tmp_path):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from preprocess.partition.metrics import (
+    boundary_points,
     boundary_recall,
     knn_edges,
     mesh_edges,
@@ -33,6 +34,15 @@ def test_purity_counts_majority_label_of_each_segment() -> None:
     assert math.isnan(purity(SEGMENT, np.full(8, -1)))
 
 
+def test_purity_scored_on_some_points_keeps_each_segments_majority_over_all() -> None:
+    # Majorities as above; segment 2's tie (labels 3 and 4, one point each) goes to label 3.
+    assert purity(SEGMENT, LABELS, LABELS == 7) == pytest.approx(2 / 3)  # points 2, 3, 4: 3 and 4 agree
+    assert purity(SEGMENT, LABELS, np.ones(8, bool)) == pytest.approx(5 / 7)
+    assert purity(SEGMENT, LABELS, np.arange(8) == 6) == 1.0
+    assert purity(SEGMENT, LABELS, np.arange(8) == 7) == 0.0
+    assert math.isnan(purity(SEGMENT, LABELS, np.arange(8) == 5))  # only an ignored point scored
+
+
 def test_undersegmentation_error_is_leakage_over_labelled_points() -> None:
     # Segment sizes over labelled points: 3, 2, 2. Overlapping (segment, region) pairs and the
     # points of the segment outside the region: (0,5): 1, (0,7): 2, (1,7): 0, (2,3): 1, (2,4): 1.
@@ -42,11 +52,15 @@ def test_undersegmentation_error_is_leakage_over_labelled_points() -> None:
     assert undersegmentation_error(np.zeros(8, int), LABELS) == pytest.approx((4 * 7 - 7) / 7)
 
 
-def test_boundary_recall_over_edges_with_both_ends_labelled() -> None:
-    # GT boundary edges: (1,2) labels 5|7 and (6,7) labels 3|4; (4,5) and (5,6) touch an
-    # ignored point. Neither is cut by SEGMENT; one of them by the second partition.
-    assert boundary_recall(SEGMENT, LABELS, CHAIN) == 0.0
-    assert boundary_recall(np.array([0, 0, 0, 1, 1, 2, 2, 3]), LABELS, CHAIN) == 0.5
+def test_boundary_points_and_recall_over_a_chain() -> None:
+    # GT boundary edges: (1,2) labels 5|7 and (6,7) labels 3|4 ((4,5) and (5,6) touch an ignored
+    # point), so GT boundary points 1, 2, 6, 7. SEGMENT cuts (2,3) and (4,5): points 2, 3, 4, 5.
+    np.testing.assert_array_equal(np.flatnonzero(boundary_points(LABELS, CHAIN)), [1, 2, 6, 7])
+    np.testing.assert_array_equal(np.flatnonzero(boundary_points(SEGMENT, CHAIN)), [2, 3, 4, 5])
+    assert boundary_recall(SEGMENT, LABELS, CHAIN) == 0.25  # point 2
+    assert boundary_recall(SEGMENT, LABELS, CHAIN, tolerance=1) == 0.75  # 1, 2 and 6 within a hop of a cut
+    assert boundary_recall(SEGMENT, LABELS, CHAIN, tolerance=2) == 1.0
+    assert boundary_recall(np.array([0, 0, 0, 1, 1, 2, 2, 3]), LABELS, CHAIN) == 0.75  # 2, 6, 7
     assert boundary_recall(np.arange(8), LABELS, CHAIN) == 1.0
     assert math.isnan(boundary_recall(SEGMENT, np.zeros(8, int), CHAIN))
 
@@ -64,21 +78,17 @@ def test_size_stats() -> None:
     assert size_stats(np.array([3, 3, 3, 7, 9, 9])) == {"count": 3, "min": 1, "median": 2.0, "mean": 2.0, "max": 3}
 
 
-def test_partition_report_combines_all() -> None:
-    report = partition_report(SEGMENT, LABELS, instances=LABELS, edges=CHAIN)
-    assert report == pytest.approx(
-        {
-            "count": 3,
-            "min": 2,
-            "median": 3.0,
-            "mean": 8 / 3,
-            "max": 3,
-            "purity": 5 / 7,
-            "undersegmentation_error": 5 / 7,
-            "boundary_recall": 0.0,
-        }
+def test_partition_report_against_instances_and_against_boxes() -> None:
+    sizes = {"count": 3, "min": 2, "median": 3.0, "mean": 8 / 3, "max": 3}
+    assert partition_report(SEGMENT, LABELS, CHAIN) == pytest.approx(
+        {**sizes, "purity": 5 / 7, "undersegmentation_error": 5 / 7, "boundary_recall": 0.25}
     )
-    assert set(partition_report(SEGMENT, LABELS)) == {"count", "min", "median", "mean", "max", "purity"}
+    # As boxes: point 5 is background, instance 8. Segment 2 holds 8, 3, 4 (tie: 3 wins).
+    # Leakage pairs: (0,5): 1, (0,7): 2, (1,7): 0, (2,8): 2, (2,3): 2, (2,4): 2 -> 9 over 8 points.
+    # GT boundary points 1, 2, 4, 5, 6, 7; cut at 2, 4, 5.
+    assert partition_report(SEGMENT, LABELS, CHAIN, background=True) == pytest.approx(
+        {**sizes, "purity": 5 / 8, "in_box_purity": 5 / 7, "undersegmentation_error": 9 / 8, "boundary_recall": 0.5}
+    )
 
 
 @pytest.mark.parametrize(
@@ -89,6 +99,9 @@ def test_partition_report_combines_all() -> None:
         (lambda: undersegmentation_error(SEGMENT, LABELS[None]), "instances must be"),
         (lambda: boundary_recall(SEGMENT, LABELS, np.array([[0, 8]])), "outside"),
         (lambda: boundary_recall(SEGMENT, LABELS, np.array([0, 1])), "edges must be"),
+        (lambda: boundary_recall(SEGMENT, LABELS, CHAIN, tolerance=-1), "tolerance must be"),
+        (lambda: purity(SEGMENT, LABELS, np.ones(8)), "scored must be a boolean mask"),
+        (lambda: partition_report(SEGMENT, LABELS[:3], CHAIN), "instance has 3 entries"),
         (lambda: size_stats(np.array([], dtype=int)), "empty"),
         (lambda: mesh_edges(np.array([[0, 1]])), "faces must be"),
         (lambda: knn_edges(np.array([[0.0, np.nan, 0.0]])), "finite"),

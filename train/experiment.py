@@ -14,7 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from shared.config import ConfigError, Pipeline, run_pipeline
+from shared.config import Pipeline, run_pipeline
+from shared.errors import ConfigError
 from shared.metrics import IoUResult, write_tables
 
 log = logging.getLogger("train")

@@ -5,6 +5,10 @@ of that sample, each with the full chain LiDAR -> ego(t_lidar) -> global -> ego(
 camera, so the cameras' motion between their exposure and the sweep is accounted for. Only
 the tables needed are read (sample, sample_data, calibrated_sensor, ego_pose, sensor, scene;
 lidarseg and category where present), so partial table sets without log/map work too.
+
+With `box_instances`, every point also gets the id of the annotated 3D box it lies in
+(sample_annotation.json; ids are positions in instance.json, so one object keeps its id over
+a scene's keyframes), -1 outside every box: the instances partitions are measured against.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ _FIELDS: dict[str, dict[str, type]] = {
     "sensor": {"token": str, "channel": str},
     "lidarseg": {"sample_data_token": str, "filename": str},
     "category": {"name": str},
+    "sample_annotation": {"token": str, "sample_token": str, "instance_token": str, "translation": list,
+                          "size": list, "rotation": list},
+    "instance": {"token": str},
 }
 
 
@@ -68,18 +75,25 @@ def list_nuscenes_samples(root: str | os.PathLike, version: str) -> list[str]:
     return list(load_index(root, version).samples)
 
 
-def nuscenes_sample_files(root: str | os.PathLike, version: str, scene_id: str) -> list[Path]:
-    """The files a keyframe is read from (LiDAR sweep, its lidarseg labels, camera images), from
-    the cached tables alone: what the ingest cache key fingerprints. Unknown ids give []."""
+def nuscenes_sample_files(
+    root: str | os.PathLike, version: str, scene_id: str, box_instances: bool = False
+) -> list[Path]:
+    """The files a keyframe is read from (LiDAR sweep, its lidarseg labels, camera images, and
+    with `box_instances` the box tables), from the cached tables alone: what the ingest cache
+    key fingerprints. Unknown ids give []."""
     index = load_index(root, version)
     frames = index.keyframes.get(index.samples.get(scene_id, ""), {})
     files = [index.root / record["filename"] for _, record in sorted(frames.items())]
     labels = index.lidarseg.get(frames[LIDAR]["token"]) if LIDAR in frames else None
-    return files + ([index.root / labels] if labels else [])
+    boxes = [index.table_dir / f"{name}.json" for name in _BOX_TABLES] if box_instances and files else []
+    return files + ([index.root / labels] if labels else []) + boxes
 
 
-def read_nuscenes_sample(root: str | os.PathLike, version: str, scene_id: str, load_views: bool = True) -> Scene:
-    """One keyframe: LiDAR points (LiDAR frame), lidarseg ground truth where present, 6 cameras."""
+def read_nuscenes_sample(
+    root: str | os.PathLike, version: str, scene_id: str, load_views: bool = True, box_instances: bool = False
+) -> Scene:
+    """One keyframe: LiDAR points (LiDAR frame), lidarseg ground truth where present, 6 cameras,
+    and with `box_instances` each point's annotated box as `instance` (-1: in no box)."""
     index = load_index(root, version)
     if scene_id not in index.samples:
         raise DatasetError(
@@ -114,11 +128,17 @@ def read_nuscenes_sample(root: str | os.PathLike, version: str, scene_id: str, l
     lidar_to_global = ego_to_global @ lidar_to_ego
     views = [_camera_view(index, c, frames[c], lidar_to_global) for c in _camera_channels(frames)] if load_views else []
     sample = index.record("sample", sample_token, scene_id)
+    xyz = np.ascontiguousarray(points[:, :3])
+    instance = None
+    if box_instances:
+        instance = box_ids(xyz, lidar_to_global, load_boxes(root, version).get(sample_token, _NO_BOXES))
+        sources += [index.table_dir / f"{name}.json" for name in _BOX_TABLES]
     return Scene(
         scene_id=scene_id,
-        xyz=np.ascontiguousarray(points[:, :3]),
+        xyz=xyz,
         rgb=np.zeros((len(points), 3), np.uint8),
         gt=gt,
+        instance=instance,
         views=views,
         sources=sources,
         meta={
@@ -257,6 +277,73 @@ def _check_categories(path: Path) -> None:
                 f"{NUSCENES_RAW_NAMES[c['index']] if known else 'nothing'!r}; "
                 "use the official nuScenes-lidarseg category table"
             )
+
+
+# --------------------------------------------------------------------------------------------
+# 3D boxes
+# --------------------------------------------------------------------------------------------
+_BOX_TABLES = ("sample_annotation", "instance")
+
+
+@dataclass(frozen=True)
+class Boxes:
+    """The annotated 3D boxes of one sample, in the global frame."""
+
+    center: np.ndarray  # (B,3) metres
+    size: np.ndarray  # (B,3) width, length, height (nuScenes' wlh), metres
+    rotation: np.ndarray  # (B,3,3) box frame (x along the length) -> global
+    instance: np.ndarray  # (B,) int32 position of the box's object in instance.json
+
+
+_NO_BOXES = Boxes(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3, 3)), np.zeros(0, np.int32))
+
+
+@lru_cache(maxsize=2)
+def _cached_boxes(table_dir: Path) -> dict[str, Boxes]:
+    instance_of = {r["token"]: i for i, r in enumerate(_read_table(table_dir / "instance.json"))}
+    path = table_dir / "sample_annotation.json"
+    by_sample: dict[str, list[tuple]] = {}
+    for i, r in enumerate(_read_table(path)):
+        center, size, rotation = _numbers(r["translation"], (3,)), _numbers(r["size"], (3,)), _numbers(r["rotation"], (4,))
+        if center is None or size is None or rotation is None or not (size >= 0).all() or not np.linalg.norm(rotation) > 0:
+            raise DatasetError(
+                f"{path}: record {i} ({r['token']}) needs a translation and a non-negative size of 3 finite numbers "
+                "and a non-zero rotation quaternion of 4; download this version's metadata again"
+            )
+        if r["instance_token"] not in instance_of:
+            raise DatasetError(
+                f"{table_dir / 'instance'}.json: no record with token {r['instance_token']!r} (referenced by "
+                f"sample_annotation {r['token']}); the tables are incomplete, download this version's metadata again"
+            )
+        by_sample.setdefault(r["sample_token"], []).append(
+            (center, size, quaternion_to_matrix(rotation), instance_of[r["instance_token"]]))
+    return {
+        token: Boxes(np.stack([b[0] for b in boxes]), np.stack([b[1] for b in boxes]),
+                     np.stack([b[2] for b in boxes]), np.array([b[3] for b in boxes], np.int32))
+        for token, boxes in by_sample.items()
+    }
+
+
+def load_boxes(root: str | os.PathLike, version: str) -> dict[str, Boxes]:
+    """Every sample's boxes (sample token -> Boxes), read once per process."""
+    return _cached_boxes(load_index(root, version).table_dir)
+
+
+def box_ids(xyz: np.ndarray, sensor_to_global: np.ndarray, boxes: Boxes) -> np.ndarray:
+    """(N,) int32 instance id of the box each point lies in (boundary included), -1 for none.
+
+    A point is in a box when its offset from the centre, in the box frame, is within half the
+    length (x), width (y) and height (z): nuscenes-devkit's `points_in_box`, whose counts are
+    the tables' `num_lidar_pts` (all 2,424 boxes of scene-0916 agree). A point in several
+    boxes takes the smallest of them.
+    """
+    world = np.asarray(xyz, np.float64) @ sensor_to_global[:3, :3].T + sensor_to_global[:3, 3]
+    ids = np.full(len(world), -1, np.int32)
+    half = boxes.size[:, [1, 0, 2]] / 2  # length, width, height along the box's x, y, z
+    for b in np.argsort(-np.prod(boxes.size, axis=1), kind="stable"):  # smallest last: it wins
+        local = (world - boxes.center[b]) @ boxes.rotation[b]
+        ids[(np.abs(local) <= half[b]).all(axis=1)] = boxes.instance[b]
+    return ids
 
 
 # --------------------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def read_scene(cfg: DatasetConfig, scene_id: str, load_views: bool = True, frame
     """One scene of the dataset (`frame_skip` thins ScanNet's frames; nuScenes has 6 views per keyframe)."""
     _check_name(cfg)
     if cfg.name == "nuscenes":
-        return read_nuscenes_sample(cfg.root, cfg.version, scene_id, load_views=load_views)
+        return read_nuscenes_sample(cfg.root, cfg.version, scene_id, load_views=load_views, box_instances=cfg.box_instances)
     return read_scannet_scene(Path(cfg.root) / "scans" / scene_id, load_views=load_views, frame_skip=frame_skip)
 
 
@@ -85,6 +85,6 @@ def scene_files(cfg: DatasetConfig, scene_id: str) -> list[Path]:
     nuScenes: the keyframe's LiDAR sweep, labels and camera images), for cache fingerprints."""
     _check_name(cfg)
     if cfg.name == "nuscenes":
-        return nuscenes_sample_files(cfg.root, cfg.version, scene_id)
+        return nuscenes_sample_files(cfg.root, cfg.version, scene_id, box_instances=cfg.box_instances)
     folder = Path(cfg.root) / "scans" / scene_id
     return sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []

@@ -21,6 +21,12 @@ false, so such edges never merge in the threshold pass; the min-size pass checks
 does join across them. std::sort leaves NaN edges at unspecified places; we sort them last (as
 if +inf), so those vertices are absorbed after all finite edges. Coincident edge endpoints give
 a NaN direction, hence no "convex" squaring: the weight stays 1 - n_a.n_b.
+
+LiDAR sweeps have no faces: `felzenszwalb_points` runs the same merge rule on a neighbour graph
+of the points, either the Segmentator's weights on k nearest neighbours, or weights made for a
+spinning LiDAR (`weights="lidar"`, see `_lidar_edge_weights`) on its range image's neighbours
+(`rings`, see preprocess/partition/rings.py). Normals alone cannot part the objects of a street:
+a car's flank, the wall behind it and the next car all face the sensor alike.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from numba import njit
 from scipy.spatial import cKDTree
 
 from preprocess.partition.checks import finite_points
+from preprocess.partition.rings import ring_neighbours
 
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
@@ -66,15 +73,19 @@ def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return normals
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _offset(points: np.ndarray, i: int, j: int) -> tuple:
+    """p_j - p_i, component by component, in the points' float32."""
+    return points[j, 0] - points[i, 0], points[j, 1] - points[i, 1], points[j, 2] - points[i, 2]
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _edge_weights(points: np.ndarray, normals: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Segmentator's asymmetric weight of each directed edge (a,b), float32."""
     w = np.empty(a.shape[0], dtype=np.float32)
     for e in range(a.shape[0]):
         i, j = a[e], b[e]
-        dx = points[j, 0] - points[i, 0]
-        dy = points[j, 1] - points[i, 1]
-        dz = points[j, 2] - points[i, 2]
+        dx, dy, dz = _offset(points, i, j)
         dd = np.sqrt(dx * dx + dy * dy + dz * dz)
         dx /= dd
         dy /= dd
@@ -85,6 +96,38 @@ def _edge_weights(points: np.ndarray, normals: np.ndarray, a: np.ndarray, b: np.
         if dot2 > _ZERO:
             ww = ww * ww
         w[e] = ww
+    return w
+
+
+@njit(cache=True, nogil=True)
+def _lidar_edge_weights(
+    points: np.ndarray, normals: np.ndarray, intensity: np.ndarray, a: np.ndarray, b: np.ndarray,
+    distance_weight: np.float32, intensity_weight: np.float32,
+) -> np.ndarray:
+    """Weight of each edge (a,b) of a LiDAR sweep, float32, symmetric in a and b:
+
+        w = sqrt((plane / r)^2 + (distance_weight * |d| / r)^2 + (intensity_weight * |I_a - I_b| / 255)^2)
+
+    with d = p_b - p_a, plane = max(|n_a . d|, |n_b . d|) (how far each point lies off the other's
+    tangent plane: ~0 along a smooth surface however sparsely it is sampled, large across a depth
+    jump or the step from the road up a car's side), and r = max(min(|p_a|, |p_b|), 1 m), the
+    range of the nearer point, so that the weight is an angle seen from the sensor and objects
+    far away part as readily as near ones although their points lie farther apart. The intensity
+    term is Felzenszwalb and Huttenlocher's colour weight with LiDAR intensity (0..255) as the
+    colour; the distance term parts coplanar pieces separated by a gap.
+    """
+    w = np.empty(a.shape[0], dtype=np.float32)
+    for e in range(a.shape[0]):
+        i, j = a[e], b[e]
+        dx, dy, dz = _offset(points, i, j)
+        ri = np.sqrt(points[i, 0] ** 2 + points[i, 1] ** 2 + points[i, 2] ** 2)
+        rj = np.sqrt(points[j, 0] ** 2 + points[j, 1] ** 2 + points[j, 2] ** 2)
+        r = max(min(ri, rj), _ONE)
+        plane = max(abs(normals[i, 0] * dx + normals[i, 1] * dy + normals[i, 2] * dz),
+                    abs(normals[j, 0] * dx + normals[j, 1] * dy + normals[j, 2] * dz)) / r
+        gap = distance_weight * np.sqrt(dx * dx + dy * dy + dz * dz) / r
+        shade = intensity_weight * abs(intensity[j] - intensity[i]) / np.float32(255.0)
+        w[e] = np.sqrt(plane * plane + gap * gap + shade * shade)
     return w
 
 
@@ -263,24 +306,49 @@ def felzenszwalb(vertices: np.ndarray, faces: np.ndarray, k: float = 0.01, min_v
 
 
 def felzenszwalb_points(
-    points: np.ndarray, normals: np.ndarray, k: float = 0.01, min_verts: int = 20, knn: int = 10
+    points: np.ndarray,
+    normals: np.ndarray,
+    k: float = 0.01,
+    min_verts: int = 20,
+    knn: int = 10,
+    *,
+    rings: np.ndarray | None = None,
+    weights: str = "normal",
+    intensity: np.ndarray | None = None,
+    distance_weight: float = 0.4,
+    intensity_weight: float = 0.0,
 ) -> np.ndarray:
-    """The Segmentator's weights and merge rule on a k-nearest-neighbour graph, for point clouds
-    without faces (LiDAR sweeps).
+    """Felzenszwalb–Huttenlocher's merge rule (as the Segmentator runs it) on a neighbour graph
+    of a point cloud without faces (LiDAR sweeps).
 
     Parameters
     ----------
     points : (N,3) float array
-        Point coordinates (used in float32).
+        Point coordinates (used in float32); for `rings` and `weights="lidar"` in the sensor
+        frame, the LiDAR at the origin.
     normals : (N,3) float array
         Unit normals per point (e.g. from PCA), finite.
     k : float, default 0.01
-        pff's scale constant, as in `felzenszwalb`.
+        pff's scale constant, as in `felzenszwalb`; in the units of the weights.
     min_verts : int, default 20
         Minimum segment size, as in `felzenszwalb`.
     knn : int, default 10
-        Neighbours per point. Each point i gives the directed edges (i, j) to its neighbours
-        nearest first; the weight uses the normal of j for the convexity test, as on meshes.
+        Neighbours per point: each point i gives the directed edges (i, j) to its `knn` nearest
+        other points, nearest first. 0 (only with `rings`): no k-NN edges.
+    rings : (N,) integer array, optional
+        The LiDAR ring (laser id) of every point. Given, the edges of the sweep's range image
+        (`ring_neighbours`: the next shot along the ring and the nearest shot of the ring above)
+        come first, followed by the k-NN edges.
+    weights : "normal" or "lidar"
+        "normal": the Segmentator's weight 1 - n_a.n_b, squared on convex edges (the convexity
+        test uses the normal of the edge's second point). "lidar": `_lidar_edge_weights`, the
+        angle seen from the sensor by which the points leave each other's tangent plane, plus
+        `distance_weight` times the angle between them and `intensity_weight` times their
+        intensity difference / 255.
+    intensity : (N,) float array, optional
+        LiDAR return intensity (0..255); needed when `intensity_weight` > 0.
+    distance_weight, intensity_weight : float >= 0
+        The weights of the distance and intensity terms of `weights="lidar"`.
 
     Returns
     -------
@@ -290,18 +358,47 @@ def felzenszwalb_points(
     normals = _check_points("normals", normals)
     if len(normals) != len(points):
         raise ValueError(f"normals ({len(normals)}) and points ({len(points)}) differ in length")
-    if int(knn) != knn or knn < 1:
-        raise ValueError(f"knn must be an integer >= 1, got {knn}")
+    if int(knn) != knn or knn < (0 if rings is not None else 1):
+        raise ValueError(f"knn must be an integer >= {0 if rings is not None else 1} "
+                         f"({'with' if rings is not None else 'without'} rings), got {knn}")
+    if weights not in ("normal", "lidar"):
+        raise ValueError(f"weights must be 'normal' or 'lidar', got {weights!r}")
+    for name, value in (("distance_weight", distance_weight), ("intensity_weight", intensity_weight)):
+        if not (np.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    if weights == "lidar" and intensity_weight > 0:
+        intensity = np.asarray(intensity if intensity is not None else [], dtype=np.float32)
+        if intensity.shape != (len(points),) or not np.isfinite(intensity).all():
+            raise ValueError(
+                f"intensity_weight > 0 needs a finite intensity per point ({len(points)}), got shape {intensity.shape}"
+            )
+    else:
+        intensity = np.zeros(len(points), dtype=np.float32)
     c = _check_params(k, min_verts)
     n = len(points)
     if n < 2:
         return np.zeros(n, dtype=np.int32)
-    query = min(int(knn) + 1, n)
+    a, b = _knn_edges(points, int(knn))
+    if rings is not None:
+        ring_a, ring_b = ring_neighbours(points, rings)
+        a, b = np.concatenate([ring_a, a]), np.concatenate([ring_b, b])
+    if weights == "normal":
+        w = _edge_weights(points, normals, a, b)
+    else:
+        w = _lidar_edge_weights(points, normals, intensity, a, b, np.float32(distance_weight), np.float32(intensity_weight))
+    return _sort_and_segment(n, a, b, w, c, min_verts)
+
+
+def _knn_edges(points: np.ndarray, knn: int) -> tuple[np.ndarray, np.ndarray]:
+    """Directed edges from each point to its `knn` nearest other points, nearest first."""
+    n = len(points)
+    query = min(knn + 1, n)
+    if query < 2:
+        return np.empty(0, dtype=np.int32), np.empty(0, dtype=np.int32)
     _, idx = cKDTree(points).query(points, k=query)
     # Coincident points can push a point's own index out of first place: drop it wherever it is.
     not_self = idx != np.arange(n)[:, None]
     keep = np.argsort(~not_self, axis=1, kind="stable")[:, : query - 1]
     b = np.ascontiguousarray(np.take_along_axis(idx, keep, axis=1).ravel(), dtype=np.int32)
     a = np.repeat(np.arange(n, dtype=np.int32), query - 1)
-    w = _edge_weights(points, normals, a, b)
-    return _sort_and_segment(n, a, b, w, c, min_verts)
+    return a, b

@@ -1,9 +1,23 @@
 """How good a partition is as a set of "consistency sets": measured against ground truth.
 
 Used to compare partition methods and parameters (Felzenszwalb, VCCS, superpoints) on
-annotated scenes before they feed the training losses. Segment ids may be any integers (union-
-find roots, 0..S-1, PCL labels); ground-truth labels and instance ids below 0 mean "ignore" and
-those points are left out of every score.
+annotated scenes before they feed the training losses (`python -m preprocess partition-quality`).
+Segment ids may be any integers (union-find roots, 0..S-1, PCL labels); ground-truth labels and
+instance ids below 0 mean "ignore" and those points are left out of every score, except in
+`partition_report(..., background=True)`, where they are LiDAR points outside every annotated
+box and count as one more instance, the background.
+
+Definitions (N = the points scored; a partition's pieces are its "segments"):
+- purity: share of points whose segment's majority instance is their own instance.
+- in-box purity (boxes only): the same, the majority still taken over all of a segment's points
+  (background included), scored on the points inside boxes only. A car merged with the road
+  around it fails here although purity, dominated by background points, barely moves.
+- under-segmentation error (Levinshtein et al.'s "leakage"): (1/N) sum over instances G of
+  sum over segments S touching G of |S \\ G|.
+- boundary recall: over a neighbour graph (mesh edges, or each point's k nearest neighbours),
+  the share of ground-truth boundary points (points with a neighbour of another instance) that
+  are partition boundary points (points with a neighbour in another segment), i.e. have a
+  partition boundary within their neighbourhood.
 """
 
 from __future__ import annotations
@@ -36,19 +50,36 @@ def _overlaps(seg: np.ndarray, lab: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     return keys // n_labels, keys % n_labels, counts
 
 
-def purity(segment: np.ndarray, labels: np.ndarray) -> float:
+def purity(segment: np.ndarray, labels: np.ndarray, scored: np.ndarray | None = None) -> float:
     """Share of labelled points whose segment's majority label is their own label.
 
-    1.0 means no segment mixes labels. With `labels` = another partition, this is the best-match
-    agreement of the two (each segment of `segment` matched to its majority segment of `labels`).
-    NaN when no point is labelled.
+    A segment's majority label is the label most of its labelled points carry (the smallest
+    label id among ties), taken over all its labelled points. `scored` (a boolean mask over the
+    points) restricts which points are counted: on LiDAR, in-box purity is the majority over a
+    segment's points with background counted as a label, scored on the points inside boxes.
+    1.0 means no segment mixes labels. With `labels` = another partition, this is the
+    best-match agreement of the two (each segment of `segment` matched to its majority segment
+    of `labels`). NaN when no labelled point is scored.
     """
     seg, lab = _labelled(segment, labels, "labels")
-    if len(seg) == 0:
+    keep = np.asarray(labels) >= 0
+    if scored is not None:
+        scored = np.asarray(scored)
+        if scored.shape != keep.shape or scored.dtype != bool:
+            raise ValueError(
+                f"scored must be a boolean mask of the {len(keep)} points, got shape {scored.shape} dtype {scored.dtype}"
+            )
+        scored = scored[keep]
+    if len(seg) == 0 or (scored is not None and not scored.any()):
         return float("nan")
-    pair_seg, _, counts = _overlaps(seg, lab)
+    pair_seg, pair_lab, counts = _overlaps(seg, lab)
     starts = np.flatnonzero(np.r_[True, pair_seg[1:] != pair_seg[:-1]])
-    return float(np.maximum.reduceat(counts, starts).sum() / len(seg))
+    most = np.repeat(np.maximum.reduceat(counts, starts), np.diff(np.r_[starts, len(counts)]))
+    first_max = np.flatnonzero(counts == most)  # pairs are sorted by label within a segment
+    _, first = np.unique(pair_seg[first_max], return_index=True)
+    majority = pair_lab[first_max[first]]  # per segment 0..S-1
+    good = lab == majority[seg]
+    return float(good.mean() if scored is None else good[scored].mean())
 
 
 def undersegmentation_error(segment: np.ndarray, instances: np.ndarray) -> float:
@@ -99,26 +130,55 @@ def _unique_pairs(pairs: np.ndarray) -> np.ndarray:
     return np.stack([keys // n, keys % n], axis=1)
 
 
-def boundary_recall(segment: np.ndarray, labels: np.ndarray, edges: np.ndarray) -> float:
-    """Share of ground-truth boundary edges that are also segment boundaries.
-
-    A GT boundary edge is an edge of `edges` ((E,2) point ids: mesh edges from `mesh_edges` or
-    neighbour pairs from `knn_edges`) whose two ends carry different labels, both >= 0. Each
-    listed edge counts once, so pass unique edges. NaN when there is no GT boundary edge.
-    """
-    segment = _ids("segment", segment)
-    labels = _ids("labels", labels, len(segment))
+def _checked_edges(edges: np.ndarray, n: int) -> np.ndarray:
     edges = np.asarray(edges)
     if edges.ndim != 2 or edges.shape[1] != 2 or not np.issubdtype(edges.dtype, np.integer):
         raise ValueError(f"edges must be an integer (E,2) array, got shape {edges.shape} dtype {edges.dtype}")
-    if edges.size and (edges.min() < 0 or edges.max() >= len(segment)):
-        raise ValueError(f"edges hold point ids outside 0..{len(segment) - 1}")
-    la, lb = labels[edges[:, 0]], labels[edges[:, 1]]
-    gt_boundary = (la >= 0) & (lb >= 0) & (la != lb)
-    if not gt_boundary.any():
+    if edges.size and (edges.min() < 0 or edges.max() >= n):
+        raise ValueError(f"edges hold point ids outside 0..{n - 1}")
+    return edges
+
+
+def boundary_points(ids: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Boolean mask of the points with a neighbour (over `edges`) of another id, where both
+    ids are >= 0 (ids below 0 are ignored points: they neither make nor are boundaries)."""
+    ids = _ids("ids", ids)
+    edges = _checked_edges(edges, len(ids))
+    a, b = edges[:, 0], edges[:, 1]
+    cut = (ids[a] >= 0) & (ids[b] >= 0) & (ids[a] != ids[b])
+    mask = np.zeros(len(ids), dtype=bool)
+    mask[a[cut]] = True
+    mask[b[cut]] = True
+    return mask
+
+
+def boundary_recall(segment: np.ndarray, labels: np.ndarray, edges: np.ndarray, tolerance: int = 0) -> float:
+    """Share of ground-truth boundary points that lie on a partition boundary.
+
+    Over the neighbour graph `edges` ((E,2) point ids: mesh edges from `mesh_edges`, or the
+    neighbour pairs of `knn_edges`), a ground-truth boundary point is a labelled point with a
+    neighbour of another label (`boundary_points(labels, edges)`), and a partition boundary
+    point one with a neighbour in another segment (`boundary_points(segment, edges)`). A
+    ground-truth boundary point is recalled when it is a partition boundary point, or with
+    `tolerance` = t > 0 when one lies within t hops of it. So at t = 0 a point is recalled when
+    the partition cuts some edge at it: its neighbourhood holds a partition boundary. NaN when
+    there is no ground-truth boundary point.
+    """
+    segment = _ids("segment", segment)
+    labels = _ids("labels", labels, len(segment))
+    if int(tolerance) != tolerance or tolerance < 0:
+        raise ValueError(f"tolerance must be an integer number of hops >= 0, got {tolerance}")
+    gt = boundary_points(labels, edges)
+    if not gt.any():
         return float("nan")
-    a, b = edges[gt_boundary, 0], edges[gt_boundary, 1]
-    return float(np.mean(segment[a] != segment[b]))
+    found = boundary_points(segment, edges)
+    a, b = np.asarray(edges)[:, 0], np.asarray(edges)[:, 1]
+    for _ in range(int(tolerance)):
+        grown = found.copy()
+        grown[a[found[b]]] = True
+        grown[b[found[a]]] = True
+        found = grown
+    return float(found[gt].mean())
 
 
 def size_stats(segment: np.ndarray) -> dict[str, float]:
@@ -137,17 +197,24 @@ def size_stats(segment: np.ndarray) -> dict[str, float]:
 
 
 def partition_report(
-    segment: np.ndarray,
-    labels: np.ndarray,
-    instances: np.ndarray | None = None,
-    edges: np.ndarray | None = None,
+    segment: np.ndarray, instance: np.ndarray, edges: np.ndarray, background: bool = False
 ) -> dict[str, float]:
-    """All of the above in one flat, JSON-ready dict: size stats, `purity` against `labels`,
-    `undersegmentation_error` against `instances` and `boundary_recall` of `labels` over `edges`
-    (each of the last two only when its input is given)."""
-    report: dict[str, float] = {**size_stats(segment), "purity": purity(segment, labels)}
-    if instances is not None:
-        report["undersegmentation_error"] = undersegmentation_error(segment, instances)
-    if edges is not None:
-        report["boundary_recall"] = boundary_recall(segment, labels, edges)
+    """A partition against instances, as one flat JSON-ready dict: `size_stats`, `purity`,
+    `undersegmentation_error` and `boundary_recall` over `edges` (see the module docstring).
+
+    background=False: points with instance < 0 are unannotated and left out (ScanNet).
+    background=True: they are background, outside every annotated box, and count as one more
+    instance (nuScenes' boxes); `in_box_purity` (purity scored on the points inside boxes) is
+    reported as well.
+    """
+    instance = _ids("instance", instance, len(_ids("segment", segment)))
+    labels = np.where(instance < 0, max(int(instance.max(initial=-1)) + 1, 0), instance) if background else instance
+    report: dict[str, float] = {
+        **size_stats(segment),
+        "purity": purity(segment, labels),
+        "undersegmentation_error": undersegmentation_error(segment, labels),
+        "boundary_recall": boundary_recall(segment, labels, edges),
+    }
+    if background:
+        report["in_box_purity"] = purity(segment, labels, instance >= 0)
     return report
