@@ -1,4 +1,4 @@
-"""The two 2D labelers behind one interface, and pseudo-labels of a whole scene.
+"""The 2D labelers behind one interface, and pseudo-labels of a whole scene.
 
 `labels_for_scene` is what the `labels` pipeline stage calls per scene: label the selected
 views, transfer the label maps to the points, fuse them (see `transfer.py`).
@@ -7,13 +7,16 @@ views, transfer the label maps to the points, fuse them (see `transfer.py`).
 from __future__ import annotations
 
 import zlib
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator, Protocol
 
 import numpy as np
 from PIL import Image
 
 from preprocess.datasets.scene import Scene, View
-from preprocess.labels.maskclip import MaskCLIP, load_clip, weights_problem
+from preprocess.labels.maskclip import MaskCLIP, MaskCLIPWeightsError, load_clip, weights_problem
+from preprocess.labels.precomputed import read_label_maps, read_text_embeddings
 from preprocess.labels.simulated import (
     confusion_matrix,
     render_vertex_labels,
@@ -21,8 +24,9 @@ from preprocess.labels.simulated import (
     simulated_text_embeddings,
 )
 from preprocess.labels.transfer import label_size, scale_intrinsic, transfer_labels
+from shared import schema
 from shared.config import LabelsConfig, Pipeline
-from shared.errors import ConfigError
+from shared.errors import ConfigError, DatasetError
 
 LabelMaps = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # label i16, score f16, feature f16 | None
 
@@ -88,6 +92,18 @@ class MaskCLIPLabeler:
         )
 
 
+class PrecomputedLabeler:
+    """Label maps (and optional scores and features) another 2D model wrote per frame (see
+    `precomputed.py` for the layout): any segmenter becomes the teacher, read as files."""
+
+    def __init__(self, cfg: LabelsConfig, class_names: list[str] | tuple[str, ...]):
+        self.cfg, self.num_classes = cfg, len(class_names)
+
+    def label_views(self, scene: Scene, views: list[View]) -> list[LabelMaps]:
+        return [read_label_maps(view, self.cfg.precomputed, self.num_classes, self.cfg.store_features)
+                for view in views]
+
+
 def _resize(image: np.ndarray, width: int) -> np.ndarray:
     """The image at `width` pixels across (aspect kept): the ViT's cost grows with the square
     of the patch count, and CLIP's patches see objects best near its training scale."""
@@ -97,26 +113,69 @@ def _resize(image: np.ndarray, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
 
 
-LABELERS: dict[str, type] = {"simulated-clip": SimulatedCLIPLabeler, "maskclip": MaskCLIPLabeler}
+LABELERS: dict[str, type] = {
+    "simulated-clip": SimulatedCLIPLabeler, "maskclip": MaskCLIPLabeler, "precomputed": PrecomputedLabeler,
+}
 
 
 MESH_DATASETS = ("scannet", "synthetic")  # the simulated labeler renders their labelled meshes
 
 
+def teacher_fixes(dataset: str, weights: bool = True) -> str:
+    """The ways to give a dataset a 2D teacher, as advice (`weights`: starting with CLIP weights):
+    for LiDAR datasets only those that can work there (the simulated labeler renders labelled
+    meshes, which sweeps are not)."""
+    fixes = ["set labels.maskclip.pretrained to a local CLIP checkpoint file (download it where there is network)"]
+    fixes = fixes if weights else []
+    fixes.append("write per-frame label maps of another 2D model and set labels.labeler = \"precomputed\" "
+                 "(README: any 2D model as the teacher)")
+    if dataset in MESH_DATASETS:
+        fixes.append("set labels.labeler = \"simulated-clip\" to run the pipeline on simulated labels")
+    return "; or ".join(fixes)
+
+
+@contextmanager
+def teacher_advice(dataset: str) -> Iterator[None]:
+    """A CLIP-weights failure met while labelling a scene, as a one-line ConfigError naming the
+    fixes that fit the dataset (the preflight `check_labeler` cannot see every such failure: a
+    corrupt checkpoint, or a worker machine without the weights)."""
+    try:
+        yield
+    except MaskCLIPWeightsError as e:
+        raise ConfigError(f"{e}; or {teacher_fixes(dataset, weights=False)}") from None
+
+
 def check_labeler(pipeline: Pipeline) -> None:
-    """A ConfigError, before any scene is processed, when the pipeline's labeler cannot work on
+    """A UserError, before any scene is processed, when the pipeline's labeler cannot work on
     this machine or dataset; its message names the fixes that fit the dataset."""
     cfg, dataset = pipeline.labels, pipeline.dataset.name
     if cfg.labeler == "simulated-clip" and dataset not in MESH_DATASETS:
         raise ConfigError(
             f"{pipeline.source}: labels.labeler = \"simulated-clip\" renders ground-truth label images from a "
-            f"labelled mesh, and {dataset} has none; use labels.labeler = \"maskclip\" with CLIP weights"
+            f"labelled mesh, and {dataset} has none; use labels.labeler = \"maskclip\" with CLIP weights, or "
+            f"\"precomputed\" with per-frame label maps of another 2D model (README: any 2D model as the teacher)"
         )
     if cfg.labeler == "maskclip" and (problem := weights_problem(cfg.maskclip.model, cfg.maskclip.pretrained)):
-        fixes = "set labels.maskclip.pretrained to a local checkpoint file (download it where there is network)"
-        if dataset in MESH_DATASETS:
-            fixes += ", or set labels.labeler = \"simulated-clip\" to run the pipeline on simulated labels"
-        raise ConfigError(f"{pipeline.source}: {problem}; {fixes}")
+        raise ConfigError(f"{pipeline.source}: {problem}; {teacher_fixes(dataset)}")
+    if cfg.labeler == "precomputed":
+        check_precomputed(pipeline)
+
+
+def check_precomputed(pipeline: Pipeline) -> None:
+    """What would fail for every scene of a precomputed teacher: no label-map folder at all, or
+    a text-embeddings file that cannot be used."""
+    p, root = pipeline.labels.precomputed, Path(pipeline.dataset.root)
+    if pipeline.dataset.name == "nuscenes":
+        folders = [root / p.folder] if (root / p.folder).is_dir() else []
+        expected = root / p.folder / "<CAM>" / "<image stem>.png"
+    else:
+        folders = [f for f in (root / "scans").glob(f"*/{p.folder}") if f.is_dir()]
+        expected = root / "scans" / "<scene>" / p.folder / "<frame>.png"
+    if not folders:
+        raise DatasetError(f"{expected}: no label maps of labels.labeler = \"precomputed\" under {root}; write them "
+                           f"with your 2D model (README: any 2D model as the teacher) or set labels.precomputed.folder")
+    if p.text_embeddings:
+        read_text_embeddings(p.text_embeddings, len(schema.class_names(pipeline)))
 
 
 def make_labeler(labels_cfg: LabelsConfig, class_names: list[str] | tuple[str, ...]) -> Labeler:
@@ -155,10 +214,13 @@ def labels_for_scene(
 
 
 def text_embeddings(labels_cfg: LabelsConfig, class_names: list[str] | tuple[str, ...]) -> np.ndarray:
-    """(C, D) float32 unit class embeddings for the trainer's text head: CLIP's text tower
-    (prompt-template means) for "maskclip", the fixed random ones for "simulated-clip"."""
+    """(C, D) float32 class embeddings for the trainer's text head: CLIP's text tower
+    (prompt-template means) for "maskclip", the fixed random ones for "simulated-clip", the
+    user's file for "precomputed"."""
     if labels_cfg.labeler not in LABELERS:
         raise ValueError(f"labels.labeler = {labels_cfg.labeler!r} is not one of {sorted(LABELERS)}")
+    if labels_cfg.labeler == "precomputed":
+        return read_text_embeddings(labels_cfg.precomputed.text_embeddings, len(class_names))
     if labels_cfg.labeler == "simulated-clip":
         sim = labels_cfg.simulated
         return simulated_text_embeddings(len(class_names), sim.feature_dim, sim.seed)
