@@ -35,7 +35,6 @@ from shared.store import Store
 STAGES = ("ingest", "partitions", "labels", "refine")  # "text" runs with labels
 RESUBMITS = 2  # times a task with a lost future is submitted again before it counts as failed
 LOST = ("error", "cancelled", "lost")  # Dask future states after which a task must be resubmitted
-SKIPPED = stages.SKIPPED
 log = logging.getLogger("preprocess")
 
 
@@ -57,9 +56,9 @@ class RunSummary:
         lines = [f"{'stage':<12}{'computed':>10}{'cached':>8}{'failed':>8}"]
         for stage, c in self.counts().items():
             lines.append(f"{stage:<12}{c['computed']:>10}{c['cached']:>8}{c['failed']:>8}")
-        skipped = [r for r in self.failures if r.error.startswith(SKIPPED)]
+        skipped = [r for r in self.failures if r.error.startswith(stages.SKIPPED)]
         for r in self.failures:
-            if not r.error.startswith(SKIPPED):  # one row per cause; what waited on it is counted below
+            if not r.error.startswith(stages.SKIPPED):  # one row per cause; what waited on it is counted below
                 lines.append(f"FAILED {r.stage} {r.scene}: {r.error}")
         if skipped:
             lines.append(f"({len(skipped)} tasks that needed a failed one were skipped)")
@@ -170,7 +169,7 @@ class _Driver:
                 self._lost(u, f"its future was {self.current[u].status}")  # dependants fail with it
             if u in self.failed:
                 self.failed.add(i)
-                self._record(i, stages.StageResult(task.stage, task.scene, error=f"{SKIPPED} {self.tasks[u].stage} failed"))
+                self._record(i, stages.StageResult(task.stage, task.scene, error=f"{stages.SKIPPED} {self.tasks[u].stage} failed"))
                 return
         if self.tries[i] >= RESUBMITS:
             self.failed.add(i)

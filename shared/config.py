@@ -473,7 +473,7 @@ def _check_choices(p: Pipeline) -> None:
                           "has none: set labels.precomputed.text_embeddings to a (classes, D) .npy file of your "
                           "2D model's class embeddings, or train with train.head = \"linear\" (and not clip2scene)")
     folder = p.labels.precomputed.folder
-    if p.labels.labeler == "precomputed" and (not folder or "/" in folder or folder in (".", "..")):
+    if p.labels.labeler == "precomputed" and not _one_folder(folder):
         raise ConfigError(f"{p.source}: 'labels.precomputed.folder' = {folder!r} must be one folder name "
                           "(README: any 2D model as the teacher)")
     for i, part in enumerate(p.partitions):
@@ -492,13 +492,16 @@ def _check_masks(p: Pipeline, index: int, m: MaskParams) -> None:
         raise ConfigError(f"{where}.source' = {m.source!r} must be one of slic, precomputed")
     if not 0.0 < m.consistency <= 1.0:
         raise ConfigError(f"{where}.consistency' = {m.consistency!r} must be a share in (0, 1]")
-    for key in ("n_segments", "width", "frame_skip", "knn"):
+    for key in ("n_segments", "width", "frame_skip", "knn", "min_points"):
         if getattr(m, key) < 1:
             raise ConfigError(f"{where}.{key}' = {getattr(m, key)!r} must be >= 1")
-    if m.min_points < 1:
-        raise ConfigError(f"{where}.min_points' = {m.min_points!r} must be >= 1")
-    if m.source == "precomputed" and (not m.folder or "/" in m.folder or m.folder in (".", "..")):
+    if m.source == "precomputed" and not _one_folder(m.folder):
         raise ConfigError(f"{where}.folder' = {m.folder!r} must be one folder name (README: sets from 2D masks)")
+
+
+def _one_folder(name: str) -> bool:
+    """A per-frame folder is named, not a path: the layout puts it under each scene (or CAM)."""
+    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
 
 
 def params_dict(params: Any) -> dict[str, Any]:

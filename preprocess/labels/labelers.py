@@ -125,8 +125,8 @@ def teacher_fixes(dataset: str, weights: bool = True) -> str:
     """The ways to give a dataset a 2D teacher, as advice (`weights`: starting with CLIP weights):
     for LiDAR datasets only those that can work there (the simulated labeler renders labelled
     meshes, which sweeps are not)."""
-    fixes = ["set labels.maskclip.pretrained to a local CLIP checkpoint file (download it where there is network)"]
-    fixes = fixes if weights else []
+    fixes = ["set labels.maskclip.pretrained to a local CLIP checkpoint file (download it where there is network)"
+             ] if weights else []
     fixes.append("write per-frame label maps of another 2D model and set labels.labeler = \"precomputed\" "
                  "(README: any 2D model as the teacher)")
     if dataset in MESH_DATASETS:
