@@ -56,8 +56,12 @@ class RunSummary:
         lines = [f"{'stage':<12}{'computed':>10}{'cached':>8}{'failed':>8}"]
         for stage, c in self.counts().items():
             lines.append(f"{stage:<12}{c['computed']:>10}{c['cached']:>8}{c['failed']:>8}")
+        skipped = [r for r in self.failures if r.error.startswith(stages.SKIPPED)]
         for r in self.failures:
-            lines.append(f"FAILED {r.stage} {r.scene}: {r.error}")
+            if not r.error.startswith(stages.SKIPPED):  # one row per cause; what waited on it is counted below
+                lines.append(f"FAILED {r.stage} {r.scene}: {r.error}")
+        if skipped:
+            lines.append(f"({len(skipped)} tasks that needed a failed one were skipped)")
         return "\n".join(lines)
 
 
@@ -165,7 +169,7 @@ class _Driver:
                 self._lost(u, f"its future was {self.current[u].status}")  # dependants fail with it
             if u in self.failed:
                 self.failed.add(i)
-                self._record(i, stages.StageResult(task.stage, task.scene, error=f"skipped: {self.tasks[u].stage} failed"))
+                self._record(i, stages.StageResult(task.stage, task.scene, error=f"{stages.SKIPPED} {self.tasks[u].stage} failed"))
                 return
         if self.tries[i] >= RESUBMITS:
             self.failed.add(i)
@@ -191,7 +195,8 @@ def _variants(pipeline: Pipeline) -> list[Pipeline]:
 def check(pipeline: Pipeline, only: tuple[str, ...]) -> dict[str, list[str]]:
     """Everything that would fail for every scene, found before any scene is processed: the
     dataset's splits (missing split files), and a labeler that cannot work here (CLIP weights
-    neither cached nor downloadable). Returns the splits; raises a one-line UserError."""
+    neither cached nor downloadable, no precomputed label maps at all, a bad text-embeddings
+    file). Returns the splits; raises a one-line UserError."""
     splits = split_of(pipeline.dataset)
     if not splits["train"] and not splits["val"]:
         raise DatasetError(f"{pipeline.dataset.root}: no scenes found for dataset {pipeline.dataset.name!r}")
@@ -244,7 +249,8 @@ def run(
     labelling = "labels" in only or "refine" in only
     if labelling:
         for v in variants:
-            add("text", schema.TEXT_SCENE, _labels_identity(v), stages.store_text_embeddings)
+            if v.labels.has_text:  # a precomputed teacher without embeddings trains a linear head
+                add("text", schema.TEXT_SCENE, _labels_identity(v), stages.store_text_embeddings)
     for scene_id in scene_ids:
         ingested = add("ingest", scene_id, "ingest", stages.ingest)
         for v in variants:

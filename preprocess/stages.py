@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from preprocess.datasets.registry import read_scene, scene_files
+from preprocess.datasets.registry import frame_files, read_scene, scene_files
 from preprocess.datasets.scene import Scene
 from shared.config import PartitionConfig, Pipeline
 from shared.errors import ConfigError, DatasetError, UserError
@@ -28,12 +28,16 @@ from shared.schema import (
     POINTS,
     TEXT_SCENE,
     Output,
+    Source,
     class_names,
     labels_output,
+    labels_sources,
     partition_output,
+    partition_sources,
     points_output,
     refined_output,
     text_output,
+    text_sources,
 )
 from shared.store import Store
 
@@ -42,6 +46,9 @@ try:
 except metadata.PackageNotFoundError:  # running from a checkout that was not installed
     CODE_VERSION = "dev"
 
+
+
+SKIPPED = "skipped:"  # the error of a task that did not run because one it needed failed
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,7 @@ def _guard(stage: str) -> Callable:
         def run(pipeline: Pipeline, scene_id: str, *upstream: StageResult, **kw) -> StageResult:
             failed = [u for u in upstream if isinstance(u, StageResult) and not u.ok]
             if failed:
-                return StageResult(stage, scene_id, error=f"skipped: {failed[0].stage} failed")
+                return StageResult(stage, scene_id, error=f"{SKIPPED} {failed[0].stage} failed")
             try:
                 return fn(pipeline, scene_id, *upstream, **kw)
             except UserError as e:
@@ -97,6 +104,23 @@ def _source_fingerprint(pipeline: Pipeline, scene_id: str) -> str:
     """Names and sizes of the scene's raw files: cheap, and unchanged by copying."""
     entries = sorted((p.name, p.stat().st_size if p.is_file() else -1) for p in scene_files(pipeline.dataset, scene_id))
     return hashlib.sha256(repr((pipeline.dataset.name, pipeline.dataset.version, scene_id, entries)).encode()).hexdigest()[:16]
+
+
+def side_fingerprints(pipeline: Pipeline, scene_id: str, sources: tuple[Source, ...]) -> dict[str, str]:
+    """Fingerprints of the side files a stage reads (per-frame masks or label maps of the scene,
+    a text-embeddings file): names, sizes and modification times, so that a map rewritten in
+    place (same size, as .npy features are) still changes every key that depends on it."""
+    out = {}
+    for source in sources:
+        if source.kind == "frames":
+            files = frame_files(pipeline.dataset, scene_id, source.target)
+            base = Path(pipeline.dataset.root)
+        else:
+            files, base = [Path(source.target)], Path()
+        entries = sorted((str(p.relative_to(base)) if p.is_relative_to(base) else str(p),
+                          *((p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else (-1, -1))) for p in files)
+        out[source.name] = hashlib.sha256(repr(entries).encode()).hexdigest()[:16]
+    return out
 
 
 def ingest_output(pipeline: Pipeline, scene_id: str) -> Output:
@@ -233,14 +257,24 @@ def compute_partition(partition: PartitionConfig, points: dict[str, np.ndarray])
 @_guard("partitions")
 def partitions(pipeline: Pipeline, scene_id: str, ingested: StageResult, partition: PartitionConfig) -> StageResult:
     store = Store(pipeline.store.path)
-    out = partition_output(partition, ingested.key)
+    out = partition_output(partition, ingested.key, side_fingerprints(pipeline, scene_id, partition_sources(partition)))
     group, key = out.group, out.key
     if store.is_complete(scene_id, group, key):
         return StageResult("partitions", scene_id, out, info=_segment_info(store, scene_id, group))
     names = ("xyz", "rgb", "normal", "faces", "intensity", "ring")
     points = store.read(scene_id, POINTS, [n for n in names if store.has_array(scene_id, POINTS, n)])
-    start = time.perf_counter()
-    segment, extra = compute_partition(partition, points)
+    if partition.method == "masks":
+        from preprocess.partition.masks import mask_partition
+
+        # the stored points (ingest may have dropped some) seen by the raw scene's views, whose
+        # images load lazily: the time below covers decoding, masks, projection and merging
+        views = read_scene(pipeline.dataset, scene_id, load_views=True).views
+        scene = Scene(scene_id, points["xyz"], points["rgb"], faces=points.get("faces"), views=views)
+        start = time.perf_counter()
+        segment, extra = mask_partition(scene, partition.params)
+    else:
+        start = time.perf_counter()
+        segment, extra = compute_partition(partition, points)
     seconds = time.perf_counter() - start
     attrs = {
         "key": key, "stage": "partitions", "method": partition.method,
@@ -259,10 +293,10 @@ def _segment_info(store: Store, scene_id: str, group: str) -> dict:
 # ------------------------------------------------------------------------------ labels
 @_guard("labels")
 def labels(pipeline: Pipeline, scene_id: str, ingested: StageResult) -> StageResult:
-    from preprocess.labels.labelers import labels_for_scene
+    from preprocess.labels.labelers import labels_for_scene, teacher_advice
 
     store = Store(pipeline.store.path)
-    out = labels_output(pipeline, ingested.key)
+    out = labels_output(pipeline, ingested.key, side_fingerprints(pipeline, scene_id, labels_sources(pipeline)))
     group, key = out.group, out.key
     if store.is_complete(scene_id, group, key):
         return StageResult("labels", scene_id, out, info=_label_info(store, scene_id, group))
@@ -274,7 +308,8 @@ def labels(pipeline: Pipeline, scene_id: str, ingested: StageResult) -> StageRes
             f"{scene_id}: the store holds {len(stored)} points but the raw scene has {len(scene.xyz)}; "
             "pseudo-labels need the ingest stage's points unfiltered (set ingest.max_range = 0)"
         )
-    result = labels_for_scene(scene, pipeline.labels, class_names(pipeline))
+    with teacher_advice(pipeline.dataset.name):
+        result = labels_for_scene(scene, pipeline.labels, class_names(pipeline))
     seconds = time.perf_counter() - start
     seen = int((result["label"] >= 0).sum())
     attrs = {
@@ -295,14 +330,15 @@ def _label_info(store: Store, scene_id: str, group: str) -> dict:
 @_guard("text")
 def store_text_embeddings(pipeline: Pipeline, scene_id: str = TEXT_SCENE) -> StageResult:
     """The class-name text embeddings the trainer's text head uses; stored once per store."""
-    from preprocess.labels.labelers import text_embeddings
+    from preprocess.labels.labelers import teacher_advice, text_embeddings
 
     store = Store(pipeline.store.path)
-    out = text_output(pipeline)
+    out = text_output(pipeline, side_fingerprints(pipeline, TEXT_SCENE, text_sources(pipeline)))
     if store.is_complete(TEXT_SCENE, out.group, out.key):
         return StageResult("text", TEXT_SCENE, out)
     start = time.perf_counter()
-    emb = text_embeddings(pipeline.labels, class_names(pipeline)).astype(np.float32)
+    with teacher_advice(pipeline.dataset.name):
+        emb = text_embeddings(pipeline.labels, class_names(pipeline)).astype(np.float32)
     attrs = {"key": out.key, "stage": "text", "params": out.params, "classes": list(class_names(pipeline)),
              "labeler": pipeline.labels.labeler}
     store.write(TEXT_SCENE, out.group, {"embedding": emb}, attrs)

@@ -83,6 +83,22 @@ class SuperpointParams:
     appearance: str = "none"  # features beside the geometric ones: "none", "rgb" or "intensity" (LiDAR)
 
 
+@dataclass(frozen=True)
+class MaskParams:
+    """Sets from 2D masks projected to 3D and merged across views (preprocess/partition/masks.py)."""
+
+    source: str = "slic"  # "slic": SLIC superpixels of the colour images | "precomputed": mask files
+    folder: str = "masks"  # precomputed: the per-frame mask folder (README: sets from 2D masks)
+    n_segments: int = 150  # SLIC: superpixels per image (CLIP2Scene's 150)
+    compactness: float = 10.0  # SLIC: colour vs. position trade-off (higher: squarer superpixels)
+    width: int = 320  # SLIC: images are segmented at this width (aspect kept); precomputed masks: their own size
+    frame_skip: int = 10  # views of a video (ScanNet layout): every n-th frame; LiDAR: all cameras
+    consistency: float = 0.5  # a neighbour link holds when >= this share of the views that mask both points agree
+    knn: int = 10  # neighbours per point of the link graph for point clouds (meshes use their edges)
+    min_points: int = 20  # sets smaller than this join their most-linked neighbour set, else become -1
+    depth_tolerance: float = 0.05  # metres; the occlusion test of the projection (views with depth or a mesh)
+
+
 # Allowed values of the partition parameters that name a choice.
 PARTITION_CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "felzenszwalb": {"graph": ("knn", "rings", "rings+knn"), "weights": ("normal", "lidar")},
@@ -93,6 +109,7 @@ PARTITION_PARAMS: dict[str, type] = {
     "felzenszwalb": FelzenszwalbParams,
     "vccs": VCCSParams,
     "superpoints": SuperpointParams,
+    "masks": MaskParams,
 }
 
 
@@ -132,14 +149,30 @@ class SimulatedCLIPConfig:
 
 
 @dataclass(frozen=True)
+class PrecomputedConfig:
+    """Per-frame label maps another 2D model made (README: any 2D model as the teacher)."""
+
+    folder: str = "labels2d"  # ScanNet layout: <scene>/<folder>/<frame>.png; nuScenes: <root>/<folder>/<CAM>/<stem>.png
+    ignore: list[int] = field(default_factory=lambda: [255, 65535])  # map values that mean "no label"
+    scores: bool = False  # read a confidence map <frame>.score.png per frame (else every label weighs 1)
+    text_embeddings: str = ""  # (C, D) .npy of class embeddings for train.head = "text" ("" = none)
+
+
+@dataclass(frozen=True)
 class LabelsConfig:
-    labeler: str = "simulated-clip"  # "maskclip" | "simulated-clip"
+    labeler: str = "simulated-clip"  # "maskclip" | "simulated-clip" | "precomputed"
     frame_skip: int = 20  # ScanNet: every n-th frame
     label_width: int = 320  # label maps are made and used at this width (aspect kept)
     depth_tolerance: float = 0.05  # metres; |z_point - depth| above this is occluded
     store_features: bool = False  # keep per-point mean CLIP features (f16) for distillation
     maskclip: MaskCLIPConfig = field(default_factory=MaskCLIPConfig)
     simulated: SimulatedCLIPConfig = field(default_factory=SimulatedCLIPConfig)
+    precomputed: PrecomputedConfig = field(default_factory=PrecomputedConfig)
+
+    @property
+    def has_text(self) -> bool:
+        """Whether the labeler gives class text embeddings (a precomputed teacher only with a file)."""
+        return self.labeler != "precomputed" or bool(self.precomputed.text_embeddings)
 
 
 @dataclass(frozen=True)
@@ -437,7 +470,7 @@ def run_pipeline(pipeline: Pipeline, run: RunConfig, overrides: dict[str, Any] |
 
 def _check_choices(p: Pipeline) -> None:
     choices = {
-        "labels.labeler": (p.labels.labeler, ("maskclip", "simulated-clip")),
+        "labels.labeler": (p.labels.labeler, ("maskclip", "simulated-clip", "precomputed")),
         "train.method": (p.train.method, ("hicl", "clip2scene", "pseudo-ce", "gt")),
         "train.optimizer": (p.train.optimizer, ("adamw", "sgd")),
         "train.head": (p.train.head, ("text", "linear")),
@@ -458,11 +491,41 @@ def _check_choices(p: Pipeline) -> None:
     if p.refine.visual_weighting and not p.labels.store_features:
         raise ConfigError(f"{p.source}: 'refine.visual_weighting' = true weighs votes by CLIP features, which the store "
                           "keeps only with labels.store_features = true; set it (and rerun preprocess) or drop the weighting")
+    if not p.labels.has_text and (p.train.head == "text" or p.train.method == "clip2scene"):
+        needs = "train.head = \"text\"" if p.train.head == "text" else "train.method = \"clip2scene\""
+        raise ConfigError(f"{p.source}: {needs} needs class text embeddings, and labels.labeler = \"precomputed\" "
+                          "has none: set labels.precomputed.text_embeddings to a (classes, D) .npy file of your "
+                          "2D model's class embeddings, or train with train.head = \"linear\" (and not clip2scene)")
+    folder = p.labels.precomputed.folder
+    if p.labels.labeler == "precomputed" and not _one_folder(folder):
+        raise ConfigError(f"{p.source}: 'labels.precomputed.folder' = {folder!r} must be one folder name "
+                          "(README: any 2D model as the teacher)")
+    for i, part in enumerate(p.partitions):
+        if part.method == "masks":
+            _check_masks(p, i, part.params)
     if p.partitions:
         names = [x.name for x in p.partitions]
         if p.train.partition not in names:
             raise ConfigError(f"{p.source}: 'train.partition' = {p.train.partition!r} names no [[partitions]] "
                               f"entry (have {names})")
+
+
+def _check_masks(p: Pipeline, index: int, m: MaskParams) -> None:
+    where = f"{p.source}: 'partitions[{index}]"
+    if m.source not in ("slic", "precomputed"):
+        raise ConfigError(f"{where}.source' = {m.source!r} must be one of slic, precomputed")
+    if not 0.0 < m.consistency <= 1.0:
+        raise ConfigError(f"{where}.consistency' = {m.consistency!r} must be a share in (0, 1]")
+    for key in ("n_segments", "width", "frame_skip", "knn", "min_points"):
+        if getattr(m, key) < 1:
+            raise ConfigError(f"{where}.{key}' = {getattr(m, key)!r} must be >= 1")
+    if m.source == "precomputed" and not _one_folder(m.folder):
+        raise ConfigError(f"{where}.folder' = {m.folder!r} must be one folder name (README: sets from 2D masks)")
+
+
+def _one_folder(name: str) -> bool:
+    """A per-frame folder is named, not a path: the layout puts it under each scene (or CAM)."""
+    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
 
 
 def params_dict(params: Any) -> dict[str, Any]:

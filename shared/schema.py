@@ -16,10 +16,14 @@ Layout (one store per dataset; one group per scene):
 A key hashes the stage's name and version, its parameters and the keys of what it consumed:
 
     points      <- dataset name, ingest parameters, fingerprint of the scene's raw files
-    partitions  <- method and its parameters, points key
-    labels      <- labeler and its parameters, class names, points key
-    text        <- labeler, its parameters, class names
+    partitions  <- method and its parameters, points key[, fingerprint of the scene's mask files]
+    labels      <- labeler and its parameters, class names, points key[, fingerprint of its label maps]
+    text        <- labeler, its parameters, class names[, fingerprint of the embeddings file]
     refined     <- refine parameters, labels key, partition key
+
+Fingerprints of files another program made beside the dataset (per-frame 2D masks and label
+maps, a text-embeddings file: see `Source`) are taken by the stage that reads them and recorded
+in the manifest (`sources`), so a reader names those outputs without the raw files too.
 
 so the trainer, given a pipeline and the points key the manifest recorded, names every output
 without touching the raw dataset, and an ablation that changes one parameter finds every
@@ -65,12 +69,47 @@ def stage_key(stage: str, params: Mapping[str, Any], inputs: Sequence[str] = ())
 
 @dataclass(frozen=True)
 class Output:
-    """Where one stage output lives: its group (relative to the scene), key and parameters."""
+    """Where one stage output lives: its group (relative to the scene), key and parameters, and
+    the fingerprints of the side files folded into its key (source name -> fingerprint)."""
 
     stage: str
     group: str
     key: str
     params: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Files beside the dataset that a stage reads: "frames" = a per-frame folder (ScanNet
+    layout: <scene>/<target>/, nuScenes: <root>/<target>/<CAM>/), "file" = one file path."""
+
+    kind: str
+    target: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.target}"
+
+
+def partition_sources(partition: PartitionConfig) -> tuple[Source, ...]:
+    p = partition.params
+    return (Source("frames", p.folder),) if partition.method == "masks" and p.source == "precomputed" else ()
+
+
+def labels_sources(pipeline: Pipeline) -> tuple[Source, ...]:
+    cfg = pipeline.labels
+    return (Source("frames", cfg.precomputed.folder),) if cfg.labeler == "precomputed" else ()
+
+
+def text_sources(pipeline: Pipeline) -> tuple[Source, ...]:
+    cfg = pipeline.labels
+    return (Source("file", cfg.precomputed.text_embeddings),) if cfg.labeler == "precomputed" and cfg.has_text else ()
+
+
+def _picked(needed: Sequence[Source], fingerprints: Mapping[str, str]) -> dict[str, str]:
+    """The fingerprints of the `needed` sources (a KeyError names one that is not given)."""
+    return {s.name: fingerprints[s.name] for s in needed}
 
 
 # ------------------------------------------------------------------------------ names and keys
@@ -85,16 +124,18 @@ def points_output(pipeline: Pipeline, fingerprint: str) -> Output:
     return Output("ingest", POINTS, stage_key("ingest", params, [fingerprint]), params)
 
 
-def partition_output(partition: PartitionConfig, points_key: str) -> Output:
+def partition_output(partition: PartitionConfig, points_key: str, fingerprints: Mapping[str, str] = {}) -> Output:
+    """`fingerprints`: source name -> fingerprint, holding those of `partition_sources`."""
     params = {"method": partition.method, **params_dict(partition.params)}
-    key = stage_key("partitions", params, [points_key])
-    return Output("partitions", f"partitions/{partition.method}-{key}", key, params)
+    sources = _picked(partition_sources(partition), fingerprints)
+    key = stage_key("partitions", params, [points_key, *sources.values()])
+    return Output("partitions", f"partitions/{partition.method}-{key}", key, params, sources)
 
 
 def labels_params(pipeline: Pipeline) -> dict[str, Any]:
     """What a pseudo-label result depends on: the chosen labeler's own parameters only."""
     cfg = pipeline.labels
-    sub = cfg.maskclip if cfg.labeler == "maskclip" else cfg.simulated
+    sub = {"maskclip": cfg.maskclip, "precomputed": cfg.precomputed}.get(cfg.labeler, cfg.simulated)
     return {
         "labeler": cfg.labeler, "frame_skip": cfg.frame_skip, "label_width": cfg.label_width,
         "depth_tolerance": cfg.depth_tolerance, "store_features": cfg.store_features,
@@ -102,16 +143,18 @@ def labels_params(pipeline: Pipeline) -> dict[str, Any]:
     }
 
 
-def labels_output(pipeline: Pipeline, points_key: str) -> Output:
+def labels_output(pipeline: Pipeline, points_key: str, fingerprints: Mapping[str, str] = {}) -> Output:
     params = labels_params(pipeline)
-    key = stage_key("labels", params, [points_key])
-    return Output("labels", f"pseudo/{pipeline.labels.labeler}-{key}", key, params)
+    sources = _picked(labels_sources(pipeline), fingerprints)
+    key = stage_key("labels", params, [points_key, *sources.values()])
+    return Output("labels", f"pseudo/{pipeline.labels.labeler}-{key}", key, params, sources)
 
 
-def text_output(pipeline: Pipeline) -> Output:
+def text_output(pipeline: Pipeline, fingerprints: Mapping[str, str] = {}) -> Output:
     params = {k: v for k, v in labels_params(pipeline).items() if k in ("labeler", "labeler_params", "classes")}
-    key = stage_key("text", params)
-    return Output("text", f"text/{pipeline.labels.labeler}-{key}", key, params)
+    sources = _picked(text_sources(pipeline), fingerprints)
+    key = stage_key("text", params, list(sources.values()))
+    return Output("text", f"text/{pipeline.labels.labeler}-{key}", key, params, sources)
 
 
 def refined_output(pipeline: Pipeline, labels_key: str, partition_key: str) -> Output:
@@ -140,7 +183,8 @@ class Manifest:
     dataset: the dataset's name; classes: its benchmark class names (what `points/gt` indexes);
     splits: split key -> {"spec": the split settings, "train": [...], "val": [...]} as resolved
     against the raw dataset; scenes: scene -> {group: key} of every complete output;
-    text: group -> key of the class-prompt embeddings.
+    text: group -> key of the class-prompt embeddings; sources: scene (TEXT_SCENE for the
+    store's own) -> {source name: fingerprint} of the side files (`Source`) last read.
     """
 
     dataset: str
@@ -148,10 +192,16 @@ class Manifest:
     splits: dict[str, dict[str, Any]] = field(default_factory=dict)
     scenes: dict[str, dict[str, str]] = field(default_factory=dict)
     text: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Manifest":
+        return cls(data["dataset"], data["classes"], data["splits"], data["scenes"], data["text"],
+                   data.get("sources", {}))  # stores from before side files have none
 
     def as_json(self) -> dict[str, Any]:
         return {"format": MANIFEST_FORMAT, "dataset": self.dataset, "classes": self.classes,
-                "splits": self.splits, "scenes": self.scenes, "text": self.text}
+                "splits": self.splits, "scenes": self.scenes, "text": self.text, "sources": self.sources}
 
 
 def read_manifest(store: "Store") -> Manifest:
@@ -164,7 +214,7 @@ def read_manifest(store: "Store") -> Manifest:
     if data.get("format") != MANIFEST_FORMAT:
         raise MissingData(f"{store.path}/{MANIFEST}: format {data.get('format')!r}, expected {MANIFEST_FORMAT}; "
                           "run `python -m preprocess run` again to rewrite it")
-    return Manifest(data["dataset"], data["classes"], data["splits"], data["scenes"], data["text"])
+    return Manifest.from_json(data)
 
 
 def record_outputs(
@@ -181,7 +231,7 @@ def record_outputs(
         if data is None or data.get("format") != MANIFEST_FORMAT:
             manifest = Manifest(pipeline.dataset.name, classes)
         else:
-            manifest = Manifest(data["dataset"], data["classes"], data["splits"], data["scenes"], data["text"])
+            manifest = Manifest.from_json(data)
         if manifest.dataset != pipeline.dataset.name:
             raise MissingData(f"{store.path}: holds dataset {manifest.dataset!r}, not {pipeline.dataset.name!r}; "
                               f"give {pipeline.source} its own store.path")
@@ -192,6 +242,8 @@ def record_outputs(
                 **{name: list(ids) for name, ids in splits.items()},
             }
         for scene, out in outputs:
+            if out.sources:
+                manifest.sources.setdefault(scene, {}).update(out.sources)
             if out.stage == "text":
                 manifest.text[out.group] = out.key
             else:
@@ -201,7 +253,7 @@ def record_outputs(
                 groups[out.group] = out.key
         return manifest.as_json()
 
-    return Manifest(**{k: v for k, v in store.update_json(MANIFEST, merge).items() if k != "format"})
+    return Manifest.from_json(store.update_json(MANIFEST, merge))
 
 
 # ------------------------------------------------------------------------------ reading
@@ -248,27 +300,40 @@ class Layout:
             raise self._missing("points", scene)
         return key
 
+    def _fingerprints(self, scene: str, needed: Sequence[Source], what: str) -> dict[str, str]:
+        recorded = self.manifest.sources.get(scene, {})
+        if any(s.name not in recorded for s in needed):
+            raise self._missing(what, scene)
+        return recorded
+
+    def _partition(self, scene: str, name: str) -> Output:
+        part = self.pipeline.partition(name)
+        fingerprints = self._fingerprints(scene, partition_sources(part), f"partition {name!r}")
+        return partition_output(part, self.points_key(scene), fingerprints)
+
+    def _labels(self, scene: str) -> Output:
+        what = f"{self.pipeline.labels.labeler} pseudo-labels"
+        fingerprints = self._fingerprints(scene, labels_sources(self.pipeline), what)
+        return labels_output(self.pipeline, self.points_key(scene), fingerprints)
+
     def _check(self, scene: str, out: Output, what: str) -> str:
         if self.manifest.scenes.get(scene, {}).get(out.group) != out.key:
             raise self._missing(what, scene)
         return out.group
 
     def partition(self, scene: str, name: str) -> str:
-        part = self.pipeline.partition(name)
-        return self._check(scene, partition_output(part, self.points_key(scene)), f"partition {name!r}")
+        return self._check(scene, self._partition(scene, name), f"partition {name!r}")
 
     def labels(self, scene: str) -> str:
-        out = labels_output(self.pipeline, self.points_key(scene))
-        return self._check(scene, out, f"{self.pipeline.labels.labeler} pseudo-labels")
+        return self._check(scene, self._labels(scene), f"{self.pipeline.labels.labeler} pseudo-labels")
 
     def refined(self, scene: str, partition: str) -> str:
-        labels = labels_output(self.pipeline, self.points_key(scene))
-        part = partition_output(self.pipeline.partition(partition), self.points_key(scene))
-        out = refined_output(self.pipeline, labels.key, part.key)
+        out = refined_output(self.pipeline, self._labels(scene).key, self._partition(scene, partition).key)
         return self._check(scene, out, f"refined pseudo-labels over partition {partition!r}")
 
     def text(self) -> str:
-        out = text_output(self.pipeline)
+        what = f"{self.pipeline.labels.labeler} text embeddings"
+        out = text_output(self.pipeline, self._fingerprints(TEXT_SCENE, text_sources(self.pipeline), what))
         if self.manifest.text.get(out.group) != out.key:
-            raise self._missing(f"{self.pipeline.labels.labeler} text embeddings")
+            raise self._missing(what)
         return out.group

@@ -107,11 +107,11 @@ def test_last_block_is_value_path_only(maskclip):
 
 
 def test_missing_weights_name_the_fix(tmp_path):
-    with pytest.raises(MaskCLIPWeightsError, match="simulated-clip"):
+    with pytest.raises(MaskCLIPWeightsError, match="missing.pt' not found: set labels.maskclip.pretrained"):
         load_clip("ViT-B-16", str(tmp_path / "missing.pt"), "cpu")
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(MaskCLIPWeightsError, match="labels.maskclip.pretrained.*simulated-clip"):
+    with pytest.raises(MaskCLIPWeightsError, match="could not load CLIP weights.*set labels.maskclip.pretrained"):
         load_clip("ViT-B-16", str(bad), "cpu")
     cfg = LabelsConfig(labeler="maskclip", maskclip=MaskCLIPConfig(pretrained=str(tmp_path / "missing.pt")))
     with pytest.raises(MaskCLIPWeightsError):

@@ -153,7 +153,7 @@ def test_nuscenes_pipelines_share_their_partition_parameters() -> None:
     default = load_pipeline(REPO / "pipelines" / "nuscenes.toml").partitions
     ablation = load_pipeline(REPO / "pipelines" / "nuscenes-partition.toml").partitions
     sample = {p.name: p for p in load_pipeline(REPO / "pipelines" / "nuscenes-sample.toml").partitions}
-    assert [p.name for p in ablation] == ["felzenszwalb", "vccs", "superpoints"]
+    assert [p.name for p in ablation] == ["felzenszwalb", "vccs", "superpoints", "masks"]
     assert default == ablation[:1]
     assert all(sample[p.name] == p for p in ablation)
 

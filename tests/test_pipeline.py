@@ -136,8 +136,8 @@ def test_a_configuration_that_cannot_work_fails_before_any_scene_in_one_line(tmp
     code = main(["run", str(path), "--set", "labels.labeler=maskclip", "--set", f"labels.maskclip.pretrained={missing}"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
-    assert f"CLIP checkpoint '{missing}' not found; set labels.maskclip.pretrained to a local checkpoint" in err
-    assert 'labels.labeler = "simulated-clip"' in err
+    assert f"CLIP checkpoint '{missing}' not found; set labels.maskclip.pretrained to a local CLIP checkpoint" in err
+    assert 'labels.labeler = "precomputed"' in err and 'labels.labeler = "simulated-clip"' in err
     assert not (tmp_path / "s.zarr").exists()
     code = main(["run", str(path), "--set", "dataset.train=nosuch.txt"])
     err = capsys.readouterr().err

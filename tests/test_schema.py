@@ -154,3 +154,31 @@ memory_size = 64
     lq_refined = lq["refined over felzenszwalb (rho=0.5)"]
     assert np.isclose(lq_refined["mIoU"], eval_refined.as_dict()["mIoU"])
     assert lq_refined["classes"] == eval_refined.as_dict()["classes"]
+
+
+def test_side_file_fingerprints_are_in_keys_and_the_manifest(tmp_path):
+    """Outputs made from mask files or label maps key on their fingerprint; the manifest keeps it,
+    so the Layout names them without the files, and says what to run where it has none."""
+    path = tmp_path / "p.toml"
+    path.write_text(PIPELINE.format(root=tmp_path / "raw", store=tmp_path / "s.zarr") + """
+[[partitions]]
+name = "sam"
+method = "masks"
+source = "precomputed"
+[labels.precomputed]
+folder = "maps"
+""")
+    pipeline = load_pipeline(path, {"labels.labeler": "precomputed", "train.head": "linear"})
+    store = Store(pipeline.store.path)
+    points = schema.points_output(pipeline, "raw-a")
+    sam = schema.partition_output(pipeline.partition("sam"), points.key, {"frames:masks": "f1"})
+    assert sam.key != schema.partition_output(pipeline.partition("sam"), points.key, {"frames:masks": "f2"}).key
+    assert sam.sources == {"frames:masks": "f1"}
+    labels = schema.labels_output(pipeline, points.key, {"frames:maps": "m1"})
+    schema.record_outputs(store, pipeline, {"train": ["a", "b"], "val": []},
+                          [("a", points), ("a", sam), ("a", labels), ("b", schema.points_output(pipeline, "raw-b"))])
+    layout = schema.Layout(store, pipeline)
+    assert layout.partition("a", "sam") == sam.group and layout.labels("a") == labels.group
+    assert schema.read_manifest(store).sources == {"a": {"frames:masks": "f1", "frames:maps": "m1"}}
+    with pytest.raises(MissingData, match=r"scene 'b' has no partition 'sam' for .*; run `python -m preprocess run"):
+        layout.partition("b", "sam")

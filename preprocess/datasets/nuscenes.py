@@ -17,6 +17,7 @@ import json
 import os
 from dataclasses import dataclass
 from functools import lru_cache, partial
+from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
@@ -412,4 +413,22 @@ def _camera_view(index: NuScenesIndex, channel: str, sd: dict, lidar_to_global: 
     return View(
         name=channel, world_to_camera=world_to_camera, intrinsic=intrinsic,
         width=int(sd["width"]), height=int(sd["height"]), load_color=partial(_load_image, image_path),
+        frame_root=index.root, frame=_frame_name(channel, image_path),
     )
+
+
+def _frame_name(channel: str, image_path: Path) -> str:
+    """A camera image's name in per-frame folders: `<CAM>/<image stem>` (under `<root>/<folder>/`)."""
+    return f"{channel}/{image_path.stem}"
+
+
+def nuscenes_frame_files(root: str | os.PathLike, version: str, scene_id: str, folder: str) -> list[Path]:
+    """The files under `<root>/<folder>/` made for a keyframe's camera images (any suffix), from
+    the cached tables alone: what a side-file fingerprint covers. Unknown ids give []."""
+    index = load_index(root, version)
+    frames = index.keyframes.get(index.samples.get(scene_id, ""), {})
+    files: list[Path] = []
+    for channel in _camera_channels(frames):
+        name = _frame_name(channel, index.root / frames[channel]["filename"])
+        files += sorted((index.root / folder).glob(f"{glob_escape(name)}.*"))
+    return files

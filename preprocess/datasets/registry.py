@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from preprocess.datasets.nuscenes import list_nuscenes_samples, nuscenes_sample_files, read_nuscenes_sample
+from preprocess.datasets.nuscenes import (
+    list_nuscenes_samples,
+    nuscenes_frame_files,
+    nuscenes_sample_files,
+    read_nuscenes_sample,
+)
 from preprocess.datasets.scannet import list_scannet_scenes, read_scannet_scene, read_split
 from preprocess.datasets.scene import Scene
 from shared.config import DATASETS, DatasetConfig
@@ -88,3 +93,13 @@ def scene_files(cfg: DatasetConfig, scene_id: str) -> list[Path]:
         return nuscenes_sample_files(cfg.root, cfg.version, scene_id, box_instances=cfg.box_instances)
     folder = Path(cfg.root) / "scans" / scene_id
     return sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
+
+
+def frame_files(cfg: DatasetConfig, scene_id: str, folder: str) -> list[Path]:
+    """The files another program made for a scene's frames in per-frame `folder` (see
+    `View.frame_file`), found without reading the scene, for cache fingerprints."""
+    _check_name(cfg)
+    if cfg.name == "nuscenes":
+        return nuscenes_frame_files(cfg.root, cfg.version, scene_id, folder)
+    path = Path(cfg.root) / "scans" / scene_id / folder
+    return sorted(p for p in path.glob("*") if p.is_file()) if path.is_dir() else []

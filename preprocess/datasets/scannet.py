@@ -270,7 +270,7 @@ def _exported_views(scene_dir: Path, frame_skip: int) -> tuple[list[View], int]:
             load_depth = partial(_load_depth_png, depth, k_depth)
         views.append(View(
             name=name, world_to_camera=world_to_camera, intrinsic=k_color.copy(), width=width, height=height,
-            load_color=partial(_load_image, color), load_depth=load_depth,
+            load_color=partial(_load_image, color), load_depth=load_depth, frame_root=scene_dir, frame=name,
         ))
     return views, skipped
 
@@ -294,6 +294,7 @@ def _sens_views(sens: SensFile, frame_skip: int) -> tuple[list[View], int]:
             name=f"{frame:05d}", world_to_camera=w2c,
             intrinsic=sens.intrinsic_color[:3, :3].copy(), width=sens.color_width, height=sens.color_height,
             load_color=partial(sens.color, int(frame)), load_depth=partial(_sens_depth, sens, int(frame)),
+            frame_root=sens.path.parent, frame=f"{frame:05d}",
         )
         for frame, w2c in zip(frames[valid], world_to_camera)
     ]

@@ -30,6 +30,16 @@ class View:
     load_color: Callable[[], np.ndarray]  # -> (H,W,3) uint8
     # -> (depth (h,w) float32 metres, 0 = no measurement, its (3,3) intrinsic); None: no depth
     load_depth: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
+    # Where files another program made for this frame live (2D masks, label maps): see `frame_file`
+    frame_root: Path | None = None
+    frame: str = ""
+
+    def frame_file(self, folder: str, suffix: str) -> Path:
+        """`<frame_root>/<folder>/<frame><suffix>`: ScanNet layout `<scene>/<folder>/<view name>.png`,
+        nuScenes `<root>/<folder>/<CAM>/<image stem>.png` (the readers set root and frame)."""
+        if self.frame_root is None:
+            raise ValueError(f"view {self.name}: its reader gives no place for per-frame files")
+        return self.frame_root / folder / f"{self.frame}{suffix}"
 
 
 @dataclass

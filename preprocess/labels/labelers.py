@@ -1,4 +1,4 @@
-"""The two 2D labelers behind one interface, and pseudo-labels of a whole scene.
+"""The 2D labelers behind one interface, and pseudo-labels of a whole scene.
 
 `labels_for_scene` is what the `labels` pipeline stage calls per scene: label the selected
 views, transfer the label maps to the points, fuse them (see `transfer.py`).
@@ -7,13 +7,17 @@ views, transfer the label maps to the points, fuse them (see `transfer.py`).
 from __future__ import annotations
 
 import zlib
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator, Protocol
 
 import numpy as np
 from PIL import Image
 
 from preprocess.datasets.scene import Scene, View
-from preprocess.labels.maskclip import MaskCLIP, load_clip
+from preprocess.labels.checks import teacher_fixes
+from preprocess.labels.maskclip import MaskCLIP, MaskCLIPWeightsError, load_clip
+from preprocess.labels.precomputed import read_label_maps, read_text_embeddings
 from preprocess.labels.simulated import (
     confusion_matrix,
     render_vertex_labels,
@@ -88,6 +92,18 @@ class MaskCLIPLabeler:
         )
 
 
+class PrecomputedLabeler:
+    """Label maps (and optional scores and features) another 2D model wrote per frame (see
+    `precomputed.py` for the layout): any segmenter becomes the teacher, read as files."""
+
+    def __init__(self, cfg: LabelsConfig, class_names: list[str] | tuple[str, ...]):
+        self.cfg, self.num_classes = cfg, len(class_names)
+
+    def label_views(self, scene: Scene, views: list[View]) -> list[LabelMaps]:
+        return [read_label_maps(view, self.cfg.precomputed, self.num_classes, self.cfg.store_features)
+                for view in views]
+
+
 def _resize(image: np.ndarray, width: int) -> np.ndarray:
     """The image at `width` pixels across (aspect kept): the ViT's cost grows with the square
     of the patch count, and CLIP's patches see objects best near its training scale."""
@@ -97,7 +113,20 @@ def _resize(image: np.ndarray, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
 
 
-LABELERS: dict[str, type] = {"simulated-clip": SimulatedCLIPLabeler, "maskclip": MaskCLIPLabeler}
+LABELERS: dict[str, type] = {
+    "simulated-clip": SimulatedCLIPLabeler, "maskclip": MaskCLIPLabeler, "precomputed": PrecomputedLabeler,
+}
+
+
+@contextmanager
+def teacher_advice(dataset: str) -> Iterator[None]:
+    """A CLIP-weights failure met while labelling a scene, as a one-line ConfigError naming the
+    fixes that fit the dataset (the preflight `check_labeler` cannot see every such failure: a
+    corrupt checkpoint, or a worker machine without the weights)."""
+    try:
+        yield
+    except MaskCLIPWeightsError as e:
+        raise ConfigError(f"{e}; or {teacher_fixes(dataset, weights=False)}") from None
 
 
 def make_labeler(labels_cfg: LabelsConfig, class_names: list[str] | tuple[str, ...]) -> Labeler:
@@ -136,10 +165,13 @@ def labels_for_scene(
 
 
 def text_embeddings(labels_cfg: LabelsConfig, class_names: list[str] | tuple[str, ...]) -> np.ndarray:
-    """(C, D) float32 unit class embeddings for the trainer's text head: CLIP's text tower
-    (prompt-template means) for "maskclip", the fixed random ones for "simulated-clip"."""
+    """(C, D) float32 class embeddings for the trainer's text head: CLIP's text tower
+    (prompt-template means) for "maskclip", the fixed random ones for "simulated-clip", the
+    user's file for "precomputed"."""
     if labels_cfg.labeler not in LABELERS:
         raise ValueError(f"labels.labeler = {labels_cfg.labeler!r} is not one of {sorted(LABELERS)}")
+    if labels_cfg.labeler == "precomputed":
+        return read_text_embeddings(labels_cfg.precomputed.text_embeddings, len(class_names))
     if labels_cfg.labeler == "simulated-clip":
         sim = labels_cfg.simulated
         return simulated_text_embeddings(len(class_names), sim.feature_dim, sim.seed)

@@ -50,15 +50,16 @@ def load_clip(model: str = "ViT-B-16", pretrained: str = "openai", device: str =
         if not os.path.isfile(pretrained):
             raise MaskCLIPWeightsError(
                 f"CLIP checkpoint {pretrained!r} not found: set labels.maskclip.pretrained to an "
-                f"existing local checkpoint file of {model}, or use labels.labeler = \"simulated-clip\""
+                f"existing local checkpoint file of {model}"
             )
     try:
         net, _, _ = open_clip.create_model_and_transforms(model, pretrained=pretrained, device=resolve_device(device))
     except Exception as e:  # network errors, missing files, corrupt checkpoints: all one fix
         raise MaskCLIPWeightsError(
-            f"could not load CLIP weights {model!r} / pretrained={pretrained!r} ({type(e).__name__}: {e}). "
+            f"could not load CLIP weights {model!r} / pretrained={pretrained!r} "
+            f"({type(e).__name__}: {(str(e).splitlines() or [''])[0]}). "
             f"Without network access, download the checkpoint elsewhere and set labels.maskclip.pretrained "
-            f"to the local file, or use labels.labeler = \"simulated-clip\""
+            f"to the local file"
         ) from e
     return net.eval(), open_clip.get_tokenizer(model)
 

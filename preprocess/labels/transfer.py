@@ -15,7 +15,7 @@ import numba
 import numpy as np
 
 from preprocess.datasets.scene import Scene, View
-from preprocess.geometry.render import render
+from preprocess.geometry.render import MeshRaycaster
 
 NEAR = 1e-3  # metres; points closer to (or behind) the camera plane than this are dropped
 
@@ -200,25 +200,37 @@ def view_hits(
     tolerance: float = 0.05,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """(point index, label, score, feature or None) of the points of `scene` that `view` sees,
-    read off label/score maps made at any size with the view's aspect ratio.
-
-    Occlusion: from the view's depth frame where it has one, else from a depth map rendered
-    from the scene's mesh at the label map's size, else (LiDAR) none.
+    read off label/score maps made at any size with the view's aspect ratio (occlusion: see
+    `visible_pixels`).
     """
     h, w = label_map.shape
     if score_map.shape != label_map.shape:
         raise ValueError(f"view {view.name}: score map {score_map.shape} differs from label map {label_map.shape}")
-    K = scale_intrinsic(view.intrinsic, (view.width, view.height), (w, h))
+    idx, u, v = visible_pixels(scene, view, w, h, tolerance)
+    feat = None if feature_map is None else sample_map(feature_map, u, v, w, h)
+    return idx, label_map[v, u], score_map[v, u], feat
+
+
+def visible_pixels(
+    scene: Scene, view: View, width: int, height: int, tolerance: float = 0.05, raycaster: MeshRaycaster | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(point index, column, row) of the points of `scene` that `view` sees in a map of
+    `width` x `height` with the view's aspect ratio.
+
+    Occlusion: from the view's depth frame where it has one, else from a depth map rendered
+    from the scene's mesh at the map's size (with `raycaster`, the scene's mesh built once, when
+    given), else (LiDAR) none.
+    """
+    K = scale_intrinsic(view.intrinsic, (view.width, view.height), (width, height))
     depth = None
     if view.load_depth is not None:
         depth = view.load_depth()
     elif scene.faces is not None:
-        depth = (render(scene.xyz, scene.faces, view.world_to_camera, K, w, h)[0], K)
-    u, v, visible = project(scene.xyz, view.world_to_camera, K, w, h, depth=depth, tolerance=tolerance)
+        rays = raycaster or MeshRaycaster(scene.xyz, scene.faces)
+        depth = (rays.render(view.world_to_camera, K, width, height)[0], K)
+    u, v, visible = project(scene.xyz, view.world_to_camera, K, width, height, depth=depth, tolerance=tolerance)
     idx = np.flatnonzero(visible)
-    u, v = u[idx], v[idx]
-    feat = None if feature_map is None else sample_map(feature_map, u, v, w, h)
-    return idx, label_map[v, u], score_map[v, u], feat
+    return idx, u[idx], v[idx]
 
 
 def transfer_labels(
