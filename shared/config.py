@@ -429,6 +429,12 @@ def _check_choices(p: Pipeline) -> None:
         value = getattr(p.train.hicl, key)
         if not -1.0 <= value <= 1.0:
             raise ConfigError(f"{p.source}: 'train.hicl.{key}' = {value!r} must be a cosine in [-1, 1]")
+    weighting = [key for key, on in (("refine.visual_weighting", p.refine.visual_weighting),
+                                     ("train.hicl.visual_weighting", p.train.hicl.visual_weighting)) if on]
+    if weighting and not p.labels.store_features:
+        raise ConfigError(f"{p.source}: '{weighting[0]}' = true weighs votes by per-point CLIP features, but "
+                          f"'labels.store_features' = false stores none; set labels.store_features = true "
+                          f"(and re-run the labels stage) or turn visual weighting off")
     features = p.train.input_features
     if not features or len(set(features)) < len(features) or not set(features) <= set(INPUT_FEATURES):
         raise ConfigError(f"{p.source}: 'train.input_features' = {features!r} must be a non-empty list without "

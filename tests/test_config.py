@@ -120,3 +120,12 @@ def test_base_loop_is_an_error(tmp_path):
     (tmp_path / "b.toml").write_text('base = "a.toml"\n')
     with pytest.raises(ConfigError, match="loops back"):
         load_pipeline(tmp_path / "a.toml")
+
+
+@pytest.mark.parametrize("key", ["refine.visual_weighting", "train.hicl.visual_weighting"])
+def test_visual_weighting_without_stored_features_names_the_fix(tmp_path, key):
+    section, name = key.rsplit(".", 1)
+    text = MINIMAL + f"[{section}]\n{name} = true\n"
+    with pytest.raises(ConfigError, match=rf"'{key}' = true .* set labels\.store_features = true"):
+        load_pipeline(write(tmp_path, text))
+    assert load_pipeline(write(tmp_path, text + "[labels]\nstore_features = true\n"))

@@ -164,6 +164,35 @@ def test_train_samples_keep_labels_attached(pipeline):
     assert (raw["refined"] == raw["gt"])[seen].mean() > (raw["label"] == raw["gt"])[seen].mean()
 
 
+def test_hicl_visual_weighting_acts_on_the_training_targets(tmp_path):
+    """train.hicl.visual_weighting reads the stored CLIP features for the refinement even when no
+    loss uses them (the HICL method's fields), and changes the refined targets."""
+    from shared.refine import refine_labels
+    from train.methods import HICL
+
+    path = make_toy_store(tmp_path, method="hicl")
+    plain = load_pipeline(path)
+    weighted = load_pipeline(path, {"train.hicl.visual_weighting": True})
+    # One set of toy0 gets 60% votes for class 0 that look unlike the set, 40% for class 1 that look like it.
+    store, group = Store(plain.store.path), SceneDataset(plain, "train", fields=("pseudo",)).groups[0]["pseudo"]
+    pseudo = store.read("toy0", group)
+    segment = SceneDataset(plain, "train", fields=("segment",)).read(0)["segment"]
+    members = np.flatnonzero(segment == segment[0])
+    split = int(0.6 * len(members))
+    pseudo["label"][members] = np.where(np.arange(len(members)) < split, 0, 1)
+    pseudo["score"][members] = 1.0
+    pseudo["feat"][members] = np.where(np.arange(len(members))[:, None] < split, -1.0, 3.0)
+    store.remove("toy0", group)
+    store.write("toy0", group, pseudo, {"params": label_params(plain)})
+    fields = HICL.fields_for(weighted.train)
+    assert "feat" not in fields
+    on = SceneDataset(weighted, "train", fields=fields).read(0)
+    off = SceneDataset(plain, "train", fields=fields).read(0)
+    assert (off["refined"][members] == 0).all() and (on["refined"][members] == 1).all()
+    expected = refine_labels(on["label"], on["score"].astype(np.float32), on["segment"], 20, features=on["feat"])
+    np.testing.assert_array_equal(on["refined"], expected)
+
+
 def test_input_features_in_the_configured_order(tmp_path):
     pipeline = load_pipeline(make_toy_store(tmp_path), {"train.input_features": ["height", "normal", "rgb"]})
     ds = SceneDataset(pipeline, "val", with_gt=True, fields=())

@@ -201,6 +201,8 @@ class SceneDataset(Dataset):
         self.fields = frozenset(fields) | ({"gt"} if with_gt else set())
         if "refined" in self.fields:
             self.fields |= {"pseudo", "segment"}
+        # train.hicl.visual_weighting: the refinement weighs votes by the stored CLIP features
+        self.refine_features = "refined" in self.fields and self.cfg.hicl.visual_weighting
         self.augment = split == "train" if augment is None else augment
         self.num_classes = len(class_names(pipeline))
         self.store = open_store(pipeline)
@@ -219,7 +221,8 @@ class SceneDataset(Dataset):
             groups["segment"] = find_output(
                 self.store, scene, "partitions", f"{part.method}-", {"method": part.method, **params_dict(part.params)}
             )
-        if "feat" in self.fields and not (self.store.path / scene / groups["pseudo"] / "feat").is_dir():
+        needs_features = "feat" in self.fields or self.refine_features
+        if needs_features and not (self.store.path / scene / groups["pseudo"] / "feat").is_dir():
             raise MissingData(f"{self.store.path}: {scene}/{groups['pseudo']} has no per-point CLIP features; "
                               "set labels.store_features = true and run `make preprocess`")
         return groups
@@ -253,7 +256,8 @@ class SceneDataset(Dataset):
         names = ["xyz", "rgb"] + (["normal"] if normals else []) + (["gt"] if "gt" in self.fields else [])
         data = self.store.read(scene, POINTS, names)
         if "pseudo" in groups:
-            pseudo_names = (["label", "score"] if "pseudo" in self.fields else []) + (["feat"] if "feat" in self.fields else [])
+            features = "feat" in self.fields or self.refine_features
+            pseudo_names = (["label", "score"] if "pseudo" in self.fields else []) + (["feat"] if features else [])
             data.update(self.store.read(scene, groups["pseudo"], pseudo_names))
         if "segment" in groups:
             data["segment"] = self.store.read(scene, groups["segment"], ["segment"])["segment"]
