@@ -106,14 +106,20 @@ class MaskCLIPConfig:
 
 @dataclass(frozen=True)
 class SimulatedCLIPConfig:
+    """The simulated-CLIP labeler's model of MaskCLIP (preprocess/labels/simulated.py says what
+    each parameter does and why the defaults are what they are)."""
+
     seed: int = 0
-    patch: int = 16  # labels decided per patch, like a ViT-B/16
-    confusion: float = 0.45  # probability that a region's class is swapped for a confusable one
-    region_px: int = 64  # size of the regions whose class is confused together
-    bleed_px: int = 8  # labels leak this far across object boundaries (half a patch: bilinear upsampling's reach)
-    flip_prob: float = 0.08  # per-view, per-patch random flips (view-dependent noise)
+    patch: int = 16  # logits decided per patch of this many label-map pixels, like a ViT-B/16
+    margin: float = 4.0  # logit lead of the class an object looks like
+    confusion: float = 0.3  # probability that an object reads as a confusable class (0 to 0.5)
+    instance_noise: float = 0.5  # per object, Gaussian logit offsets toward unrelated classes
+    surface_noise: float = 0.25  # how much parts of a surface vary in their confusion
+    region_m: float = 1.0  # metres over which that variation is correlated
+    view_noise: float = 0.3  # per view and object, Gaussian shift of its pull (how a viewpoint changes it)
+    patch_noise: float = 0.5  # per view and patch, Gaussian logit noise (what fusing views removes)
     feature_dim: int = 512
-    feature_noise: float = 1.0  # norm of the noise added to the class text embedding of a patch feature
+    feature_noise: float = 1.0  # norm of the noise added to a patch feature's mixture of text embeddings
 
 
 @dataclass(frozen=True)
@@ -429,6 +435,15 @@ def _check_choices(p: Pipeline) -> None:
         value = getattr(p.train.hicl, key)
         if not -1.0 <= value <= 1.0:
             raise ConfigError(f"{p.source}: 'train.hicl.{key}' = {value!r} must be a cosine in [-1, 1]")
+    sim = p.labels.simulated
+    if not 0.0 <= sim.confusion <= 0.5:
+        raise ConfigError(f"{p.source}: 'labels.simulated.confusion' = {sim.confusion!r} must be in [0, 0.5] "
+                          f"(the probability that an object reads as another class)")
+    for key in ("margin", "instance_noise", "surface_noise", "view_noise", "patch_noise", "feature_noise"):
+        if getattr(sim, key) < 0:
+            raise ConfigError(f"{p.source}: 'labels.simulated.{key}' = {getattr(sim, key)!r} must be >= 0")
+    if sim.patch < 1 or sim.region_m <= 0 or sim.feature_dim < 1:
+        raise ConfigError(f"{p.source}: 'labels.simulated' needs patch >= 1, region_m > 0 and feature_dim >= 1")
     weighting = [key for key, on in (("refine.visual_weighting", p.refine.visual_weighting),
                                      ("train.hicl.visual_weighting", p.train.hicl.visual_weighting)) if on]
     if weighting and not p.labels.store_features:

@@ -129,3 +129,10 @@ def test_visual_weighting_without_stored_features_names_the_fix(tmp_path, key):
     with pytest.raises(ConfigError, match=rf"'{key}' = true .* set labels\.store_features = true"):
         load_pipeline(write(tmp_path, text))
     assert load_pipeline(write(tmp_path, text + "[labels]\nstore_features = true\n"))
+
+
+def test_simulated_clip_parameters_are_range_checked(tmp_path):
+    with pytest.raises(ConfigError, match=r"'labels\.simulated\.confusion' = 0\.7 must be in \[0, 0\.5\]"):
+        load_pipeline(write(tmp_path, MINIMAL + "[labels.simulated]\nconfusion = 0.7\n"))
+    with pytest.raises(ConfigError, match=r"'labels\.simulated\.patch_noise' = -1\.0 must be >= 0"):
+        load_pipeline(write(tmp_path, MINIMAL + "[labels.simulated]\npatch_noise = -1.0\n"))
