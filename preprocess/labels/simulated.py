@@ -184,7 +184,8 @@ def mesh_instances(
     keep = ~annotated[a] & ~annotated[b] & (gt[a] == gt[b])
     graph = sparse.coo_matrix((np.ones(int(keep.sum()), np.int8), (a[keep], b[keep])), shape=(n, n))
     _, region = connected_components(graph, directed=False)
-    key = np.where(annotated, np.asarray(instance if instance is not None else region), n + region)
+    given = np.zeros(n, np.int64) if instance is None else np.asarray(instance, np.int64)
+    key = np.where(annotated, given, given.max(initial=-1) + 1 + region)  # regions after the annotated ids
     return np.unique(key, return_inverse=True)[1].ravel().astype(np.int64)
 
 
@@ -235,12 +236,15 @@ class SceneModel:
     def logits(self, vertex: np.ndarray, margin: float, jitter: np.ndarray | None = None) -> np.ndarray:
         """(..., C) float32 logits of the vertices `vertex` (any shape, ids >= 0) as one view sees
         them: `jitter` (K,) shifts each object's pull in this view (None: no shift)."""
-        k = self.objects[vertex]
-        w = self.pull[vertex] + (0.0 if jitter is None else jitter[k])
-        w = np.clip(w, 0.0, 1.0)[..., None]
-        C = self.lean.shape[1]
-        return (self.lean[k] + margin * ((1.0 - w) * np.eye(C, dtype=np.float32)[self.looks[k]]
-                                         + w * np.eye(C, dtype=np.float32)[self.mistaken_for[k]])).astype(np.float32)
+        k = np.asarray(self.objects[vertex])
+        w = self.pull[vertex] + (np.float32(0.0) if jitter is None else jitter[k].astype(np.float32))
+        w = np.clip(w, 0.0, 1.0).ravel()
+        out = self.lean[k]  # a copy, (..., C)
+        flat, k = out.reshape(-1, out.shape[-1]), k.ravel()
+        rows = np.arange(len(flat))
+        flat[rows, self.looks[k]] += margin * (1.0 - w)
+        flat[rows, self.mistaken_for[k]] += margin * w
+        return out
 
 
 def scene_model(
@@ -281,20 +285,21 @@ def view_logits(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(pixel logits (H, W, C), patch logits (ceil(H/p), ceil(W/p), C)) of one view.
 
-    surface: (H, W, C) systematic logits of the surface each pixel shows (`scene_logits` rendered
-    through the view); hit: (H, W) bool, False where the pixel shows nothing. A patch's logits are
+    surface: (H, W, C) logits of the surface each pixel shows (`SceneModel.logits` of the vertices
+    rendered through the view); hit: (H, W) bool, False where the pixel shows nothing. A patch's logits are
     the mean over its hit pixels plus `patch_noise` Gaussian noise; they are upsampled bilinearly
     (align_corners=False, as MaskCLIP does) to the pixels.
     """
     H, W, C = surface.shape
     hp, wp = -(-H // patch), -(-W // patch)
-    padded = np.zeros((hp * patch, wp * patch, C), np.float64)
-    padded[:H, :W] = np.where(hit[..., None], surface, 0.0)
-    count = np.zeros((hp * patch, wp * patch))
+    padded = np.zeros((hp * patch, wp * patch, C), np.float32)
+    padded[:H, :W] = np.where(hit[..., None], surface, np.float32(0.0))
+    count = np.zeros((hp * patch, wp * patch), np.float32)
     count[:H, :W] = hit
     sums = padded.reshape(hp, patch, wp, patch, C).sum(axis=(1, 3))
     counts = count.reshape(hp, patch, wp, patch).sum(axis=(1, 3))
-    patches = sums / np.maximum(counts, 1.0)[..., None] + patch_noise * rng.standard_normal((hp, wp, C))
+    noise = (patch_noise * rng.standard_normal((hp, wp, C))).astype(np.float32)
+    patches = sums / np.maximum(counts, 1.0)[..., None] + noise
     grid = torch.from_numpy(patches.transpose(2, 0, 1)[None])
     pixels = F.interpolate(grid, size=(hp * patch, wp * patch), mode="bilinear", align_corners=False)
     return pixels[0].numpy().transpose(1, 2, 0)[:H, :W], patches
@@ -322,7 +327,7 @@ def simulate_view(
         raise ValueError(f"simulate_view: surface must be (H,W,C) and hit (H,W), got {surface.shape}, {hit.shape}")
     pixels, patches = view_logits(surface, hit, rng, patch, patch_noise)
     label = pixels.argmax(axis=-1).astype(np.int16)
-    score = softmax(pixels).max(axis=-1).astype(np.float16)
+    score = (1.0 / np.exp(pixels - pixels.max(axis=-1, keepdims=True)).sum(axis=-1)).astype(np.float16)  # softmax max
     feature = None
     if text_embeddings is not None:
         D = text_embeddings.shape[1]
