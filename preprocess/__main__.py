@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.set_defaults(func=_show_partitions)
 
-    p = sub.add_parser("label-quality", help="pseudo-label mIoU against ground truth, raw and refined")
+    p = sub.add_parser("label-quality", help="pseudo-label statistics against ground truth: score AUC, "
+                       "labelled share of ignore-gt points, mIoU raw and refined (stored scores, unit weights)")
     p.add_argument("pipeline")
     p.add_argument("--out", default="reports/label_quality", help="folder for the tables")
     p.add_argument("--split", choices=("all", "train", "val"), default="all", help="scenes to score (default: both splits)")

@@ -14,6 +14,7 @@ import numpy as np
 from shared.config import Pipeline, params_dict
 from shared.errors import ConfigError, MissingData
 from shared.metrics import IoUAccumulator, write_tables
+from shared.refine import refine_labels
 from shared.schema import POINTS, Layout, class_names, preprocess_command, read_manifest
 from shared.store import Store
 
@@ -110,44 +111,153 @@ def _defined_mean(values: list[float]) -> float:
     return float(np.mean(defined)) if defined else float("nan")
 
 
-def label_quality(pipeline: Pipeline, out_dir: str | Path, split: str = "all") -> str:
-    """Pseudo-label mIoU against ground truth over a split's scenes: raw, and refined over
-    every [[partitions]] entry (the refine stage's labels, the ones the trainer learns from).
+class LabelQuality:
+    """Statistics of pseudo-labels against ground truth, added scene by scene.
 
-    Unseen points (label -1) count as misses in the main rows, so the numbers are over all
-    labelled points; a row over the seen points only and the coverage (share of points seen
-    by some view) are reported beside them.
+    "Seen" points are those some view saw (the labels stage's `views` > 0), "labelled" those
+    with a pseudo-label (label >= 0); "benchmark" points those whose ground truth is one of the
+    classes (gt >= 0), "ignore-gt" points the others.
+    - score AUC: ROC AUC of the score as a predictor of label == gt over labelled benchmark
+      points (0.5: the score says nothing about correctness; 1: it names every wrong label).
+      Computed exactly from per-value counts of the float16 scores: no per-point memory.
+    - labelled share of the seen ignore-gt and of the seen benchmark points, and their ratio: a
+      labeler that gives every pixel a class (as MaskCLIP does) labels both alike (ratio 1); the
+      seen share of each (visibility, which no labeler changes) is kept beside them.
+    - mIoU of the raw labels, of the refine stage's labels (the score-weighted vote over a
+      partition) and of the same vote with unit weights (shared.refine), over all points (unseen
+      ones count as misses) and over the seen points. Unit weights within a few points of the
+      scores mean the refinement does not lean on the score.
     """
+
+    def __init__(self, names: tuple[str, ...] | list[str]):
+        self.names = tuple(names)
+        self.iou = {key: IoUAccumulator(self.names) for key in (
+            "raw", "raw seen", "refined", "refined seen", "unit", "unit seen")}
+        self.correct = np.zeros(1 << 16, np.int64)  # seen benchmark points per float16 score, by correctness
+        self.wrong = np.zeros(1 << 16, np.int64)
+        self.points = {kind: {"labelled": 0, "seen": 0, "all": 0} for kind in ("benchmark", "ignore")}
+        self.refined = False
+
+    def add(self, label: np.ndarray, score: np.ndarray, views: np.ndarray, gt: np.ndarray,
+            refined: np.ndarray | None = None, segment: np.ndarray | None = None, rho: float = 0.5) -> None:
+        """One scene's pseudo-labels (label, score, views) against its ground truth; with the
+        refine stage's `refined` labels and the `segment` they were refined over, those and the
+        same vote with unit weights too."""
+        label, gt = np.asarray(label).astype(np.int64), np.asarray(gt).astype(np.int64)
+        score = np.asarray(score, np.float32)
+        seen = label >= 0  # mIoU rows "on seen points": points with a label, the ones the refinement votes with
+        self.iou["raw"].add(label, gt)
+        self.iou["raw seen"].add(label[seen], gt[seen])
+        bench = gt >= 0
+        visible = np.asarray(views) > 0
+        for kind, mask in (("benchmark", bench), ("ignore", ~bench)):
+            counts = self.points[kind]
+            counts["labelled"] += int((seen & visible & mask).sum())
+            counts["seen"] += int((visible & mask).sum())
+            counts["all"] += int(mask.sum())
+        judged = seen & bench
+        bits = np.clip(score[judged], 0.0, 1.0).astype(np.float16).view(np.uint16)  # monotonic for values >= 0
+        right = label[judged] == gt[judged]
+        self.correct += np.bincount(bits[right], minlength=1 << 16)
+        self.wrong += np.bincount(bits[~right], minlength=1 << 16)
+        if refined is None:
+            return
+        self.refined = True
+        unit = refine_labels(label, np.ones_like(score), segment, len(self.names), rho=rho)
+        for key, labels in (("refined", refined), ("unit", unit)):
+            self.iou[key].add(labels, gt)
+            self.iou[f"{key} seen"].add(labels[seen], gt[seen])
+
+    def score_auc(self) -> float:
+        """ROC AUC of the score for correctness (ties count half); NaN without both outcomes."""
+        n_right, n_wrong = self.correct.sum(), self.wrong.sum()
+        if n_right == 0 or n_wrong == 0:
+            return float("nan")
+        wrong_below = np.cumsum(self.wrong) - self.wrong
+        return float((self.correct * (wrong_below + 0.5 * self.wrong)).sum() / (n_right * n_wrong))
+
+    def statistics(self) -> dict[str, float]:
+        """The numbers of the report's summary (fractions, not percent; mIoU on seen points)."""
+        def ratio(a: int, b: int) -> float:
+            return a / b if b else float("nan")
+
+        bench, ignore = self.points["benchmark"], self.points["ignore"]
+        stats = {
+            "score_auc": self.score_auc(),
+            "labelled_share_benchmark": ratio(bench["labelled"], bench["seen"]),
+            "labelled_share_ignore": ratio(ignore["labelled"], ignore["seen"]),
+            "seen_share_benchmark": ratio(bench["seen"], bench["all"]),
+            "seen_share_ignore": ratio(ignore["seen"], ignore["all"]),
+            "miou_raw_seen": self.iou["raw seen"].result().miou,
+        }
+        stats["ignore_to_benchmark_ratio"] = ratio(stats["labelled_share_ignore"], stats["labelled_share_benchmark"])
+        if self.refined:
+            stats["miou_refined_scores_seen"] = self.iou["refined seen"].result().miou
+            stats["miou_refined_unit_seen"] = self.iou["unit seen"].result().miou
+        return stats
+
+
+def label_quality(pipeline: Pipeline, out_dir: str | Path, split: str = "all") -> str:
+    """The pseudo-labels of a split's scenes (all, train or val) against ground truth:
+    `LabelQuality`'s statistics over train.partition (refined with the stored scores: the refine
+    stage's labels, which the trainer learns from; and with unit weights) and per-class tables,
+    plus the stored refinement over every other [[partitions]] entry."""
     store = Store(pipeline.store.path)
     layout = Layout(store, pipeline)
     names = class_names(pipeline)
-    raw, raw_seen = IoUAccumulator(names), IoUAccumulator(names)
-    refined = {p.name: IoUAccumulator(names) for p in pipeline.partitions}
-    seen = total = 0
+    partition = pipeline.train.partition if pipeline.partitions else None
+    quality = LabelQuality(names)
+    others = {p.name: IoUAccumulator(names) for p in pipeline.partitions if p.name != partition}
+    count = 0
     for scene in _scenes(layout, split):
         if not store.attrs(scene, POINTS).get("has_gt"):
             continue
         gt = store.read(scene, POINTS, ["gt"])["gt"]
-        label = store.read(scene, layout.labels(scene), ["label"])["label"]
-        raw.add(label, gt)
-        raw_seen.add(label[label >= 0], gt[label >= 0])
-        seen += int((label >= 0).sum())
-        total += len(label)
-        for name, acc in refined.items():
+        pseudo = store.read(scene, layout.labels(scene), ["label", "score", "views"])
+        refined = segment = None
+        if partition is not None:
+            refined = store.read(scene, layout.refined(scene, partition), ["label"])["label"]
+            segment = store.read(scene, layout.partition(scene, partition), ["segment"])["segment"]
+        quality.add(pseudo["label"], pseudo["score"], pseudo["views"], gt, refined, segment, pipeline.refine.rho)
+        for name, acc in others.items():
             acc.add(store.read(scene, layout.refined(scene, name), ["label"])["label"], gt)
-    if total == 0:
-        raise MissingData(f"{store.path}: no scene of {pipeline.source} has ground truth to score pseudo-labels against")
-    rows = {
-        f"pseudo-labels ({pipeline.labels.labeler})": raw.result(),
-        f"pseudo-labels ({pipeline.labels.labeler}), seen points only": raw_seen.result(),
-    }
-    for name, acc in refined.items():
+        count += 1
+    if count == 0:
+        raise MissingData(f"{store.path}: no {split} scene of {pipeline.source} has ground truth to score "
+                          "pseudo-labels against")
+    labeler = pipeline.labels.labeler
+    rows = {f"pseudo-labels ({labeler})": quality.iou["raw"].result(),
+            f"pseudo-labels ({labeler}), seen points only": quality.iou["raw seen"].result()}
+    if quality.refined:
+        refined_row = f"refined over {partition} (rho={pipeline.refine.rho})"
+        rows[refined_row] = quality.iou["refined"].result()
+        rows[f"{refined_row}, seen points only"] = quality.iou["refined seen"].result()
+        rows[f"{refined_row}, unit weights, seen points only"] = quality.iou["unit seen"].result()
+    for name, acc in others.items():
         rows[f"refined over {name} (rho={pipeline.refine.rho})"] = acc.result()
-    note = f"Scenes: the {split} split{'s' if split == 'all' else ''}. Coverage: {100 * seen / total:.1f}% of points seen by some view."
-    if pipeline.labels.labeler == "simulated-clip":
-        note += " Labels from the simulated-CLIP labeler (ground truth corrupted like MaskCLIP), not real CLIP."
-    paths = write_tables(rows, Path(out_dir) / "label_quality", note)
-    return paths[0].read_text()
+    stats = quality.statistics()
+    lines = [
+        f"Scenes: {count} ({split}). Seen by some view: {100 * stats['seen_share_benchmark']:.1f}% of benchmark "
+        f"points, {100 * stats['seen_share_ignore']:.1f}% of ignore-gt points.",
+        f"- score AUC for correctness (labelled benchmark points): {stats['score_auc']:.3f}",
+        f"- labelled share of seen points: ignore-gt {100 * stats['labelled_share_ignore']:.1f}%, benchmark "
+        f"{100 * stats['labelled_share_benchmark']:.1f}%, ratio {stats['ignore_to_benchmark_ratio']:.2f}",
+        f"- mIoU on seen points: raw {100 * stats['miou_raw_seen']:.2f}",
+    ]
+    if quality.refined:
+        lines[-1] += (f", refined over {partition} with stored scores {100 * stats['miou_refined_scores_seen']:.2f}, "
+                      f"with unit weights {100 * stats['miou_refined_unit_seen']:.2f}")
+    note = ""
+    if labeler == "simulated-clip":
+        note = ("Labels from the simulated-CLIP labeler (a model of MaskCLIP run on corrupted ground truth), "
+                "not real CLIP.")
+    out = Path(out_dir)
+    paths = write_tables(rows, out / "label_quality", note)
+    (out / "label_quality_stats.json").write_text(json.dumps(
+        {"store": str(store.path), "split": split, "scenes": count, "labeler": labeler, **stats}, indent=2))
+    text = "\n".join(lines) + "\n\n" + paths[0].read_text()
+    paths[0].write_text(text)
+    return text
 
 
 def machine() -> str:

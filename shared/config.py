@@ -138,14 +138,20 @@ class MaskCLIPConfig:
 
 @dataclass(frozen=True)
 class SimulatedCLIPConfig:
+    """The simulated-CLIP labeler's model of MaskCLIP (preprocess/labels/simulated.py says what
+    each parameter does and why the defaults are what they are)."""
+
     seed: int = 0
-    patch: int = 16  # labels decided per patch, like a ViT-B/16
-    confusion: float = 0.45  # probability that a region's class is swapped for a confusable one
-    region_px: int = 64  # size of the regions whose class is confused together
-    bleed_px: int = 8  # labels leak this far across object boundaries (half a patch: bilinear upsampling's reach)
-    flip_prob: float = 0.08  # per-view, per-patch random flips (view-dependent noise)
+    patch: int = 16  # logits decided per patch of this many label-map pixels, like a ViT-B/16
+    margin: float = 4.0  # logit lead of the class an object looks like
+    confusion: float = 0.3  # probability that an object reads as a confusable class (0 to 0.5)
+    instance_noise: float = 0.5  # per object, Gaussian logit offsets toward unrelated classes
+    surface_noise: float = 0.25  # how much parts of a surface vary in their confusion
+    region_m: float = 1.0  # metres over which that variation is correlated
+    view_noise: float = 0.3  # per view and object, Gaussian shift of its pull (how a viewpoint changes it)
+    patch_noise: float = 0.5  # per view and patch, Gaussian logit noise (what fusing views removes)
     feature_dim: int = 512
-    feature_noise: float = 1.0  # norm of the noise added to the class text embedding of a patch feature
+    feature_noise: float = 1.0  # norm of the noise added to a patch feature's mixture of text embeddings
 
 
 @dataclass(frozen=True)
@@ -484,13 +490,23 @@ def _check_choices(p: Pipeline) -> None:
         value = getattr(p.train.hicl, key)
         if not -1.0 <= value <= 1.0:
             raise ConfigError(f"{p.source}: 'train.hicl.{key}' = {value!r} must be a cosine in [-1, 1]")
+    sim = p.labels.simulated
+    if not 0.0 <= sim.confusion <= 0.5:
+        raise ConfigError(f"{p.source}: 'labels.simulated.confusion' = {sim.confusion!r} must be in [0, 0.5] "
+                          f"(the probability that an object reads as another class)")
+    for key in ("margin", "instance_noise", "surface_noise", "view_noise", "patch_noise", "feature_noise"):
+        if getattr(sim, key) < 0:
+            raise ConfigError(f"{p.source}: 'labels.simulated.{key}' = {getattr(sim, key)!r} must be >= 0")
+    if sim.patch < 1 or sim.region_m <= 0 or sim.feature_dim < 1:
+        raise ConfigError(f"{p.source}: 'labels.simulated' needs patch >= 1, region_m > 0 and feature_dim >= 1")
+    if p.refine.visual_weighting and not p.labels.store_features:
+        raise ConfigError(f"{p.source}: 'refine.visual_weighting' = true weighs votes by per-point CLIP features, but "
+                          f"'labels.store_features' = false stores none; set labels.store_features = true "
+                          f"(and re-run the labels stage) or turn visual weighting off")
     features = p.train.input_features
     if not features or len(set(features)) < len(features) or not set(features) <= set(INPUT_FEATURES):
         raise ConfigError(f"{p.source}: 'train.input_features' = {features!r} must be a non-empty list without "
                           f"repeats of {', '.join(map(repr, INPUT_FEATURES))}")
-    if p.refine.visual_weighting and not p.labels.store_features:
-        raise ConfigError(f"{p.source}: 'refine.visual_weighting' = true weighs votes by CLIP features, which the store "
-                          "keeps only with labels.store_features = true; set it (and rerun preprocess) or drop the weighting")
     if not p.labels.has_text and (p.train.head == "text" or p.train.method == "clip2scene"):
         needs = "train.head = \"text\"" if p.train.head == "text" else "train.method = \"clip2scene\""
         raise ConfigError(f"{p.source}: {needs} needs class text embeddings, and labels.labeler = \"precomputed\" "

@@ -127,3 +127,27 @@ def test_base_loop_is_an_error(tmp_path):
     (tmp_path / "b.toml").write_text('base = "a.toml"\n')
     with pytest.raises(ConfigError, match="loops back"):
         load_pipeline(tmp_path / "a.toml")
+
+
+@pytest.mark.parametrize("key", ["refine.visual_weighting"])
+def test_visual_weighting_without_stored_features_names_the_fix(tmp_path, key):
+    section, name = key.rsplit(".", 1)
+    text = MINIMAL + f"[{section}]\n{name} = true\n"
+    with pytest.raises(ConfigError, match=rf"'{key}' = true .* set labels\.store_features = true"):
+        load_pipeline(write(tmp_path, text))
+    assert load_pipeline(write(tmp_path, text + "[labels]\nstore_features = true\n"))
+
+
+def test_simulated_clip_parameters_are_range_checked(tmp_path):
+    with pytest.raises(ConfigError, match=r"'labels\.simulated\.confusion' = 0\.7 must be in \[0, 0\.5\]"):
+        load_pipeline(write(tmp_path, MINIMAL + "[labels.simulated]\nconfusion = 0.7\n"))
+    with pytest.raises(ConfigError, match=r"'labels\.simulated\.patch_noise' = -1\.0 must be >= 0"):
+        load_pipeline(write(tmp_path, MINIMAL + "[labels.simulated]\npatch_noise = -1.0\n"))
+
+
+def test_refinement_has_one_set_of_settings(tmp_path):
+    """[refine] is the only place refinement is configured (the trainer reads what it made)."""
+    for key in ("train.hicl.rho", "train.hicl.visual_weighting", "refine.partition"):
+        section, name = key.rsplit(".", 1)
+        with pytest.raises(ConfigError, match=rf"unknown key '{key}'"):
+            load_pipeline(write(tmp_path, MINIMAL + f"[{section}]\n{name} = 0.5\n"))

@@ -195,7 +195,7 @@ def test_similar_positives_add_lookalike_sets_of_other_labels():
 def test_inter_scene_uses_other_scenes_then_the_bank():
     emb, labels, segment, scene = _batch()
     loss = HICLLoss(_config(intra_scene=False, feedback=False, queries_per_scene=1000, embed_dim=8), 3)
-    terms = loss(emb, labels, segment, scene, epoch=0)
+    terms = loss(emb, labels, segment, scene, epoch=0, scene_ids=torch.tensor([10, 11]))
     # Keys of scene 0's queries: scene 1's prototypes only (the bank is empty).
     m0, m1 = scene == 0, scene == 1
     p1, l1, _ = set_prototypes(emb[m1], segment[m1], labels[m1], 3)
@@ -206,21 +206,39 @@ def test_inter_scene_uses_other_scenes_then_the_bank():
     n0, n1 = int(q0.sum()), int(q1.sum())
     assert terms["inter"].item() == pytest.approx((v0.item() * n0 + v1.item() * n1) / (n0 + n1), rel=1e-5)
     # The batch's 12 labelled prototypes went into the bank after the loss.
-    keys, bank_labels = loss.memory.get()
+    keys, bank_labels, bank_scenes = loss.memory.get()
     assert keys.shape == (12, 8) and bank_labels.tolist() == l0.tolist() + l1.tolist()
+    assert bank_scenes.tolist() == [10] * len(l0) + [11] * len(l1)
 
-    # Next batch with one scene: its inter keys are exactly the bank.
+    # Next batch with one new scene: its inter keys are exactly the bank.
     emb2, labels2, segment2, scene2 = _batch(seed=1, scenes=1)
-    terms2 = loss(emb2, labels2, segment2, scene2, epoch=0)
+    terms2 = loss(emb2, labels2, segment2, scene2, epoch=0, scene_ids=torch.tensor([12]))
     q = labels2 >= 0
     expected, _ = correlation_loss(emb2[q], labels2[q], keys, bank_labels, num_classes=3)
     assert terms2["inter"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_a_scene_never_meets_its_own_bank_entries():
+    """Scene 7 seen again (a later epoch): its inter keys are the other scene's bank entries only,
+    and its own earlier prototypes are not among them."""
+    emb, labels, segment, scene = _batch()
+    loss = HICLLoss(_config(intra_scene=False, feedback=False, queries_per_scene=1000, embed_dim=8), 3)
+    loss(emb, labels, segment, scene, epoch=0, scene_ids=torch.tensor([7, 8]))
+    others, other_labels, other_scenes = loss.memory.get(exclude_scene=7)
+    assert other_scenes.tolist() == [8] * len(other_scenes) and len(other_scenes) > 0
+    emb2, labels2, segment2, scene2 = _batch(seed=1, scenes=1)
+    terms = loss(emb2, labels2, segment2, scene2, epoch=1, scene_ids=torch.tensor([7]))
+    q = labels2 >= 0
+    expected, _ = correlation_loss(emb2[q], labels2[q], others, other_labels, num_classes=3)
+    assert terms["inter"].item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="needs scene_ids"):
+        loss(emb2, labels2, segment2, scene2, epoch=1)
+
+
 def test_bank_not_updated_in_eval_mode():
     emb, labels, segment, scene = _batch()
     loss = HICLLoss(_config(embed_dim=8, feedback=False), 3).eval()
-    loss(emb, labels, segment, scene, epoch=0)
+    loss(emb, labels, segment, scene, epoch=0, scene_ids=torch.tensor([0, 1]))
     assert loss.memory.get()[0].shape[0] == 0
 
 
@@ -292,7 +310,8 @@ def test_sgd_on_free_embeddings_lowers_loss_and_compacts_classes():
     same_before, other_before = _class_cosines(raw, labels)
     history = []
     for _ in range(60):
-        terms = loss(F.normalize(raw, dim=1), labels, segment, scene, epoch=0, generator=g)
+        terms = loss(F.normalize(raw, dim=1), labels, segment, scene, epoch=0, generator=g,
+                     scene_ids=torch.arange(3))
         opt.zero_grad()
         terms["total"].backward()
         opt.step()
@@ -330,7 +349,8 @@ def test_memory_linear_in_points_no_query_by_point_tensors():
     logits = torch.randn(n, 20, generator=g, requires_grad=True)
     loss = HICLLoss(_config(queries_per_scene=queries, embed_dim=dim, memory_size=4096, feedback_warmup_epochs=0), 20)
     with _LargestTensor() as probe:
-        terms = loss(F.normalize(raw, dim=1), labels, segment, scene, epoch=0, logits=logits, generator=g)
+        terms = loss(F.normalize(raw, dim=1), labels, segment, scene, epoch=0, logits=logits, generator=g,
+                     scene_ids=torch.arange(scenes))
         terms["total"].backward()
     assert set(terms) == {"intra", "inter", "feedback", "total"}
     # Biggest tensors are per-point (N × 20 logits, N × D embeddings); a (Q·scenes) × N tensor

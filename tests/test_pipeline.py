@@ -12,7 +12,7 @@ from preprocess.synth import generate
 from preprocess.pipeline import run
 from shared.config import load_pipeline
 from shared.errors import ConfigError
-from shared.schema import read_manifest
+from shared.schema import Layout, read_manifest
 from shared.store import Store
 
 PIPELINE = """
@@ -151,3 +151,21 @@ def test_simulated_labels_cannot_be_asked_of_lidar(tmp_path):
     with pytest.raises(ConfigError, match=r'"simulated-clip" renders ground-truth label images from a labelled '
                                           r'mesh, and nuscenes has none; use labels.labeler = "maskclip"'):
         check_labeler(load_pipeline(path, {"dataset.name": "nuscenes"}))
+
+
+def test_visual_weighting_is_the_refine_stages_and_uses_the_stored_features(tmp_path, dataset):
+    from shared.refine import refine_labels
+
+    path = pipeline_file(tmp_path, dataset, tmp_path / "s.zarr")
+    plain = load_pipeline(path, {"labels.store_features": True})
+    weighted = load_pipeline(path, {"labels.store_features": True, "refine.visual_weighting": True})
+    run(plain, scheduler="inline", progress=False)
+    summary = run(weighted, scheduler="inline", progress=False)
+    assert counts(summary)["refine"] == (2, 0, 0) and counts(summary)["labels"] == (0, 2, 0)
+    store, layout = Store(weighted.store.path), Layout(Store(weighted.store.path), weighted)
+    scene = layout.split("train")[0]
+    pseudo = store.read(scene, layout.labels(scene))
+    segment = store.read(scene, layout.partition(scene, "felzenszwalb"), ["segment"])["segment"]
+    expected = refine_labels(pseudo["label"], pseudo["score"].astype(np.float32), segment, 20, features=pseudo["feat"])
+    np.testing.assert_array_equal(store.read(scene, layout.refined(scene, "felzenszwalb"))["label"], expected)
+    assert layout.refined(scene, "felzenszwalb") != Layout(store, plain).refined(scene, "felzenszwalb")

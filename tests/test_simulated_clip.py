@@ -1,4 +1,6 @@
-"""The simulated-clip labeler: seeded, exact without noise, MaskCLIP-like noise by default."""
+"""The simulated-clip labeler: a model of MaskCLIP, seeded, exact without noise, with statistics
+(score AUC, labelled share of ignore-gt points, refinement with unit weights) like real MaskCLIP's
+and no oracle: the score is the softmax of the simulated logits and nothing else."""
 
 from __future__ import annotations
 
@@ -8,17 +10,27 @@ import numpy as np
 import pytest
 
 from preprocess.datasets.scene import Scene, View
-from preprocess.labels.labelers import labels_for_scene, make_labeler, text_embeddings
+from preprocess.labels.labelers import SimulatedCLIPLabeler, labels_for_scene, make_labeler, text_embeddings
 from preprocess.labels.simulated import (
+    apparent_classes,
     confusion_matrix,
+    mesh_instances,
     render_vertex_labels,
+    scene_model,
     simulate_view,
     simulated_text_embeddings,
+    softmax,
+    view_logits,
 )
+from preprocess.labels.transfer import label_size, scale_intrinsic
+from preprocess.partition.felzenszwalb import felzenszwalb
+from preprocess.reports import LabelQuality
 from shared.classes import SCANNET_NAMES
 from shared.config import LabelsConfig, SimulatedCLIPConfig
+from shared.refine import refine_labels
 
 CLASS = {n: i for i, n in enumerate(SCANNET_NAMES)}
+QUIET = dict(confusion=0.0, instance_noise=0.0, surface_noise=0.0, view_noise=0.0, patch_noise=0.0)  # noise-free
 
 
 def _box(lo, hi, step: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
@@ -55,7 +67,8 @@ def _look_at(eye, target) -> np.ndarray:
 
 
 def synthetic_room(num_views: int = 12, step: float = 0.1) -> Scene:
-    """A 6 x 5 x 3 m room with furniture of 14 ScanNet classes and cameras looking around it."""
+    """A 6 x 5 x 3 m room with furniture of 14 ScanNet classes, a lamp outside the benchmark
+    classes (ground truth -1) on the table, and cameras looking around it."""
     # Surfaces stay >= 0.1 m apart (furniture floats, wall items stand off the walls) so that no
     # vertex lies on another object's surface, where the depth test could not tell them apart.
     parts = [
@@ -68,13 +81,14 @@ def synthetic_room(num_views: int = 12, step: float = 0.1) -> Scene:
         ("sofa", (0.2, 3.2, 0.1), (1, 4.8, 0.8)), ("cabinet", (0.2, 0.1, 0.1), (1.2, 0.6, 1.0)),
         ("bookshelf", (1.4, 0.1, 0.1), (2.4, 0.4, 2.0)), ("desk", (3.2, 4.1, 0.1), (4.6, 4.8, 0.75)),
         ("otherfurniture", (4.8, 4.2, 0.1), (5.3, 4.8, 1.2)), ("counter", (2.6, 0.1, 0.1), (3.8, 0.6, 0.9)),
+        (None, (2.5, 2.3, 0.85), (3.0, 2.7, 1.3)),  # a lamp: not a benchmark class
     ]
     verts, faces, gt = [], [], []
     for name, lo, hi in parts:
         v, f = _box(lo, hi, step)
         faces.append(f + sum(len(x) for x in verts))
         verts.append(v)
-        gt.append(np.full(len(v), CLASS[name], np.int16))
+        gt.append(np.full(len(v), -1 if name is None else CLASS[name], np.int16))
     xyz = np.concatenate(verts).astype(np.float32)
     K = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
     angles = np.linspace(0, 2 * np.pi, num_views, endpoint=False)
@@ -87,32 +101,29 @@ def synthetic_room(num_views: int = 12, step: float = 0.1) -> Scene:
                  np.concatenate(gt), views=views)
 
 
-def miou(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
-    """Mean IoU over classes with a non-empty union (the project's convention), -1 dropped."""
-    keep = (gt >= 0) & (pred >= 0)
-    cm = np.bincount(gt[keep] * num_classes + pred[keep], minlength=num_classes**2).reshape(num_classes, num_classes)
-    tp = np.diag(cm)
-    union = cm.sum(0) + cm.sum(1) - tp
-    return float(np.mean(tp[union > 0] / union[union > 0]))
-
-
 @pytest.fixture(scope="module")
 def room() -> Scene:
     return synthetic_room()
 
 
-def _gt_image(scene: Scene, view: View, size=(320, 240)) -> np.ndarray:
-    K = view.intrinsic * np.array([[size[0] / view.width], [size[1] / view.height], [1.0]])
-    return render_vertex_labels(scene.xyz, scene.faces, scene.gt, view.world_to_camera, K, *size)
+def _config(**simulated) -> LabelsConfig:
+    return LabelsConfig(frame_skip=1, simulated=SimulatedCLIPConfig(**simulated))
+
+
+def _surface(scene: Scene, view: View, cfg: SimulatedCLIPConfig, size=(320, 240)) -> tuple[np.ndarray, np.ndarray]:
+    """(systematic logits of the surface each pixel shows (H,W,C), vertex id per pixel (H,W))."""
+    labeler = SimulatedCLIPLabeler(LabelsConfig(simulated=cfg), SCANNET_NAMES)
+    K = scale_intrinsic(view.intrinsic, (view.width, view.height), size)
+    shown = render_vertex_labels(scene.xyz, scene.faces, np.arange(len(scene.xyz)), view.world_to_camera, K, *size)
+    return labeler.scene_model(scene).logits(np.maximum(shown, 0), cfg.margin), shown
 
 
 def test_same_seed_same_labels_and_features(room):
-    gt = _gt_image(room, room.views[0])
-    M = confusion_matrix(SCANNET_NAMES)
+    surface, shown = _surface(room, room.views[0], SimulatedCLIPConfig())
     text = simulated_text_embeddings(20, 64, seed=3)
-    a = simulate_view(gt, M, np.random.default_rng(7), text_embeddings=text)
-    b = simulate_view(gt, M, np.random.default_rng(7), text_embeddings=text)
-    c = simulate_view(gt, M, np.random.default_rng(8), text_embeddings=text)
+    a = simulate_view(surface, shown >= 0, np.random.default_rng(7), text_embeddings=text)
+    b = simulate_view(surface, shown >= 0, np.random.default_rng(7), text_embeddings=text)
+    c = simulate_view(surface, shown >= 0, np.random.default_rng(8), text_embeddings=text)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
     assert (a[0] != c[0]).any()
@@ -120,49 +131,152 @@ def test_same_seed_same_labels_and_features(room):
     np.testing.assert_allclose(np.linalg.norm(a[2].astype(np.float32), axis=-1), 1.0, atol=2e-3)
 
 
+def test_score_is_the_softmax_of_the_simulated_logits(room):
+    surface, shown = _surface(room, room.views[2], SimulatedCLIPConfig())
+    logits, _ = view_logits(surface, shown >= 0, np.random.default_rng(5))
+    label, score, _ = simulate_view(surface, shown >= 0, np.random.default_rng(5))
+    np.testing.assert_array_equal(label, logits.argmax(axis=-1))
+    np.testing.assert_allclose(score.astype(np.float64), softmax(logits).max(axis=-1), atol=1e-3, rtol=1e-3)
+    assert (label >= 0).all()  # every pixel gets a class, whatever it shows
+
+
 def test_zero_noise_reproduces_ground_truth(room):
-    gt = _gt_image(room, room.views[3])
-    label, score, _ = simulate_view(gt, confusion_matrix(SCANNET_NAMES), np.random.default_rng(0),
-                                    patch=1, confusion=0.0, region_px=64, bleed_px=0, flip_prob=0.0)
-    np.testing.assert_array_equal(label, gt)
-    assert (score[gt >= 0] >= 0.6 - 1e-3).all() and (score[gt < 0] == 0).all()
-    cfg = LabelsConfig(frame_skip=1, simulated=SimulatedCLIPConfig(patch=1, confusion=0.0, bleed_px=0, flip_prob=0.0))
+    out = labels_for_scene(room, _config(patch=1, **QUIET), SCANNET_NAMES)
+    seen = out["views"] > 0
+    assert seen.mean() > 0.2 and ((out["label"] >= 0) == seen).all()
+    benchmark = seen & (room.gt >= 0)
+    np.testing.assert_array_equal(out["label"][benchmark], room.gt[benchmark])
+    # the lamp (ignore-gt) is labelled too, as the table it stands on
+    lamp = seen & (room.gt < 0)
+    assert lamp.any() and (out["label"][lamp] == CLASS["table"]).all()
+
+
+def test_one_objects_confusion_is_the_same_in_every_view(room):
+    """Per-pixel logits of every view are the scene's per-vertex logits (patch 1, no view noise):
+    a vertex seen by two views gets the same label in both, and (no surface variation) a mistaken
+    object reads as the same wrong class wherever it is seen."""
+    cfg = SimulatedCLIPConfig(patch=1, patch_noise=0.0, view_noise=0.0, surface_noise=0.0, confusion=0.5)
+    labeler = SimulatedCLIPLabeler(LabelsConfig(simulated=cfg), SCANNET_NAMES)
+    vertex_label = labeler.scene_model(room).logits(np.arange(len(room.xyz)), cfg.margin).argmax(axis=1)
+    objects = mesh_instances(room.xyz, room.faces, room.gt)
+    mistaken = [k for k in range(objects.max() + 1) if (room.gt[objects == k] >= 0).all()
+                and (vertex_label[objects == k] != room.gt[objects == k]).mean() > 0.5]
+    assert mistaken  # half the objects read as a confusable class
+    per_view = []
+    for view in room.views[:4]:
+        w, h = label_size(view.width, view.height, 320)
+        label, _, _ = labeler.label_views(room, [view])[0]
+        K = scale_intrinsic(view.intrinsic, (view.width, view.height), (w, h))
+        shown = render_vertex_labels(room.xyz, room.faces, np.arange(len(room.xyz)), view.world_to_camera, K, w, h)
+        np.testing.assert_array_equal(label[shown >= 0], vertex_label[shown[shown >= 0]])
+        per_view.append({k: np.bincount(label[(shown >= 0) & (objects[shown] == k)], minlength=20).argmax()
+                         for k in mistaken if ((shown >= 0) & (objects[shown] == k)).sum() > 100})
+    shared = [k for k in mistaken if sum(k in v for v in per_view) >= 2]
+    assert shared
+    for k in shared:
+        read_as = {v[k] for v in per_view if k in v}
+        assert len(read_as) == 1 and room.gt[objects == k][0] not in read_as
+
+
+def test_features_follow_the_logits():
+    """With orthonormal text embeddings and no feature noise a patch feature is the normalised
+    softmax of its logits: features change with the logits and rank classes as they do."""
+    surface = np.zeros((4, 8, 3))
+    surface[:, :4] = [3.0, 1.0, 0.0]
+    surface[:, 4:] = [0.0, 1.0, 2.0]
+    text = np.eye(3, dtype=np.float32)
+    _, patches = view_logits(surface, np.ones((4, 8), bool), np.random.default_rng(0), patch=4, patch_noise=0.5)
+    _, _, feature = simulate_view(surface, np.ones((4, 8), bool), np.random.default_rng(0), text, patch=4,
+                                  patch_noise=0.5, feature_noise=0.0)
+    p = softmax(patches)
+    np.testing.assert_allclose(feature.astype(np.float64), p / np.linalg.norm(p, axis=-1, keepdims=True), atol=2e-3)
+    assert feature[0, 0].argmax() == 0 and feature[0, 1].argmax() == 2
+
+
+def test_objects_outside_the_benchmark_look_like_their_surroundings():
+    # vertices 0-3: a bed (class 3) and a floor (class 1) vertex; 4-6: a pillow (ignore) on the bed
+    xyz = np.array([[0, 0, 0.5], [0.2, 0, 0.5], [0.4, 0, 0.5], [5, 0, 0], [0, 0, 0.6], [0.2, 0, 0.6], [0.4, 0, 0.6]])
+    gt = np.array([3, 3, 3, 1, -1, -1, -1])
+    objects = np.array([0, 0, 0, 1, 2, 2, 2])
+    looks = apparent_classes(xyz, gt, objects, 20, np.random.default_rng(0))
+    np.testing.assert_array_equal(looks, [3, 1, 3])
+
+
+def test_objects_from_annotations_or_connected_regions():
+    # two triangles of class 0 sharing an edge, one of class 0 far away, one of class 1 touching
+    xyz = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0], [5, 5, 0], [6, 5, 0], [5, 6, 0],
+                    [1.01, 1, 0], [2, 1, 0], [1.01, 2, 0]], float)
+    faces = np.array([[0, 1, 2], [1, 3, 2], [4, 5, 6], [7, 8, 9]])
+    gt = np.array([0, 0, 0, 0, 0, 0, 0, 1, 1, 1])
+    objects = mesh_instances(xyz, faces, gt)
+    assert len(set(objects[:4])) == 1 and len(set(objects)) == 3
+    # touching parts of one class are one object
+    touching = mesh_instances(xyz, faces, np.array([0] * 10), touch=0.02)
+    assert len(set(touching[:4]) | set(touching[7:])) == 1
+    # annotated instances win where they exist
+    annotated = mesh_instances(xyz, faces, gt, np.array([5, 5, 6, 6, -1, -1, -1, -1, -1, -1]))
+    assert annotated[0] == annotated[1] != annotated[2] == annotated[3] and annotated[4] not in annotated[:4]
+
+
+def test_label_quality_statistics_are_maskclip_like(room):
+    """The honesty checks of issue 13 on the test room, with the default model: every seen point
+    is labelled, ignore-gt ones included; the score carries some but not oracle information about
+    correctness; the refinement does as well with unit weights as with the scores."""
+    cfg = dataclasses.replace(_config(), store_features=True, simulated=SimulatedCLIPConfig(feature_dim=32))
     out = labels_for_scene(room, cfg, SCANNET_NAMES)
-    seen = out["label"] >= 0
-    assert seen.mean() > 0.2
-    np.testing.assert_array_equal(out["label"][seen], room.gt[seen])
-
-
-def test_noise_lowers_scores_and_follows_confusions(room):
-    gt = _gt_image(room, room.views[1])
-    M = confusion_matrix(SCANNET_NAMES)
-    label, score, _ = simulate_view(gt, M, np.random.default_rng(1), bleed_px=0)
-    coarse, coarse_score, _ = simulate_view(gt, M, np.random.default_rng(1), confusion=0.0, flip_prob=0.0, bleed_px=0)
-    wrong = (label != coarse) & (coarse >= 0)
-    assert wrong.mean() > 0.1
-    assert score[wrong].astype(float).mean() < score[~wrong & (coarse >= 0)].astype(float).mean()
-    # every swap goes to a class the confusion matrix allows
-    assert (M[coarse[wrong], label[wrong]] > 0).all()
-    assert M[CLASS["wall"], CLASS["door"]] > 0 and M[CLASS["table"], CLASS["desk"]] > 0
-    np.testing.assert_allclose(M.sum(axis=1), 1.0)
-    assert (np.diag(M) == 0).all()
-
-
-def test_default_noise_gives_maskclip_like_fused_miou(room):
-    cfg = LabelsConfig(frame_skip=1, store_features=True, simulated=SimulatedCLIPConfig(feature_dim=32))
-    out = labels_for_scene(room, cfg, SCANNET_NAMES)
-    seen = out["label"] >= 0
-    score = miou(out["label"].astype(np.int64), room.gt.astype(np.int64), 20)
-    print(f"simulated-clip fused pseudo-label mIoU at defaults: {score:.3f}, seen {seen.mean():.3f}")
-    assert 0.25 <= score <= 0.45
-    assert out["views"][seen].min() >= 1 and (out["views"][~seen] == 0).all()
+    segment = felzenszwalb(room.xyz, room.faces, k=0.01, min_verts=20)
+    quality = LabelQuality(SCANNET_NAMES)
+    refined = refine_labels(out["label"], out["score"].astype(np.float32), segment, len(SCANNET_NAMES))
+    quality.add(out["label"], out["score"], out["views"], room.gt, refined, segment)
+    stats = quality.statistics()
+    assert stats["ignore_to_benchmark_ratio"] >= 0.9
+    assert 0.5 < stats["score_auc"] < 0.85
+    # One small room of boxes is noisier than the 10 generated rooms (there: within a point); the
+    # old simulator's score oracle made the gap 9 points on the real scene0000_00.
+    assert abs(stats["miou_refined_scores_seen"] - stats["miou_refined_unit_seen"]) <= 0.05
+    assert 0.15 <= stats["miou_raw_seen"] <= 0.6
     assert out["feat"].shape == (len(room.xyz), 32) and out["feat"].dtype == np.float16
     # the fused features point towards the text embedding of the fused label more often than not
     text = text_embeddings(cfg, SCANNET_NAMES)
+    seen = out["label"] >= 0
     nearest = (out["feat"][seen].astype(np.float32) @ text.T).argmax(axis=1)
     assert (nearest == out["label"][seen]).mean() > 0.5
     again = labels_for_scene(room, cfg, SCANNET_NAMES)
     np.testing.assert_array_equal(again["label"], out["label"])
+
+
+def test_label_quality_auc_counts_ties_half():
+    quality = LabelQuality(("a", "b"))
+    label, gt = np.array([0, 0, 0, 0, 1]), np.array([0, 0, 1, 1, 1])
+    quality.add(label, np.array([0.9, 0.5, 0.5, 0.2, 0.7]), np.ones(5), gt)
+    # correct: 0.9, 0.7, 0.5 (second point and the last); wrong: 0.5, 0.2
+    # pairs (correct > wrong): 0.9>0.5, 0.9>0.2, 0.7>0.5, 0.7>0.2, 0.5>0.2, 0.5=0.5 (half) -> 5.5 / 6
+    assert quality.score_auc() == pytest.approx(5.5 / 6)
+    stats = quality.statistics()
+    assert stats["labelled_share_benchmark"] == 1.0 and np.isnan(stats["labelled_share_ignore"])
+
+
+def test_confusion_table_is_plausible_and_stochastic():
+    M = confusion_matrix(SCANNET_NAMES)
+    assert M[CLASS["wall"], CLASS["door"]] > 0 and M[CLASS["table"], CLASS["desk"]] > 0
+    assert M[CLASS["wall"], CLASS["toilet"]] == 0
+    np.testing.assert_allclose(M.sum(axis=1), 1.0)
+    assert (np.diag(M) == 0).all()
+
+
+def test_scene_model_confusion_rate_follows_the_parameter(room):
+    """Over many scenes' draws, the share of mistaken objects is `confusion` (no other noise)."""
+    objects = mesh_instances(room.xyz, room.faces, room.gt)
+    M = confusion_matrix(SCANNET_NAMES)
+    mistaken = []
+    for seed in range(40):
+        cfg = SimulatedCLIPConfig(confusion=0.3, instance_noise=0.0, surface_noise=0.0)
+        model = scene_model(room.xyz, room.faces, room.gt, None, M, cfg, np.random.default_rng(seed))
+        first = np.array([np.flatnonzero(objects == k)[0] for k in range(objects.max() + 1)])
+        logits = model.logits(first, cfg.margin)
+        benchmark = room.gt[first] >= 0
+        mistaken.append((logits.argmax(axis=1) != room.gt[first])[benchmark])
+    assert np.mean(mistaken) == pytest.approx(0.3, abs=0.06)
 
 
 def test_simulated_labeler_needs_a_labelled_mesh(room):

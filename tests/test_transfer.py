@@ -58,7 +58,7 @@ def test_fuse_score_weighted_vote_counts_and_features():
     ]
     out = fuse(4, 3, iter(hits))
     np.testing.assert_array_equal(out.label, [1, 2, 0, -1])
-    np.testing.assert_array_equal(out.views, [2, 2, 2, 0])
+    np.testing.assert_array_equal(out.views, [2, 3, 2, 0])  # point 1 is seen, unlabelled, by the third view
     np.testing.assert_allclose(out.score.astype(float), [0.45, 0.3, 0.5, 0.0], atol=1e-3)
     np.testing.assert_allclose(out.feat.astype(float), [[0.5, 0.5], [0.5, 0.5], [0, 1], [0, 0]])
     assert out.label.dtype == np.int16 and out.score.dtype == np.float16 and out.views.dtype == np.uint16

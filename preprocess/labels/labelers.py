@@ -19,8 +19,11 @@ from preprocess.labels.checks import teacher_fixes
 from preprocess.labels.maskclip import MaskCLIP, MaskCLIPWeightsError, load_clip
 from preprocess.labels.precomputed import read_label_maps, read_text_embeddings
 from preprocess.labels.simulated import (
+    SceneModel,
     confusion_matrix,
     render_vertex_labels,
+    scene_model,
+    seed_for,
     simulate_view,
     simulated_text_embeddings,
 )
@@ -36,15 +39,25 @@ class Labeler(Protocol):
 
 
 class SimulatedCLIPLabeler:
-    """Noisy MaskCLIP-like labels from the scene's ground truth (see `simulated.py`); needs a
-    mesh with per-vertex `gt`. Each view's noise is seeded by (seed, scene id, view name), so a
-    view gets the same labels whatever else is labelled with it."""
+    """MaskCLIP-like labels simulated from the scene's ground truth (see `simulated.py`); needs a
+    mesh with per-vertex `gt` (and uses its instances where the dataset has them). The scene's
+    systematic logits are drawn once, seeded by (seed, scene id), and every view's noise by (seed,
+    scene id, view name), so a view gets the same labels whatever else is labelled with it."""
 
     def __init__(self, cfg: LabelsConfig, class_names: list[str] | tuple[str, ...]):
         self.cfg = cfg
         self.sim = cfg.simulated
         self.confusions = confusion_matrix(class_names)
         self.text = simulated_text_embeddings(len(class_names), self.sim.feature_dim, self.sim.seed)
+        self._scene: tuple[str, SceneModel] | None = None  # the last scene's draws
+
+    def scene_model(self, scene: Scene) -> SceneModel:
+        """The scene's systematic draws (objects, confusions, surface field), made once per scene."""
+        if self._scene is None or self._scene[0] != scene.scene_id:
+            rng = np.random.default_rng(seed_for(self.sim.seed, scene.scene_id))
+            model = scene_model(scene.xyz, scene.faces, scene.gt, scene.instance, self.confusions, self.sim, rng)
+            self._scene = (scene.scene_id, model)
+        return self._scene[1]
 
     def label_views(self, scene: Scene, views: list[View]) -> list[LabelMaps]:
         if scene.faces is None or scene.gt is None:
@@ -52,18 +65,20 @@ class SimulatedCLIPLabeler:
                 f"scene {scene.scene_id}: the simulated-clip labeler renders ground-truth label images "
                 f"and needs a mesh with per-vertex gt; use labels.labeler = \"maskclip\" for this dataset"
             )
+        model = self.scene_model(scene)
+        vertex = np.arange(len(scene.xyz), dtype=np.int64)
         out = []
         for view in views:
             w, h = label_size(view.width, view.height, self.cfg.label_width)
             K = scale_intrinsic(view.intrinsic, (view.width, view.height), (w, h))
-            gt = render_vertex_labels(scene.xyz, scene.faces, scene.gt, view.world_to_camera, K, w, h)
-            rng = np.random.default_rng([self.sim.seed, zlib.crc32(scene.scene_id.encode()), zlib.crc32(view.name.encode())])
+            shown = render_vertex_labels(scene.xyz, scene.faces, vertex, view.world_to_camera, K, w, h)
+            rng = np.random.default_rng(seed_for(self.sim.seed, scene.scene_id, view.name))
+            jitter = self.sim.view_noise * rng.standard_normal(len(model.looks))
             out.append(
                 simulate_view(
-                    gt, self.confusions, rng,
+                    model.logits(np.maximum(shown, 0), self.sim.margin, jitter), shown >= 0, rng,
                     text_embeddings=self.text if self.cfg.store_features else None,
-                    patch=self.sim.patch, confusion=self.sim.confusion, region_px=self.sim.region_px,
-                    bleed_px=self.sim.bleed_px, flip_prob=self.sim.flip_prob, feature_noise=self.sim.feature_noise,
+                    patch=self.sim.patch, patch_noise=self.sim.patch_noise, feature_noise=self.sim.feature_noise,
                 )
             )
         return out

@@ -108,9 +108,11 @@ def _project(points, T, K, width, height, dmap, dK, use_depth, tolerance, near, 
 
 @dataclass(frozen=True)
 class Fused:
-    """Per-point result of fusing all views: label i16 (-1 unseen), score f16 in [0,1] (the
-    winning class's score-weighted vote divided by the number of views that saw the point),
-    views u16 (how many views saw it) and, where features were given, their mean f16 (N,D)."""
+    """Per-point result of fusing all views: label i16 (-1 where no view labelled the point),
+    score f16 in [0,1] (the winning class's score-weighted vote divided by the number of views
+    that labelled the point), views u16 (how many views saw it, labelled there or not, so that
+    a labeler's unlabelled pixels can be told from points no camera saw) and, where features were
+    given, their mean f16 (N,D)."""
 
     label: np.ndarray
     score: np.ndarray
@@ -148,7 +150,8 @@ def fuse(
     every view, are averaged over the views that saw the point.
     """
     votes = np.zeros(num_points * num_classes, dtype=np.float32)
-    counts = np.zeros(num_points, dtype=np.int64)
+    counts = np.zeros(num_points, dtype=np.int64)  # views that labelled the point
+    views = np.zeros(num_points, dtype=np.int64)  # views that saw it
     feat_sum: np.ndarray | None = None
     feat_count = np.zeros(num_points, dtype=np.int64)
     for hit in hits:
@@ -160,6 +163,7 @@ def fuse(
             raise ValueError(f"fuse: point index outside 0..{num_points - 1}")
         if len(label) and label.max() >= num_classes:
             raise ValueError(f"fuse: label {int(label.max())} outside 0..{num_classes - 1}")
+        views += np.bincount(idx.astype(np.int64), minlength=num_points)
         keep = label >= 0
         idx64 = idx[keep].astype(np.int64)
         key = idx64 * num_classes + label[keep]
@@ -179,7 +183,7 @@ def fuse(
     feat_mean = None
     if feat_sum is not None:
         feat_mean = (feat_sum / np.maximum(feat_count, 1)[:, None]).astype(np.float16)
-    return Fused(label, score, np.minimum(counts, np.iinfo(np.uint16).max).astype(np.uint16), feat_mean)
+    return Fused(label, score, np.minimum(views, np.iinfo(np.uint16).max).astype(np.uint16), feat_mean)
 
 
 def sample_map(values: np.ndarray, u: np.ndarray, v: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -3,7 +3,7 @@
 One process, or one per GPU/CPU worker under torchrun (WORLD_SIZE > 1: gloo on CPU, NCCL on
 CUDA; rank 0 logs and checkpoints). Resume restores model, optimiser, schedule, AMP scaler, the
 method's own state (memory bank), every RNG and the position inside the epoch; samples are a
-function of (seed, epoch, index) (train/data.py), so a resumed run repeats an uninterrupted one.
+function of (seed, epoch, index) (train/engine/data.py), so a resumed run repeats an uninterrupted one.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def class_weights(counts: np.ndarray) -> torch.Tensor:
 class Method:
     """Base: a network with a classifier head, trained with CE on one per-voxel target."""
 
-    fields: ClassVar[tuple[str, ...]] = ()  # sample fields it trains on (train/data.py FIELDS)
+    fields: ClassVar[tuple[str, ...]] = ()  # sample fields it trains on (train/engine/data.py FIELDS)
     target: ClassVar[str] = "label"  # the per-voxel CE target
     loss_names: ClassVar[tuple[str, ...]] = ()  # logged loss components
     needs_text: ClassVar[bool] = False  # text embeddings even with a linear classifier
@@ -153,6 +153,7 @@ class HICL(Method):
         h = self.cfg.hicl
         self.target = self.count_field = "refined" if h.refine else "label"
         self.correlation = h.intra_set or h.intra_scene or h.inter_scene or h.feedback
+        self.scene_id = {name: i for i, name in enumerate(dataset.scenes)}  # what the memory bank keeps
 
     @classmethod
     def fields_for(cls, cfg: TrainConfig) -> tuple[str, ...]:
@@ -180,6 +181,7 @@ class HICL(Method):
             F.normalize(out["embed"].float(), dim=1), labels, batch.targets["segment"], batch.scene_index, epoch,
             logits=out["logits"], generator=self.generator,
             looks=(batch.targets["feat"], batch.targets["normal"]) if self.cfg.hicl.similar_positives else None,
+            scene_ids=torch.tensor([self.scene_id[name] for name in batch.scenes]),
         )
         parts.update({k: float(v.detach()) for k, v in terms.items() if k != "total"})
         return seg + terms["total"], parts

@@ -217,8 +217,9 @@ class HICLLoss(nn.Module):
       method wants, and no query is lost in scenes with one set per class); `exclude_own_set`
       leaves it out so only other sets of the scene teach the query.
     - Inter-scene keys: the labelled prototypes of the other scenes of the batch plus the memory
-      bank. The batch's prototypes enter the bank (detached) after the loss is computed, so a
-      scene never meets its own prototypes as inter-scene keys.
+      bank. The batch's prototypes enter the bank (detached, with their scenes' ids) after the loss
+      is computed, and the bank's entries of the query's own scene (from earlier epochs) are left
+      out, so a scene never meets its own prototypes as inter-scene keys.
     - Feedback: p_q over every key in reach (intra ∪ inter keys), detached, is the target of
       KL(p_q || softmax(logits_q)), from epoch `feedback_warmup_epochs` on (epochs count from 0).
     - Gradients flow into in-batch prototypes as well as queries; bank entries are constants.
@@ -261,19 +262,20 @@ class HICLLoss(nn.Module):
         logits: Tensor | None = None,
         generator: torch.Generator | None = None,
         looks: tuple[Tensor, Tensor] | None = None,
+        scene_ids: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """embeddings (N, D) L2-normalised; labels (N,) refined, -1 none; segment (N,) per-scene
         set ids, -1 none; scene (N,) batch index; logits (N, C) for the feedback term; looks
-        = (CLIP features (N, D'), normals (N, 3)) for `similar_positives`."""
+        = (CLIP features (N, D'), normals (N, 3)) for `similar_positives`; scene_ids (B,) the
+        dataset's id of each batch scene, which the memory bank keeps (needed with inter_scene)."""
         cfg, num_classes = self.cfg, self.num_classes
         feedback = cfg.feedback and logits is not None and epoch >= cfg.feedback_warmup_epochs
         need_intra, need_inter = cfg.intra_scene or feedback, cfg.inter_scene or feedback
+        if self.memory is not None and scene_ids is None:
+            raise ValueError("HICLLoss: the memory bank needs scene_ids (the dataset id of each batch scene)")
 
         protos, proto_labels, index = set_prototypes(embeddings, scene_segments(segment, scene), labels, num_classes)
         proto_scene = torch.full_like(proto_labels, -1).scatter(0, index[index >= 0], scene.long()[index >= 0])
-        bank_keys, bank_labels = self.memory.get() if self.memory is not None else (protos[:0], proto_labels[:0])
-        all_keys = torch.cat([protos, bank_keys.to(protos)])
-        bank_labels = bank_labels.to(proto_labels.device)
         similar = None
         if cfg.similar_positives and cfg.intra_scene:
             if looks is None:
@@ -284,8 +286,11 @@ class HICLLoss(nn.Module):
             if own_scene:
                 keys, key_label = protos, torch.where(proto_scene == b, proto_labels, -1)
             else:
-                keys = all_keys
-                key_label = torch.cat([torch.where(proto_scene != b, proto_labels, -1), bank_labels])
+                bank_keys, bank_labels = protos[:0], proto_labels[:0]
+                if self.memory is not None:
+                    bank_keys, bank_labels, _ = self.memory.get(exclude_scene=int(scene_ids[b]))
+                keys = torch.cat([protos, bank_keys.to(protos)])
+                key_label = torch.cat([torch.where(proto_scene != b, proto_labels, -1), bank_labels.to(proto_labels)])
             with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
                 return class_log_mass(query, keys, key_label, num_classes=num_classes, tau=cfg.tau,
                                       exclude=exclude, chunk_size=self.chunk_size)
@@ -339,5 +344,6 @@ class HICLLoss(nn.Module):
 
         if self.memory is not None and self.training:
             labelled = proto_labels >= 0
-            self.memory.push(protos[labelled], proto_labels[labelled])
+            ids = scene_ids.to(proto_scene.device)[proto_scene[labelled]]
+            self.memory.push(protos[labelled], proto_labels[labelled], ids)
         return terms

@@ -4,8 +4,9 @@ Convention (design.md; written into every report): the confusion matrix counts p
 ground truth is a benchmark class, ignored points dropped first; IoU_c = TP/(TP+FP+FN); mIoU is
 the mean over classes with a non-empty union; a class with neither ground truth nor prediction
 is "n/a" and left out of the mean. The pseudo-labels of the same scenes are scored alongside
-(raw, and refined by the intra-set vote), so a report shows what the network added, and so is
-the voxel ceiling: the score of the best possible per-voxel prediction at the run's voxel size.
+(raw, and refined by the intra-set vote; over all points, unseen ones counting as misses, and
+over the points some view saw), so a report shows what the network added, and so is the voxel
+ceiling: the score of the best possible per-voxel prediction at the run's voxel size.
 """
 
 from __future__ import annotations
@@ -123,16 +124,21 @@ def evaluate(
     ceiling = IoUAccumulator(names)
     rows = {pipeline.train.method: network}
     if pseudo is not None:
-        raw = rows[f"{pipeline.labels.labeler} pseudo-labels"] = IoUAccumulator(names)
-        refined = rows[f"refined pseudo-labels ({pipeline.train.partition}, rho={pipeline.refine.rho})"] = IoUAccumulator(names)
+        raw_name = f"{pipeline.labels.labeler} pseudo-labels"
+        refined_name = f"refined pseudo-labels ({pipeline.train.partition}, rho={pipeline.refine.rho})"
+        for name in (raw_name, refined_name):
+            rows[name] = IoUAccumulator(names)
+            rows[f"{name}, seen points only"] = IoUAccumulator(names)
     rows[f"voxel ceiling ({pipeline.train.voxel_size * 100:g} cm voxels)"] = ceiling
     for i, pred, inverse in predict(method, dataset, device):
         data = (pseudo or dataset).read(i)
         network.add(pred, data["gt"])
         ceiling.add(voxel_ceiling(data["gt"], inverse, len(names)), data["gt"])
         if pseudo is not None:
-            raw.add(data["label"], data["gt"])
-            refined.add(data["refined"], data["gt"])
+            seen = data["label"] >= 0
+            for name, labels in ((raw_name, data["label"]), (refined_name, data["refined"])):
+                rows[name].add(labels, data["gt"])  # unseen points count as misses
+                rows[f"{name}, seen points only"].add(labels[seen], data["gt"][seen])
         if i < render:
             _render_scene(out, dataset, i, pred, data, len(names), list(names))
     results = {name: acc.result() for name, acc in rows.items()}
