@@ -263,6 +263,14 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class ExperimentConfig:
+    """How an experiment file's [[runs]] are repeated: each run is trained once per seed
+    (train.seed), and tables show the mean ± std over seeds, so differences can be told from noise."""
+
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+
+@dataclass(frozen=True)
 class Pipeline:
     source: Path  # the file it was read from
     dataset: DatasetConfig
@@ -273,6 +281,7 @@ class Pipeline:
     refine: RefineConfig
     train: TrainConfig
     runs: tuple[RunConfig, ...] = ()  # an experiment's models; empty for a single-model pipeline
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
 
     def partition(self, name: str) -> PartitionConfig:
         for p in self.partitions:
@@ -406,7 +415,7 @@ def load_pipeline(path: str | os.PathLike, overrides: dict[str, Any] | None = No
                 raise ConfigError(f"{source}: cannot override '{dotted}': '{p}' is not a table")
         table[last] = value
 
-    sections = {"dataset", "store", "ingest", "partitions", "labels", "refine", "train", "runs"}
+    sections = {"dataset", "store", "ingest", "partitions", "labels", "refine", "train", "runs", "experiment"}
     unknown = sorted(set(raw) - sections)
     if unknown:
         raise ConfigError(f"{source}: unknown key '{unknown[0]}' (known sections: {', '.join(sorted(sections))})")
@@ -458,6 +467,7 @@ def load_pipeline(path: str | os.PathLike, overrides: dict[str, Any] | None = No
         refine=section(RefineConfig, "refine"),
         train=section(TrainConfig, "train"),
         runs=runs,
+        experiment=section(ExperimentConfig, "experiment"),
     )
     _check_choices(pipeline)
     for run in runs:  # each run's overrides must make a valid pipeline too
@@ -468,10 +478,17 @@ def load_pipeline(path: str | os.PathLike, overrides: dict[str, Any] | None = No
     return pipeline
 
 
-def run_pipeline(pipeline: Pipeline, run: RunConfig, overrides: dict[str, Any] | None = None) -> Pipeline:
-    """The pipeline of one [[runs]] entry: its overrides applied, its own out_dir."""
-    out_dir = str(Path(pipeline.train.out_dir) / run.name)
-    return load_pipeline(pipeline.source, {**(overrides or {}), "train.out_dir": out_dir, **run.set, "runs": []})
+def run_pipeline(
+    pipeline: Pipeline, run: RunConfig, overrides: dict[str, Any] | None = None, seed: int | None = None
+) -> Pipeline:
+    """The pipeline of one [[runs]] entry: its overrides applied, its own out_dir; with `seed`,
+    that training seed and out_dir <run>/seed<seed>."""
+    out_dir = Path(pipeline.train.out_dir) / run.name
+    extra = {} if seed is None else {"train.seed": seed}
+    if seed is not None:
+        out_dir = out_dir / f"seed{seed}"
+    return load_pipeline(pipeline.source, {**(overrides or {}), "train.out_dir": str(out_dir), **run.set, **extra,
+                                           "runs": []})
 
 
 def _check_choices(p: Pipeline) -> None:
@@ -499,6 +516,9 @@ def _check_choices(p: Pipeline) -> None:
             raise ConfigError(f"{p.source}: 'labels.simulated.{key}' = {getattr(sim, key)!r} must be >= 0")
     if sim.patch < 1 or sim.region_m <= 0 or sim.feature_dim < 1:
         raise ConfigError(f"{p.source}: 'labels.simulated' needs patch >= 1, region_m > 0 and feature_dim >= 1")
+    seeds = p.experiment.seeds
+    if not seeds or len(set(seeds)) < len(seeds):
+        raise ConfigError(f"{p.source}: 'experiment.seeds' = {seeds!r} must be a non-empty list of distinct seeds")
     if p.refine.visual_weighting and not p.labels.store_features:
         raise ConfigError(f"{p.source}: 'refine.visual_weighting' = true weighs votes by per-point CLIP features, but "
                           f"'labels.store_features' = false stores none; set labels.store_features = true "

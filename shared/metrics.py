@@ -56,6 +56,46 @@ class IoUResult:
         }
 
 
+@dataclass(frozen=True)
+class SeedResults:
+    """One model trained with several seeds: per-class IoU and mIoU as means over the seeds, and
+    the spread of the mIoU, so a table can say which differences exceed the noise."""
+
+    runs: tuple[IoUResult, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.runs[0].names
+
+    @property
+    def mious(self) -> np.ndarray:
+        return np.array([r.miou for r in self.runs])
+
+    @property
+    def miou(self) -> float:
+        return float(self.mious.mean())
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation of the mIoU over seeds (0 for one seed)."""
+        return float(self.mious.std(ddof=1)) if len(self.runs) > 1 else 0.0
+
+    @property
+    def iou(self) -> np.ndarray:
+        """Per-class mean over the seeds where the class is not n/a."""
+        stacked = np.stack([r.iou for r in self.runs])
+        present = ~np.isnan(stacked)
+        with np.errstate(invalid="ignore"):
+            return np.where(present.any(0), np.nansum(stacked, 0) / np.maximum(present.sum(0), 1), np.nan)
+
+    def as_dict(self) -> dict:
+        return {"mIoU": _pct(self.miou), "mIoU_std": _pct(self.std), "mIoU_seeds": [_pct(m) for m in self.mious],
+                "classes": {n: _pct(v) for n, v in zip(self.names, self.iou)}}
+
+
+Row = IoUResult | SeedResults
+
+
 def _pct(v: float) -> float | None:
     return None if np.isnan(v) else round(100.0 * float(v), 2)
 
@@ -92,20 +132,28 @@ def _cell(v: float) -> str:
     return "n/a" if np.isnan(v) else f"{100 * v:.2f}"
 
 
-def markdown_table(rows: dict[str, IoUResult], note: str = "") -> str:
-    """The seed paper's layout: method, mIoU, then one column per class."""
+def _miou_cell(r: Row) -> str:
+    """mIoU, with ± its std over seeds for a model trained with several."""
+    if isinstance(r, SeedResults) and len(r.runs) > 1:
+        return f"{_cell(r.miou)} ± {100 * r.std:.2f}"
+    return _cell(r.miou)
+
+
+def markdown_table(rows: dict[str, Row], note: str = "") -> str:
+    """The seed paper's layout: method, mIoU, then one column per class (means over seeds for a
+    model trained with several; its mIoU cell shows ± the std over seeds)."""
     names = next(iter(rows.values())).names
     head = "| Method | mIoU | " + " | ".join(n.title() for n in names) + " |"
     sep = "|---|---:|" + "---:|" * len(names)
     lines = [head, sep]
     for method, r in rows.items():
-        lines.append(f"| {method} | {_cell(r.miou)} | " + " | ".join(_cell(v) for v in r.iou) + " |")
+        lines.append(f"| {method} | {_miou_cell(r)} | " + " | ".join(_cell(v) for v in r.iou) + " |")
     lines.append("")
     lines.append(f"_{CONVENTION}_" + (f" {note}" if note else ""))
     return "\n".join(lines)
 
 
-def write_tables(rows: dict[str, IoUResult], out_stem: str | Path, note: str = "") -> list[Path]:
+def write_tables(rows: dict[str, Row], out_stem: str | Path, note: str = "") -> list[Path]:
     """Write `<stem>.md`, `<stem>.csv` and `<stem>.json`; returns the paths."""
     stem = Path(out_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -115,9 +163,10 @@ def write_tables(rows: dict[str, IoUResult], out_stem: str | Path, note: str = "
     csv_path = stem.with_suffix(".csv")
     with csv_path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method", "mIoU", *names])
+        w.writerow(["method", "mIoU", "mIoU std", *names])
         for method, r in rows.items():
-            w.writerow([method, _cell(r.miou), *(_cell(v) for v in r.iou)])
+            std = _cell(r.std) if isinstance(r, SeedResults) else ""
+            w.writerow([method, _cell(r.miou), std, *(_cell(v) for v in r.iou)])
     js = stem.with_suffix(".json")
     js.write_text(json.dumps({"convention": CONVENTION, "note": note, "rows": {m: r.as_dict() for m, r in rows.items()}}, indent=2))
     return [md, csv_path, js]

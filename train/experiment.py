@@ -1,9 +1,12 @@
 """Experiments: the [[runs]] of a pipeline file, trained and scored under the same settings,
 gathered into one table in the seed paper's format.
 
-Each run is the pipeline with its `set` overrides and its own `train.out_dir`/<run name>. A run
-whose checkpoint already finished its schedule is not retrained (its evaluation is redone,
-which is cheap), so an interrupted experiment continues where it stopped.
+Each run is the pipeline with its `set` overrides and its own `train.out_dir`/<run name>, trained
+once per seed of `[experiment] seeds` (then in <run name>/seed<k>). A run whose checkpoint
+already finished its schedule is not retrained (its evaluation is redone, which is cheap), so an
+interrupted experiment continues where it stopped. The table says which differences exceed
+twice their standard error over seeds, and whether each model beats the pseudo-labels it
+learned from.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +23,9 @@ import numpy as np
 
 from shared.config import Pipeline, run_pipeline
 from shared.errors import ConfigError
-from shared.metrics import IoUResult, write_tables
+from shared.metrics import IoUResult, SeedResults, write_tables
+from train.engine.loop import fit
+from train.reports.evaluate import evaluate, teacher_sentence
 
 log = logging.getLogger("train")
 
@@ -61,41 +68,69 @@ def reference_rows(per_run: list[tuple[str, dict[str, IoUResult]]]) -> dict[str,
     return rows
 
 
+def noise_sentence(rows: dict[str, SeedResults]) -> str:
+    """Which models' mean mIoUs differ by more than twice the standard error of the difference
+    (sqrt(s_a^2/n_a + s_b^2/n_b), s = std over seeds), and which are within it."""
+    beyond, within = [], []
+    for (a, ra), (b, rb) in combinations(rows.items(), 2):
+        if len(ra.runs) < 2 or len(rb.runs) < 2:
+            continue
+        diff = 100 * (ra.miou - rb.miou)
+        se = 100 * math.sqrt(ra.std**2 / len(ra.runs) + rb.std**2 / len(rb.runs))
+        (beyond if abs(diff) > 2 * se else within).append(f"{a} vs {b}: {diff:+.2f} (2 se = {2 * se:.2f})")
+    if not beyond and not within:
+        return "One seed per model: the table shows no noise estimate, so no difference in it is established."
+    text = "Differences of mean mIoU beyond twice their standard error: " + ("; ".join(beyond) or "none") + "."
+    if within:
+        text += " Within the noise: " + "; ".join(within) + "."
+    return text
+
+
 def run_experiment(
     pipeline: Pipeline, overrides: dict[str, Any] | None = None, out_dir: str | Path | None = None, render: int = 2
-) -> dict[str, IoUResult]:
-    """Train and evaluate every run; write `<out>/table.{md,csv,json}` and `<out>/experiment.json`."""
-    from train.reports.evaluate import evaluate
-    from train.engine.loop import fit
-
+) -> dict[str, SeedResults]:
+    """Train and evaluate every run once per seed of [experiment] seeds; write
+    `<out>/table.{md,csv,json}` (mean ± std over seeds) and `<out>/experiment.json`."""
     if not pipeline.runs:
         raise ConfigError(f"{pipeline.source}: an experiment needs [[runs]] entries (see pipelines/*-compare.toml)")
     out = Path(out_dir) if out_dir is not None else report_dir(pipeline)
-    rows: dict[str, IoUResult] = {}
+    seeds = pipeline.experiment.seeds
+    rows: dict[str, SeedResults] = {}
     references: list[tuple[str, dict[str, IoUResult]]] = []  # each run's pseudo-label and ceiling rows
-    runs_info = []
+    sentences, runs_info = [], []
     for run in pipeline.runs:
-        p = run_pipeline(pipeline, run, overrides)
         label = run.label or run.name
-        log.info("experiment %s: run %s (%s)", pipeline.source.stem, run.name, run.set)
-        checkpoint = Path(p.train.out_dir) / "last.pt"
-        fit(p, resume=checkpoint.exists())
-        seconds = _training_seconds(Path(p.train.out_dir) / "log.csv")
-        results = evaluate(p, checkpoint, out / run.name, render=render)
-        network = next(iter(results.values()))
-        rows[label] = network
-        runs_info.append({"name": run.name, "label": label, "set": run.set, "checkpoint": str(checkpoint),
-                          "train_seconds": round(seconds, 1), "mIoU": network.as_dict()["mIoU"],
-                          "reference_mIoU": {k: r.as_dict()["mIoU"] for k, r in list(results.items())[1:]}})
-        references.append((label, dict(list(results.items())[1:])))
+        networks, seconds = [], []
+        for seed in seeds:
+            several = len(seeds) > 1
+            p = run_pipeline(pipeline, run, overrides, seed if several else None)
+            log.info("experiment %s: run %s (%s), seed %d", pipeline.source.stem, run.name, run.set, p.train.seed)
+            checkpoint = Path(p.train.out_dir) / "last.pt"
+            fit(p, resume=checkpoint.exists())
+            seconds.append(_training_seconds(Path(p.train.out_dir) / "log.csv"))
+            report = out / run.name / (f"seed{seed}" if several else "")
+            results = evaluate(p, checkpoint, report, render=render if seed == seeds[0] else 0)
+            networks.append(next(iter(results.values())))
+            if seed == seeds[0]:  # pseudo-labels and the voxel ceiling do not depend on the training seed
+                own = dict(list(results.items())[1:])
+        rows[label] = SeedResults(tuple(networks))
+        references.append((label, own))
+        sentences.append(teacher_sentence(label, rows[label], own))
+        runs_info.append({"name": run.name, "label": label, "set": run.set, "seeds": seeds,
+                          "train_seconds": round(float(np.mean(seconds)), 1), "mIoU": rows[label].as_dict()["mIoU"],
+                          "mIoU_std": rows[label].as_dict()["mIoU_std"], "mIoU_seeds": rows[label].as_dict()["mIoU_seeds"],
+                          "reference_mIoU": {k: r.as_dict()["mIoU"] for k, r in own.items()}})
     labeler = pipeline.labels.labeler
     note = f"Pipeline: {pipeline.source}; labeler: {labeler}" + (
-        " (simulated-CLIP: ground truth corrupted like MaskCLIP, not real CLIP)" if labeler == "simulated-clip" else ""
-    ) + f"; {pipeline.train.epochs} epochs per model."
-    paths = write_tables({**rows, **reference_rows(references)}, out / "table", note)
+        " (simulated-CLIP: a model of MaskCLIP run on ground truth, not real CLIP)" if labeler == "simulated-clip" else ""
+    ) + (f"; {pipeline.train.epochs} epochs per model, {len(seeds)} training seed{'s' if len(seeds) > 1 else ''} "
+         f"{seeds}: model rows show the mean mIoU ± its std over seeds and per-class means.")
+    verdict = noise_sentence(rows)
+    paths = write_tables({**rows, **reference_rows(references)}, out / "table", f"{note}\n\n{verdict}\n\n"
+                         + " ".join(sentences))
     (out / "experiment.json").write_text(json.dumps({
         "pipeline": str(pipeline.source), "labeler": labeler, "dataset": pipeline.dataset.name,
-        "epochs": pipeline.train.epochs, "runs": runs_info,
+        "epochs": pipeline.train.epochs, "seeds": seeds, "runs": runs_info, "noise": verdict, "teacher": sentences,
         "command": f"python -m preprocess run {pipeline.source} && python -m train experiment {pipeline.source}",
     }, indent=2))
     log.info("wrote %s", paths[0])

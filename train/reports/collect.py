@@ -28,12 +28,13 @@ def _image(png: Path, root: Path) -> str:
 
 def _experiment(folder: Path, root: Path) -> list[str]:
     info = json.loads((folder / "experiment.json").read_text())
-    lines = [f"Reproduce: `{info['command']}` (labeler: **{info['labeler']}**, {info['epochs']} epochs per model)",
-             "", (folder / "table.md").read_text().strip(), ""]
-    lines += [f"- `{r['name']}`: overrides `{r['set']}`, trained in {r['train_seconds']} s"
-              + "".join(f"; {k}: {v}" for k, v in r.get("reference_mIoU", {}).items()) for r in info["runs"]]
+    seeds = info.get("seeds", [0])
+    lines = [f"Reproduce: `{info['command']}` (labeler: **{info['labeler']}**, {info['epochs']} epochs per model, "
+             f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} each)", "", (folder / "table.md").read_text().strip(), ""]
+    lines += [f"- `{r['name']}`: overrides `{r['set']}`, trained in {r['train_seconds']} s per seed"
+              + (f"; mIoU per seed {r['mIoU_seeds']}" if len(r.get("mIoU_seeds", [])) > 1 else "") for r in info["runs"]]
     if folder.name.endswith("compare"):  # qualitative comparison (seed Figs. 3 and 4): one scene per model
-        renders = [next(iter(sorted((folder / r["name"] / "render").glob("*.png"))), None) for r in info["runs"]]
+        renders = [next(iter(sorted((folder / r["name"]).glob("**/render/*.png"))), None) for r in info["runs"]]
         lines += [""] + [_image(png, root) for png in renders if png is not None]
     return lines
 

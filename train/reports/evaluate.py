@@ -20,7 +20,7 @@ import torch
 
 from shared.config import Pipeline
 from shared.errors import MissingData
-from shared.metrics import IoUAccumulator, IoUResult
+from shared.metrics import IoUAccumulator, IoUResult, SeedResults
 from shared.ply import write_ply
 from shared.refine import set_labels
 from shared.schema import class_names
@@ -100,6 +100,19 @@ def load_model(pipeline: Pipeline, checkpoint: str | Path, dataset: SceneDataset
     return method
 
 
+def teacher_sentence(label: str, model: SeedResults, references: dict[str, IoUResult]) -> str:
+    """Whether a model beats the raw and the refined pseudo-labels it learned from, on the same
+    val points (unseen points count as misses for the labels; the network predicts them all)."""
+    parts = []
+    for kind, result in references.items():
+        if kind.endswith("seen points only") or kind.startswith("voxel ceiling"):
+            continue
+        side = "above" if model.miou > result.miou else "below"
+        parts.append(f"{side} its {kind} ({100 * result.miou:.2f})")
+    spread = f" ± {100 * model.std:.2f}" if len(model.runs) > 1 else ""
+    return f"{label} {100 * model.miou:.2f}{spread}: " + ", ".join(parts) + "."
+
+
 def evaluate(
     pipeline: Pipeline, checkpoint: str | Path, out_dir: str | Path | None = None, render: int = 4
 ) -> dict[str, IoUResult]:
@@ -142,8 +155,11 @@ def evaluate(
         if i < render:
             _render_scene(out, dataset, i, pred, data, len(names), list(names))
     results = {name: acc.result() for name, acc in rows.items()}
+    verdict = teacher_sentence(pipeline.train.method, SeedResults((results[pipeline.train.method],)),
+                               dict(list(results.items())[1:]))
+    log.info("%s", verdict)
     info: dict[str, Any] = {
-        "checkpoint": str(checkpoint), "pipeline": str(pipeline.source), "method": pipeline.train.method,
+        "versus the pseudo-labels": verdict, "checkpoint": str(checkpoint), "pipeline": str(pipeline.source), "method": pipeline.train.method,
         "val scenes": len(dataset), "voxel size": pipeline.train.voxel_size,
         "prediction": "on voxels (first point per voxel), mapped back to every original point",
     }
