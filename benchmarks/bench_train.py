@@ -46,7 +46,7 @@ def main() -> None:
         if args.pipeline:
             path = Path(args.pipeline)
         else:
-            from test_train_data import make_toy_store
+            from toy_store import make_toy_store
 
             path = make_toy_store(Path(tmp), scenes=args.scenes + 1, points=args.points, method=args.method)
         fit(load_pipeline(path, overrides), max_steps=args.steps)

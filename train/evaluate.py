@@ -23,8 +23,6 @@ from shared.refine import set_labels
 from train.checkpoint import load_checkpoint
 from train.data import MissingData, SceneDataset, class_names, make_loader
 from train.methods import Method, build_method
-from train.render import colour_labels, render_topdown, save_panels, write_ply
-from train.report_tables import write_report
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +40,8 @@ def predict(
     try:
         for i, batch in enumerate(loader):
             batch = batch.to(device)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-                logits = model(batch.sparse(method.backend.SparseTensor))["logits"]
+            with method.precision.autocast():
+                logits = model(method.sparse_input(batch))["logits"]
             voxel_pred = logits.argmax(dim=1).cpu().numpy()
             yield i, voxel_pred[batch.inverse[0]], batch.inverse[0]
     finally:
@@ -105,11 +103,14 @@ def evaluate(
     coloured PLY of the prediction and a top-down panel (input, ground truth, pseudo-labels,
     prediction). Returns the table rows: the network, the pseudo-labels where stored, the voxel ceiling.
     """
+    from train.report_tables import write_report  # matplotlib: only the report needs it
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(out_dir) if out_dir is not None else Path(pipeline.train.out_dir) / "eval"
     names = class_names(pipeline)
     dataset = SceneDataset(pipeline, "val", with_gt=True, fields=())
     method = load_model(pipeline, checkpoint, dataset, device)
+    log.info("eval %s: %s", checkpoint, "; ".join(f"{k} {v}" for k, v in method.run_info().items()))
     try:
         pseudo = SceneDataset(pipeline, "val", with_gt=True, fields=("refined",))
     except MissingData as e:
@@ -137,6 +138,7 @@ def evaluate(
         "checkpoint": str(checkpoint), "pipeline": str(pipeline.source), "method": pipeline.train.method,
         "val scenes": len(dataset), "voxel size": pipeline.train.voxel_size,
         "prediction": "on voxels (first point per voxel), mapped back to every original point",
+        **method.run_info(),
     }
     for path in write_report(out, results, info):
         log.info("wrote %s", path)
@@ -145,6 +147,8 @@ def evaluate(
 
 def _render_scene(out: Path, dataset: SceneDataset, i: int, pred: np.ndarray, data: dict[str, np.ndarray],
                   num_classes: int, legend: list[str]) -> None:
+    from train.render import colour_labels, render_topdown, save_panels, write_ply
+
     scene = dataset.scenes[i]
     xyz = data["xyz"]
     pred_rgb = colour_labels(pred, num_classes)

@@ -48,7 +48,8 @@ def conv_algorithm(name: str) -> Iterator[None]:
         _algorithm = previous
 
 
-def _resolve_algorithm(device: torch.device) -> str:
+def algorithm_for(device: torch.device) -> str:
+    """The algorithm convolutions on `device` run now ("gather" or "pairs")."""
     if _algorithm != "auto":
         return _algorithm
     return "pairs" if device.type == "cpu" else "gather"
@@ -164,7 +165,7 @@ class _Convolution(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, transposed: bool) -> torch.Tensor:
-        dtype, algorithm = compute_dtype(feats), _resolve_algorithm(feats.device)
+        dtype, algorithm = compute_dtype(feats), algorithm_for(feats.device)
         with torch.autocast(feats.device.type, enabled=False):
             x, w = feats.to(dtype), weight.to(dtype)
             if algorithm == "gather":
