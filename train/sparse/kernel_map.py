@@ -68,20 +68,30 @@ class CoordIndex:
 
 @dataclass(eq=False)
 class KernelMap:
-    """For output row o and kernel offset k, `neighbours[o, k]` is the input row at o's site
-    plus offset k, or `num_in` where that site is empty (one past the last row: convolutions
-    gather it from an appended zero row, nn.py).
+    """Which input row feeds each output row through each kernel offset.
 
-    The table is the map's one stored form; convolutions also read its transpose `feeds` (for
-    input row i, the output it feeds through offset k, or `num_out`) and, on CPU, per-offset
-    `pairs`, each derived on first use and kept with the map. `identity` names the offset
-    whose pairs are (j, j) for every row (the centre of a submanifold conv).
+    Stored as `searched` (S, num_out), offset-major: for offset k, the input row at each output
+    site plus offset k, or `num_in` where that site is empty. A submanifold map (`identity`, the
+    centre offset whose pairs are (j, j) for every row, is set) holds only the S = K // 2 offsets
+    before the centre; the others are their mirror images. Convolutions read the forms they
+    need, each derived on first use and kept with the map: the (num_out, K) table `neighbours`
+    (num_in where none: one past the last row, gathered from an appended zero row, nn.py), its
+    transpose `feeds`, or per-offset `pairs` (CPU).
     """
 
-    neighbours: torch.Tensor  # (num_out, K) int64
+    searched: torch.Tensor  # (S, num_out) int64
     num_in: int
     num_out: int
     identity: int | None
+
+    @cached_property
+    def neighbours(self) -> torch.Tensor:
+        """(num_out, K) int64: the input row at output o's site plus offset k, or num_in."""
+        first = self.searched.t()
+        if self.identity is None:
+            return first.contiguous()
+        rows = torch.arange(self.num_out, device=first.device)
+        return torch.cat([first, rows[:, None], _invert(first, self.num_in).flip(1)], dim=1)
 
     @cached_property
     def feeds(self) -> torch.Tensor:
@@ -93,11 +103,14 @@ class KernelMap:
     @cached_property
     def pairs(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
         """(in_idx, out_idx) per offset: rows in_idx[k] of the input feed rows out_idx[k] of the output."""
-        table = self.neighbours.t()
-        valid = table < self.num_in
-        k_idx, out_idx = valid.nonzero(as_tuple=True)
+        valid = self.searched < self.num_in
         counts = valid.sum(dim=1).tolist()
-        return table[k_idx, out_idx].split(counts), out_idx.split(counts)
+        ins, outs = self.searched[valid].split(counts), valid.nonzero()[:, 1].split(counts)
+        if self.identity is None:
+            return ins, outs
+        # Submanifold: the offsets past the centre are those before it with in and out swapped.
+        rows = torch.arange(self.num_in, device=self.searched.device)
+        return ins + (rows,) + outs[::-1], outs + (rows,) + ins[::-1]
 
 
 def _invert(table: torch.Tensor, num_rows: int) -> torch.Tensor:
@@ -136,15 +149,15 @@ def _index(cache: TensorCache, stride: int) -> CoordIndex:
 
 
 def _lookup(inputs: CoordIndex, out_keys: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
-    """(N_out, K) input row at each output site plus each offset, len(inputs) where none:
-    one searchsorted over all (K, N_out) queries, no host synchronisation."""
+    """(K, N_out) input row at each output site plus each offset, len(inputs) where none:
+    one searchsorted over all queries, no host synchronisation."""
     queries = out_keys.unsqueeze(0) + deltas.to(out_keys.device).unsqueeze(1)
     n = inputs.sorted_keys.numel()
     if n == 0:
-        return torch.zeros_like(queries).t()
+        return torch.zeros_like(queries)
     pos = torch.searchsorted(inputs.sorted_keys, queries).clamp_(max=n - 1)
     hit = inputs.sorted_keys[pos] == queries
-    return torch.where(hit, inputs.order[pos], n).t()
+    return torch.where(hit, inputs.order[pos], n)
 
 
 def get_kernel_map(cache: TensorCache, in_stride: int, kernel_size: int, stride: int, dilation: int) -> KernelMap:
@@ -161,18 +174,10 @@ def get_kernel_map(cache: TensorCache, in_stride: int, kernel_size: int, stride:
     outputs = _index(cache, out_stride)
     deltas = _key_deltas(kernel_offsets(kernel_size, dilation) * in_stride)
     volume = deltas.numel()
-    if stride == 1 and volume % 2 == 1:
-        # Submanifold: offset K-1-k is the negation of offset k, so its column is column k
-        # inverted, and the centre maps every row to itself. Searching half the offsets is enough.
-        half = volume // 2
-        first = _lookup(inputs, outputs.keys, deltas[:half])
-        rows = torch.arange(inputs.keys.numel(), device=first.device)
-        mirrored = _invert(first, rows.numel()).flip(1)
-        neighbours = torch.cat([first, rows[:, None], mirrored], dim=1)
-        identity: int | None = half
-    else:
-        neighbours = _lookup(inputs, outputs.keys, deltas)
-        identity = None
-    kmap = KernelMap(neighbours.contiguous(), inputs.keys.numel(), outputs.keys.numel(), identity)
+    # Submanifold: offset K-1-k is the negation of offset k and the centre maps every row to
+    # itself, so searching the offsets before the centre is enough.
+    identity = volume // 2 if stride == 1 and volume % 2 == 1 else None
+    searched = _lookup(inputs, outputs.keys, deltas[:identity] if identity is not None else deltas)
+    kmap = KernelMap(searched, inputs.keys.numel(), outputs.keys.numel(), identity)
     cache.kernel_maps[key] = kmap
     return kmap
