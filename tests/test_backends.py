@@ -81,7 +81,7 @@ def test_spconv_convs_equal_pure_pytorch(k: int, stride: int, dilation: int) -> 
             if grads:
                 outs.append(torch.autograd.grad(sum(o.square().sum() for o in outs[1::2]), [x.F, conv.kernel])[0].cpu())
         results.append(outs)
-    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    tol = dict(rtol=1e-2, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)  # TF32 on GPUs
     for a, b in zip(*results):
         if a.dtype == torch.int32:
             assert torch.equal(a, b)
@@ -93,7 +93,7 @@ def test_spconv_convs_equal_pure_pytorch(k: int, stride: int, dilation: int) -> 
 def test_spconv_minkunet_equals_pure_pytorch() -> None:
     if HAS_CUDA:
         errors = max_errors("spconv", "cuda", dtype=torch.float32)
-        assert max(errors.values()) < 1e-3, errors
+        assert max(errors.values()) < 1e-2, errors  # its float32 kernels may multiply in TF32
     else:
         errors = max_errors("spconv", "cpu", grads=False)
         assert errors["output"] < 1e-12, errors

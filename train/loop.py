@@ -200,9 +200,9 @@ class Trainer:
                    unit="step", dynamic_ncols=True)
         # One loader iterator for all remaining epochs: no wait for workers at epoch boundaries.
         batches = EpochBatchSampler(self.sampler, self.cfg.batch_size, self.epoch, self.cfg.epochs, skip=self.batch_in_epoch)
-        loader = make_loader(self.dataset, self.cfg.batch_size, self.cfg.num_workers, batches)
+        loader = make_loader(self.dataset, self.cfg.batch_size, self.cfg.num_workers, batches) if not self._stop() else []
         t_data = time.perf_counter()
-        for batch in loader if not self._stop() else ():
+        for batch in loader:
             t_step = time.perf_counter()
             loss, parts = self.train_step(batch)
             done = time.perf_counter()

@@ -93,9 +93,8 @@ class Method:
     def run_info(self) -> dict[str, str]:
         """How the network runs, for the run log and the eval report."""
         device = self.device
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-        return {"device": f"{device} ({name})", "sparse backend": self.backend.describe(device),
-                "precision": self.precision.name}
+        where = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+        return {"device": where, "sparse backend": self.backend.describe(device), "precision": self.precision.name}
 
     def sparse_input(self, batch: Batch) -> Any:
         """The batch as the selected backend's own tensor: training, evaluation and attention maps
