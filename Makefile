@@ -8,7 +8,7 @@ CHECKPOINT ?=
 ARGS ?=
 
 .PHONY: setup test test-fast demo synth preprocess train eval bench clean compare ablation-threshold \
-	ablation-partition ablation-components cost figures report experiments gt-check
+	ablation-partition ablation-components cost figures report experiments gt-check gpu-check
 
 VENV_STAMP := .venv/.installed
 
@@ -95,6 +95,10 @@ gt-check: $(GT_DIR)/scannetv2_train.txt  ## can the trainer learn? ground-truth 
 	$(PY) -m preprocess run pipelines/synthetic-gt.toml --stages ingest $(ARGS)
 	$(PY) -m train fit pipelines/synthetic-gt.toml
 	$(PY) -m train eval pipelines/synthetic-gt.toml --out reports/synthetic-gt-check
+
+# Needs only torch, numpy, numba, zarr and tqdm (no `make setup`): on a bare GPU machine, PY=python3.
+gpu-check:  ## on a GPU machine (< 8 min): CUDA equality, bench_sparse per backend, short HICL fit + eval with AMP; one table
+	$(PY) benchmarks/gpu_check.py $(ARGS)
 
 bench:  ## speed benchmarks (tables on stdout)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

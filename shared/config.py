@@ -21,6 +21,8 @@ from shared.errors import ConfigError
 DATASETS = ("scannet", "nuscenes", "synthetic")
 ROOT_ENV = {"scannet": "SCANNET_ROOT", "nuscenes": "NUSCENES_ROOT"}
 INPUT_FEATURES = {"rgb": 3, "normal": 3, "height": 1}  # train.input_features: name -> channels
+SPARSE_BACKENDS = ("auto", "torch", "torchsparse", "spconv")  # train.backend
+AMP_SETTINGS = ("auto", "off", "fp16", "bf16")  # train.amp
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,7 +246,12 @@ class TrainConfig:
     checkpoint_every: int = 500
     eval_every_epochs: int = 0
     out_dir: str = "runs/default"
-    backend: str = "auto"  # "auto" | "torch" | "torchsparse"
+    # sparse-conv library: "auto" (on CUDA torchsparse, else spconv, else the pure-PyTorch ops;
+    # on CPU the pure-PyTorch ops) | "torch" | "torchsparse" | "spconv"
+    backend: str = "auto"
+    # mixed precision: "auto" (on CUDA bfloat16 where the GPU has it, else float16; off on CPU)
+    # | "off" | "fp16" | "bf16" (train/amp.py)
+    amp: str = "auto"
     max_points: int = 0  # crop scenes above this many points during training (0 = no crop)
     # per-voxel input channels, in this order: "rgb" (3, in [0, 1]), "normal" (3), "height" (1,
     # metres above the scene's lowest point: tells floors, seats, tables and wall items apart)
@@ -498,7 +505,8 @@ def _check_choices(p: Pipeline) -> None:
         "train.optimizer": (p.train.optimizer, ("adamw", "sgd")),
         "train.head": (p.train.head, ("text", "linear")),
         "train.class_weights": (p.train.class_weights, ("none", "inverse-sqrt")),
-        "train.backend": (p.train.backend, ("auto", "torch", "torchsparse")),
+        "train.backend": (p.train.backend, SPARSE_BACKENDS),
+        "train.amp": (p.train.amp, AMP_SETTINGS),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:

@@ -28,3 +28,15 @@ def scannet_scene0000(shared_data: Path) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} not found")
     return path
+
+
+@pytest.fixture()
+def one_thread():
+    """Single-threaded torch for tests on scenes of a few thousand voxels: on a shared 2-core
+    machine thread hand-offs cost more than they save."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

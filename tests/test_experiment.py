@@ -70,7 +70,7 @@ def test_teacher_sentence_says_which_labels_the_model_beats():
 
 def test_an_experiment_trains_each_run_once_per_seed(tmp_path):
     from shared.config import load_pipeline
-    from test_train_data import make_toy_store
+    from toy_store import make_toy_store
     from train.experiment import run_experiment
 
     path = make_toy_store(tmp_path, method="pseudo-ce", epochs=1)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from shared.config import load_pipeline
-from test_train_data import make_toy_store
+from toy_store import make_toy_store
 from train.cli import main
 from train.engine.loop import fit, lr_factor
 

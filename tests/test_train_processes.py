@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from shared.config import load_pipeline
-from test_train_data import make_toy_store
+from toy_store import make_toy_store
 from train.reports.evaluate import evaluate
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}

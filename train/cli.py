@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from shared.cli import parse_overrides
-from shared.config import load_pipeline
+from shared.config import AMP_SETTINGS, SPARSE_BACKENDS, load_pipeline
 from shared.errors import ConfigError, UserError
 
 log = logging.getLogger("train")
@@ -23,8 +23,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("pipeline", help="pipeline TOML file (see pipelines/)")
         s.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                        help="override a pipeline key, e.g. --set train.epochs=30 (repeatable)")
-        s.add_argument("--backend", choices=("auto", "torch", "torchsparse"),
-                       help="sparse-conv backend (default: train.backend)")
+        s.add_argument("--backend", choices=SPARSE_BACKENDS, help="sparse-conv backend (default: train.backend)")
+        s.add_argument("--amp", choices=AMP_SETTINGS, help="mixed precision (default: train.amp)")
     fit = sub.choices["fit"]
     fit.add_argument("--resume", action="store_true", help="continue from <train.out_dir>/last.pt if present")
     fit.add_argument("--max-steps", type=int, help="stop after this many steps (the schedule still spans all epochs)")
@@ -35,7 +35,8 @@ def parser() -> argparse.ArgumentParser:
     at = sub.add_parser("attention", help="correlation of a query point with two scenes (seed Fig. 2)")
     at.add_argument("pipeline")
     at.add_argument("--set", action="append", metavar="KEY=VALUE", default=[])
-    at.add_argument("--backend", choices=("auto", "torch", "torchsparse"))
+    at.add_argument("--backend", choices=SPARSE_BACKENDS)
+    at.add_argument("--amp", choices=AMP_SETTINGS)
     at.add_argument("--checkpoint", help="checkpoint file (default <train.out_dir>/last.pt)")
     at.add_argument("--scene", type=int, default=0, help="index of the query scene in the val split")
     at.add_argument("--other", type=int, default=1, help="index of the other scene in the val split")
@@ -55,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     overrides = parse_overrides(getattr(args, "set", []))
-    if getattr(args, "backend", None):
-        overrides["train.backend"] = args.backend
+    for key in ("backend", "amp"):
+        if getattr(args, key, None):
+            overrides[f"train.{key}"] = getattr(args, key)
     try:
         if args.command == "report":
             from train.reports.collect import splice_into_readme, write_report_md

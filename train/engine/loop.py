@@ -22,12 +22,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from shared.config import Pipeline
 from train.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from train.engine.data import EpochSampler, SceneDataset, make_loader
+from train.engine.data import EpochBatchSampler, EpochSampler, SceneDataset, make_loader
 from train.engine.methods import METHODS, Method, build_method
 
 log = logging.getLogger(__name__)
@@ -67,6 +66,17 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def tensorboard_writer(path: Path, purge_step: int | None) -> Any | None:
+    """A TensorBoard SummaryWriter, or None (with a warning) where tensorboard is not installed:
+    a GPU machine with only torch, numpy, numba, zarr and tqdm still trains (log.csv has every row)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("tensorboard is not installed: no curves under %s (log.csv still has every step)", path)
+        return None
+    return SummaryWriter(str(path), purge_step=purge_step)
 
 
 class CSVLog:
@@ -114,8 +124,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.cfg.warmup_steps, self.total_steps)
         )
-        self.amp = self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.precision = self.method.precision
+        self.scaler = self.precision.grad_scaler()
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -125,11 +135,12 @@ class Trainer:
         if resumed:
             self._restore(load_checkpoint(self.checkpoint_path, self.device))
 
-        self.writer: SummaryWriter | None = None
+        self.writer: Any | None = None
         self.csv: CSVLog | None = None
         if self.rank == 0:
+            log.info("fit %s: %s", self.cfg.method, "; ".join(f"{k} {v}" for k, v in self.method.run_info().items()))
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            self.writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step if resumed else None)
+            self.writer = tensorboard_writer(self.out_dir / "tb", self.step if resumed else None)
             columns = ["step", "epoch", "lr", "loss", *self.method.loss_names, "points_per_s", "data_s", "step_s"]
             self.csv = CSVLog(self.out_dir / "log.csv", columns, self.step if resumed else None)
 
@@ -155,7 +166,8 @@ class Trainer:
         self.method.load_state_dict(state["method_state"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when saved without float16 scaling
+            self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         log.info("resumed from %s at step %d (epoch %d, batch %d)", self.checkpoint_path, self.step, self.epoch,
@@ -168,8 +180,8 @@ class Trainer:
     # ------------------------------------------------------------------ training
     def train_step(self, batch) -> tuple[float, dict[str, float]]:
         batch = batch.to(self.device)
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            out = self.ddp(batch.sparse())
+        with self.precision.autocast():
+            out = self.ddp(self.method.sparse_input(batch))
             loss, parts = self.method.loss(out, batch, self.epoch)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -186,30 +198,30 @@ class Trainer:
         losses: list[float] = []
         bar = tqdm(total=self.total_steps, initial=self.step, disable=self.rank != 0, desc=self.cfg.method,
                    unit="step", dynamic_ncols=True)
-        loader = make_loader(self.dataset, self.cfg.batch_size, self.cfg.num_workers, self.sampler)
-        while self.epoch < self.cfg.epochs and not self._stop():
-            self.sampler.start(self.epoch, skip=self.batch_in_epoch * self.cfg.batch_size)
-            t_data = time.perf_counter()
-            for batch in loader:
-                t_step = time.perf_counter()
-                loss, parts = self.train_step(batch)
-                done = time.perf_counter()
-                self.step += 1
-                self.batch_in_epoch += 1
-                losses.append(loss)
-                points = len(batch.coords) * self.world
-                self._log(loss, parts, points / (done - t_data), t_step - t_data, done - t_step)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}", pts_s=f"{points / (done - t_data):.0f}", epoch=self.epoch)
-                if self.step % self.cfg.checkpoint_every == 0:
-                    self.save()
-                if self._stop():
-                    break
-                t_data = time.perf_counter()
-            else:
+        # One loader iterator for all remaining epochs: no wait for workers at epoch boundaries.
+        batches = EpochBatchSampler(self.sampler, self.cfg.batch_size, self.epoch, self.cfg.epochs, skip=self.batch_in_epoch)
+        loader = make_loader(self.dataset, self.cfg.batch_size, self.cfg.num_workers, batches) if not self._stop() else []
+        t_data = time.perf_counter()
+        for batch in loader:
+            t_step = time.perf_counter()
+            loss, parts = self.train_step(batch)
+            done = time.perf_counter()
+            self.step += 1
+            self.batch_in_epoch += 1
+            losses.append(loss)
+            points = len(batch.coords) * self.world
+            self._log(loss, parts, points / (done - t_data), t_step - t_data, done - t_step)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", pts_s=f"{points / (done - t_data):.0f}", epoch=self.epoch)
+            if self.batch_in_epoch == self.steps_per_epoch:
                 self.epoch += 1
                 self.batch_in_epoch = 0
                 self._maybe_validate()
+            if self.step % self.cfg.checkpoint_every == 0:
+                self.save()
+            if self._stop():
+                break
+            t_data = time.perf_counter()
         self.save()
         bar.close()
         if self.writer is not None:
@@ -225,6 +237,8 @@ class Trainer:
         row = {"step": self.step, "epoch": self.epoch, "lr": self.scheduler.get_last_lr()[0], "loss": loss, **parts,
                "points_per_s": pts_s, "data_s": data_s, "step_s": step_s}
         self.csv.write(row)
+        if self.writer is None:
+            return
         for k, v in row.items():
             if k not in ("step", "epoch"):
                 self.writer.add_scalar(f"train/{k}", v, self.step)
@@ -237,7 +251,8 @@ class Trainer:
             from train.reports.evaluate import validate
 
             result = validate(self.pipeline, self.method, self.device)
-            self.writer.add_scalar("val/mIoU", result.miou, self.step)
+            if self.writer is not None:
+                self.writer.add_scalar("val/mIoU", result.miou, self.step)
             log.info("epoch %d: val mIoU %.2f", self.epoch, 100 * result.miou)
         if self.world > 1:
             dist.barrier()

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from shared.config import Pipeline, TrainConfig
 from shared.errors import UserError
+from train.engine.amp import Precision, resolve_precision
 from train.engine.data import Batch, SceneDataset, text_embedding
 from train.losses import HICLLoss, clip2scene_loss, pseudo_ce_loss
 from train.models import LinearHead, MinkUNet, ProjectionHead, TextHead
@@ -65,6 +66,7 @@ class Method:
         self.cfg = pipeline.train
         self.num_classes = dataset.num_classes
         self.backend: Backend = select_backend(self.cfg.backend, device)
+        self.precision: Precision = resolve_precision(self.cfg.amp, device, self.backend)
         self.text = (
             torch.from_numpy(text_embedding(dataset.store, dataset.layout))
             if self.cfg.head == "text" or self.needs_text else None
@@ -87,6 +89,17 @@ class Method:
     def fields_for(cls, cfg: TrainConfig) -> tuple[str, ...]:
         """The sample fields training with `cfg` needs (some settings need more than `fields`)."""
         return cls.fields
+
+    def run_info(self) -> dict[str, str]:
+        """How the network runs, for the run log and the eval report."""
+        device = self.device
+        where = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+        return {"device": where, "sparse backend": self.backend.describe(device), "precision": self.precision.name}
+
+    def sparse_input(self, batch: Batch) -> Any:
+        """The batch as the selected backend's own tensor: training, evaluation and attention maps
+        all build the network input here."""
+        return batch.sparse(self.backend.SparseTensor)
 
     def heads(self, channels: int) -> dict[str, nn.Module]:
         classifier = (

@@ -7,7 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from train.engine.amp import outside_autocast
 
+
+@outside_autocast
 def pseudo_ce_loss(logits: Tensor, labels: Tensor, weight: Tensor | None = None) -> Tensor:
     """Cross-entropy over points with label >= 0 (-1 ignored), optionally class-weighted (the
     weighted mean, as F.cross_entropy takes it); a graph-keeping zero if no point has a label."""
@@ -17,6 +20,7 @@ def pseudo_ce_loss(logits: Tensor, labels: Tensor, weight: Tensor | None = None)
     return F.cross_entropy(logits.float(), labels, weight=weight, ignore_index=-1)
 
 
+@outside_autocast
 def clip2scene_loss(
     logits: Tensor,
     point_features: Tensor,

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from shared.config import HICLConfig
+from train.engine.amp import outside_autocast, widened
 from train.losses.memory_bank import MemoryBank
 
 
@@ -153,8 +154,10 @@ def similar_sets(clip: Tensor, normal: Tensor, index: Tensor, num_sets: int, vis
 def masked_log_mass(query: Tensor, keys: Tensor, allowed: Tensor, tau: float) -> tuple[Tensor, Tensor]:
     """(log Σ_{g allowed for q} exp(f_q·k_g/τ) (Q,), any key allowed (Q,)). Rows without an
     allowed key get the most negative finite value instead of -inf, so no backward meets inf − inf."""
-    sim = (query @ keys.T / tau).masked_fill(~allowed, torch.finfo(query.dtype).min)
-    return torch.logsumexp(sim, dim=1).clamp(min=torch.finfo(query.dtype).min), allowed.any(dim=1)
+    sim = query @ keys.T / tau
+    lowest = torch.finfo(sim.dtype).min  # of the dtype being filled: float32's overflows float16
+    sim = sim.masked_fill(~allowed, lowest)
+    return torch.logsumexp(sim, dim=1).clamp(min=lowest), allowed.any(dim=1)
 
 
 def correlation_nll(
@@ -184,6 +187,7 @@ def propagated_distribution(mass: ClassMass) -> Tensor:
     return torch.where(any_key, torch.softmax(log_mass.masked_fill(~any_key, 0.0), dim=1), 0.0)
 
 
+@outside_autocast
 def correlation_loss(
     query: Tensor,
     query_label: Tensor,
@@ -252,6 +256,7 @@ class HICLLoss(nn.Module):
             out.append((b, candidates[perm[: self.cfg.queries_per_scene].to(candidates.device)]))
         return out
 
+    @outside_autocast
     def forward(
         self,
         embeddings: Tensor,
@@ -267,7 +272,9 @@ class HICLLoss(nn.Module):
         """embeddings (N, D) L2-normalised; labels (N,) refined, -1 none; segment (N,) per-scene
         set ids, -1 none; scene (N,) batch index; logits (N, C) for the feedback term; looks
         = (CLIP features (N, D'), normals (N, 3)) for `similar_positives`; scene_ids (B,) the
-        dataset's id of each batch scene, which the memory bank keeps (needed with inter_scene)."""
+        dataset's id of each batch scene, which the memory bank keeps (needed with inter_scene).
+        Runs in float32 under autocast too: half-precision embeddings are widened."""
+        embeddings = widened(embeddings)
         cfg, num_classes = self.cfg, self.num_classes
         feedback = cfg.feedback and logits is not None and epoch >= cfg.feedback_warmup_epochs
         need_intra, need_inter = cfg.intra_scene or feedback, cfg.inter_scene or feedback

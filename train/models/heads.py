@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from train.engine.amp import outside_autocast, widened
+
 
 class LinearHead(nn.Linear):
     """Logits (M, num_classes) from features (M, C): SPVNAS's classifier."""
@@ -30,11 +32,15 @@ class TextHead(nn.Module):
         self.register_buffer("text_embeddings", F.normalize(text_embeddings.float(), dim=1))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
+    @outside_autocast
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """Equal to scale * normalize(proj(f)) @ t.T, without the (M, D) projection: with the
         bias folded in as x = [f, 1], |proj(f)|² = x G xᵀ for the (C+1)² Gram matrix G of the
-        weights and proj(f)·t = x (Wᵀ t), so the cost is M·C² rather than M·C·D (D = 512)."""
+        weights and proj(f)·t = x (Wᵀ t), so the cost is M·C² rather than M·C·D (D = 512).
+        In float32 under autocast too: the norm from a Gram matrix loses digits fast, and at a
+        logit scale up to 100 a 0.5% error in bfloat16 moves logits by 0.5."""
         scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
+        feats = widened(feats)
         x = torch.cat([feats, feats.new_ones(feats.shape[0], 1)], dim=1)
         w = torch.cat([self.proj.weight, self.proj.bias[:, None]], dim=1).to(feats.dtype)
         dots = x @ (w.t() @ self.text_embeddings.to(feats.dtype).t())

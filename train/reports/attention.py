@@ -36,7 +36,8 @@ def point_embeddings(pipeline: Pipeline, checkpoint: str | Path, scenes: list[in
         if i not in scenes:
             continue
         batch = batch.to(device)
-        embed = F.normalize(method.model(batch.sparse(method.backend.SparseTensor))["embed"].float(), dim=1)
+        with method.precision.autocast():
+            embed = F.normalize(method.model(method.sparse_input(batch))["embed"].float(), dim=1)
         out[i] = embed.cpu().numpy()[batch.inverse[0]]
     return dataset, out
 

@@ -21,14 +21,11 @@ import torch
 from shared.config import Pipeline
 from shared.errors import MissingData
 from shared.metrics import IoUAccumulator, IoUResult, SeedResults
-from shared.ply import write_ply
 from shared.refine import set_labels
 from shared.schema import class_names
-from shared.viz import colour_labels, render_topdown, save_panels
 from train.engine.checkpoint import load_checkpoint
 from train.engine.data import SceneDataset, make_loader
 from train.engine.methods import Method, build_method
-from train.reports.tables import write_report
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +43,8 @@ def predict(
     try:
         for i, batch in enumerate(loader):
             batch = batch.to(device)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-                logits = model(batch.sparse(method.backend.SparseTensor))["logits"]
+            with method.precision.autocast():
+                logits = model(method.sparse_input(batch))["logits"]
             voxel_pred = logits.argmax(dim=1).cpu().numpy()
             yield i, voxel_pred[batch.inverse[0]], batch.inverse[0]
     finally:
@@ -122,11 +119,14 @@ def evaluate(
     coloured PLY of the prediction and a top-down panel (input, ground truth, pseudo-labels,
     prediction). Returns the table rows: the network, the pseudo-labels where stored, the voxel ceiling.
     """
+    from train.reports.tables import write_report  # matplotlib: only the report needs it
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(out_dir) if out_dir is not None else Path(pipeline.train.out_dir) / "eval"
     names = class_names(pipeline)
     dataset = SceneDataset(pipeline, "val", with_gt=True, fields=())
     method = load_model(pipeline, checkpoint, dataset, device)
+    log.info("eval %s: %s", checkpoint, "; ".join(f"{k} {v}" for k, v in method.run_info().items()))
     try:
         pseudo = SceneDataset(pipeline, "val", with_gt=True, fields=("pseudo", "refined"))
     except MissingData as e:
@@ -159,9 +159,11 @@ def evaluate(
                                dict(list(results.items())[1:]))
     log.info("%s", verdict)
     info: dict[str, Any] = {
-        "versus the pseudo-labels": verdict, "checkpoint": str(checkpoint), "pipeline": str(pipeline.source), "method": pipeline.train.method,
+        "versus the pseudo-labels": verdict, "checkpoint": str(checkpoint), "pipeline": str(pipeline.source),
+        "method": pipeline.train.method,
         "val scenes": len(dataset), "voxel size": pipeline.train.voxel_size,
         "prediction": "on voxels (first point per voxel), mapped back to every original point",
+        **method.run_info(),
     }
     for path in write_report(out, results, info):
         log.info("wrote %s", path)
@@ -170,6 +172,9 @@ def evaluate(
 
 def _render_scene(out: Path, dataset: SceneDataset, i: int, pred: np.ndarray, data: dict[str, np.ndarray],
                   num_classes: int, legend: list[str]) -> None:
+    from shared.ply import write_ply
+    from shared.viz import colour_labels, render_topdown, save_panels  # matplotlib: only renders need it
+
     scene = dataset.scenes[i]
     xyz = data["xyz"]
     pred_rgb = colour_labels(pred, num_classes)

@@ -1,6 +1,6 @@
 """Sparse 3D convolution with torchsparse's vocabulary.
 
-`select_backend("auto" | "torch" | "torchsparse")` returns a Backend record (SparseTensor,
+`select_backend("auto" | "torch" | "torchsparse" | "spconv")` returns a Backend record (SparseTensor,
 Conv3d, BatchNorm, ReLU, cat, sparse_collate) that networks are built from; the pure-PyTorch
 names are also importable directly from here (`from train.sparse import SparseTensor, nn`).
 """

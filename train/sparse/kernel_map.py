@@ -10,6 +10,7 @@ the sorted input keys plus an equality test. No hash table, runs on any device.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -65,19 +66,62 @@ class CoordIndex:
     order: torch.Tensor
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class KernelMap:
-    """Per kernel offset k, rows in_idx[k] of the input feed rows out_idx[k] of the output.
+    """Which input row feeds each output row through each kernel offset.
 
-    `identity` names the offset whose pairs are (j, j) for every row (the centre of a
-    submanifold conv), which the conv applies as one dense matrix product.
+    Stored as `searched` (S, num_out), offset-major: for offset k, the input row at each output
+    site plus offset k, or `num_in` where that site is empty. A submanifold map (`identity`, the
+    centre offset whose pairs are (j, j) for every row, is set) holds only the S = K // 2 offsets
+    before the centre; the others are their mirror images. Convolutions read the forms they
+    need, each derived on first use and kept with the map: the (num_out, K) table `neighbours`
+    (num_in where none: one past the last row, gathered from an appended zero row, nn.py), its
+    transpose `feeds`, or per-offset `pairs` (CPU).
     """
 
-    in_idx: tuple[torch.Tensor, ...]
-    out_idx: tuple[torch.Tensor, ...]
+    searched: torch.Tensor  # (S, num_out) int64
     num_in: int
     num_out: int
     identity: int | None
+
+    @cached_property
+    def neighbours(self) -> torch.Tensor:
+        """(num_out, K) int64: the input row at output o's site plus offset k, or num_in."""
+        first = self.searched.t()
+        if self.identity is None:
+            return first.contiguous()
+        rows = torch.arange(self.num_out, device=first.device)
+        return torch.cat([first, rows[:, None], _invert(first, self.num_in).flip(1)], dim=1)
+
+    @cached_property
+    def feeds(self) -> torch.Tensor:
+        """(num_in, K) int64: the output row input i feeds through offset k, or num_out."""
+        if self.identity is not None:  # submanifold: offset K-1-k is the negation of offset k
+            return self.neighbours.flip(1)
+        return _invert(self.neighbours, self.num_in)
+
+    @cached_property
+    def pairs(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """(in_idx, out_idx) per offset: rows in_idx[k] of the input feed rows out_idx[k] of the output."""
+        valid = self.searched < self.num_in
+        counts = valid.sum(dim=1).tolist()
+        ins, outs = self.searched[valid].split(counts), valid.nonzero()[:, 1].split(counts)
+        if self.identity is None:
+            return ins, outs
+        # Submanifold: the offsets past the centre are those before it with in and out swapped.
+        rows = torch.arange(self.num_in, device=self.searched.device)
+        return ins + (rows,) + outs[::-1], outs + (rows,) + ins[::-1]
+
+
+def _invert(table: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """The transpose of an (M, K) map into rows [0, num_rows) (num_rows: none): the
+    (num_rows, K) map back into [0, M) (M: none). A value occurs at most once per column (an
+    input feeds one output per offset), so one scatter does it; the 'none' entries land in a
+    spare column that is dropped."""
+    m, k = table.shape
+    out = table.new_full((k, num_rows + 1), m)
+    out.scatter_(1, table.t(), torch.arange(m, device=table.device).expand(k, -1))
+    return out[:, :num_rows].t().contiguous()
 
 
 def index_coords(coords: torch.Tensor) -> CoordIndex:
@@ -104,18 +148,16 @@ def _index(cache: TensorCache, stride: int) -> CoordIndex:
     return cache.indexes[stride]
 
 
-def _match(
-    inputs: CoordIndex, out_keys: torch.Tensor, deltas: torch.Tensor
-) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
-    """All offsets at once: one searchsorted over (K, N_out) queries, pairs grouped by offset."""
+def _lookup(inputs: CoordIndex, out_keys: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+    """(K, N_out) input row at each output site plus each offset, len(inputs) where none:
+    one searchsorted over all queries, no host synchronisation."""
     queries = out_keys.unsqueeze(0) + deltas.to(out_keys.device).unsqueeze(1)
     n = inputs.sorted_keys.numel()
-    pos = torch.searchsorted(inputs.sorted_keys, queries).clamp_(max=max(n - 1, 0))
-    hit = inputs.sorted_keys[pos] == queries if n else torch.zeros_like(queries, dtype=torch.bool)
-    k_idx, out_idx = hit.nonzero(as_tuple=True)
-    in_idx = inputs.order[pos[k_idx, out_idx]]
-    counts = hit.sum(dim=1).tolist()
-    return in_idx.split(counts), out_idx.split(counts)
+    if n == 0:
+        return torch.zeros_like(queries)
+    pos = torch.searchsorted(inputs.sorted_keys, queries).clamp_(max=n - 1)
+    hit = inputs.sorted_keys[pos] == queries
+    return torch.where(hit, inputs.order[pos], n)
 
 
 def get_kernel_map(cache: TensorCache, in_stride: int, kernel_size: int, stride: int, dilation: int) -> KernelMap:
@@ -132,18 +174,10 @@ def get_kernel_map(cache: TensorCache, in_stride: int, kernel_size: int, stride:
     outputs = _index(cache, out_stride)
     deltas = _key_deltas(kernel_offsets(kernel_size, dilation) * in_stride)
     volume = deltas.numel()
-    if stride == 1 and volume % 2 == 1:
-        # Submanifold: offset K-1-k is the negation of offset k, so its pairs are k's swapped,
-        # and the centre maps every row to itself. Searching half the offsets is enough.
-        half = volume // 2
-        ins, outs = _match(inputs, outputs.keys, deltas[:half])
-        rows = torch.arange(inputs.keys.numel(), device=inputs.keys.device)
-        in_idx = ins + (rows,) + outs[::-1]
-        out_idx = outs + (rows,) + ins[::-1]
-        identity: int | None = half
-    else:
-        in_idx, out_idx = _match(inputs, outputs.keys, deltas)
-        identity = None
-    kmap = KernelMap(tuple(in_idx), tuple(out_idx), inputs.keys.numel(), outputs.keys.numel(), identity)
+    # Submanifold: offset K-1-k is the negation of offset k and the centre maps every row to
+    # itself, so searching the offsets before the centre is enough.
+    identity = volume // 2 if stride == 1 and volume % 2 == 1 else None
+    searched = _lookup(inputs, outputs.keys, deltas[:identity] if identity is not None else deltas)
+    kmap = KernelMap(searched, inputs.keys.numel(), outputs.keys.numel(), identity)
     cache.kernel_maps[key] = kmap
     return kmap
