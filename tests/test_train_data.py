@@ -17,7 +17,16 @@ from shared.errors import ConfigError, MissingData
 from shared.refine import refine_labels
 from shared.store import Store
 from train.engine.augment import augment
-from train.engine.data import EpochSampler, SceneDataset, collate, make_loader, text_embedding, voxelize
+from train.engine.data import (
+    EpochSampler,
+    SceneDataset,
+    collate,
+    crop,
+    make_loader,
+    sample_pairs,
+    text_embedding,
+    voxelize,
+)
 
 CLASS_COLOURS = np.array([[200, 60, 60], [60, 200, 60], [60, 60, 200]], dtype=np.float64)  # wall, floor, cabinet
 
@@ -49,6 +58,28 @@ def toy_scene(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
             "score": rng.uniform(0.3, 1.0, n).astype(np.float16)}
 
 
+TOY_VIEWS = 4
+
+
+def toy_pairs(rng: np.random.Generator, gt: np.ndarray, text: np.ndarray) -> dict[str, np.ndarray]:
+    """Pixel-point pairs of TOY_VIEWS views that each see half the points, the pixel's label the
+    point's class flipped at random one time in four; each pair its own patch, whose feature is
+    (1 + view) times the label's text embedding (so a test can read the view back from its norm)."""
+    point, view = [], []
+    for v in range(TOY_VIEWS):
+        seen = np.flatnonzero(rng.random(len(gt)) < 0.5)
+        point.append(seen)
+        view.append(np.full(len(seen), v))
+    point, view = np.concatenate(point), np.concatenate(view)
+    label = gt[point].astype(np.int64)
+    flip = rng.random(len(point)) < 0.25
+    label[flip] = rng.integers(0, 3, flip.sum())
+    return {schema.PAIRS_POINT: point.astype(np.int32), schema.PAIRS_VIEW: view.astype(np.uint16),
+            schema.PAIRS_LABEL: label.astype(np.int16), schema.PAIRS_SCORE: rng.uniform(0.3, 1, len(point)).astype(np.float16),
+            schema.PAIRS_PATCH: np.arange(len(point), dtype=np.int32),
+            schema.PATCH_FEAT: ((1 + view)[:, None] * text[label]).astype(np.float16)}
+
+
 def make_toy_store(tmp: Path, scenes: int = 3, points: int = 3000, method: str = "gt", **train: object) -> Path:
     """Write a toy store and pipeline file under `tmp`; returns the pipeline path."""
     train_opts = {"method": method, "voxel_size": 0.1, "epochs": 4, "batch_size": 2, "num_workers": 0,
@@ -59,7 +90,7 @@ def make_toy_store(tmp: Path, scenes: int = 3, points: int = 3000, method: str =
         "train = [" + ", ".join(f'"toy{i}"' for i in range(scenes - 1)) + "]", f'val = ["toy{scenes - 1}"]',
         "[store]", f'path = "{tmp / "toy.zarr"}"',
         "[[partitions]]", 'method = "felzenszwalb"',
-        "[labels]", 'labeler = "simulated-clip"', "store_features = true",
+        "[labels]", 'labeler = "simulated-clip"', "store_features = true", "store_pairs = true",
         "[train]", *(f"{k} = {v!r}".replace("'", '"').replace("True", "true").replace("False", "false")
                      for k, v in train_opts.items()),
     ]
@@ -86,7 +117,8 @@ def make_toy_store(tmp: Path, scenes: int = 3, points: int = 3000, method: str =
         for out, arrays in (
             (pts, {k: s[k] for k in ("xyz", "rgb", "normal", "gt")}),
             (part, {"segment": s["segment"]}),
-            (labels, {"label": s["label"], "score": s["score"], "views": views, "feat": feat.astype(np.float16)}),
+            (labels, {"label": s["label"], "score": s["score"], "views": views, "feat": feat.astype(np.float16),
+                      **toy_pairs(np.random.default_rng((1, i)), s["gt"], text)}),
             (refined, {"label": refined_label, "score": s["score"], "views": views}),
         ):
             store.write(f"toy{i}", out.group, arrays, {"key": out.key, "stage": out.stage, "params": out.params,
@@ -227,3 +259,43 @@ def test_loader_with_resumable_sampler(pipeline):
     sampler.start(epoch=2, skip=1)
     rest = [b.scenes for b in make_loader(ds, 1, 0, sampler)]
     assert len(full) == 2 and rest == full[1:]
+
+
+def test_pairs_follow_the_voxelisation_and_the_crop():
+    rng = np.random.default_rng(5)
+    xyz = rng.uniform(0, 2, (4000, 3)).astype(np.float32)
+    coords, index, inverse = voxelize(xyz, 0.2, np.random.default_rng(6))
+    kept = crop(coords, 300, np.random.default_rng(7))
+    point = rng.integers(0, len(xyz), 5000)
+    view = rng.integers(0, 6, 5000)
+    stored = {schema.PAIRS_POINT: point.astype(np.int32), schema.PAIRS_VIEW: view.astype(np.uint16),
+              schema.PAIRS_LABEL: np.arange(5000).astype(np.int16)}  # the label names the pair
+    out = sample_pairs(stored, inverse, kept, len(coords), max_views=2, rng=np.random.default_rng(8))
+    pair = out["label"]
+    # each kept pair points at the sample's row of its point's voxel
+    assert np.array_equal(coords[kept][out["voxel"]], coords[inverse[point[pair]]])
+    # kept = exactly the pairs of two views whose voxel survived the crop
+    views = np.unique(view[pair])
+    assert len(views) == 2
+    expected = np.flatnonzero(np.isin(view, views) & np.isin(inverse[point], kept))
+    assert np.array_equal(np.sort(pair), expected) and len(expected) < 5000
+    # without a generator (or with max_views = 0) every view is used
+    assert len(sample_pairs(stored, inverse, kept, len(coords), 2, None)["label"]) == np.isin(inverse[point], kept).sum()
+
+
+def test_samples_carry_the_pairs_of_at_most_max_views_views(tmp_path):
+    pipeline = load_pipeline(make_toy_store(tmp_path, method="clip2scene"),
+                             {"train.clip2scene.max_views": 2, "train.max_points": 400})
+    ds = SceneDataset(pipeline, "train", fields=("pairs", "pair_feat"))
+    batch = collate([ds[(0, 1)], ds[(1, 1)]])
+    pairs = batch.pairs
+    text = text_embedding(ds.store, ds.layout)
+    feat = pairs["patch_feat"][pairs["patch"]].double()
+    norm = feat.norm(dim=1)
+    # the pair's own feature, label and view travelled together (feature = (1 + view) * text[label])
+    assert torch.allclose(feat / norm[:, None], torch.from_numpy(text).double()[pairs["label"]], atol=1e-2)
+    scene = batch.scene_index[pairs["voxel"]]
+    assert bool((scene[1:] >= scene[:-1]).all()) and set(scene.tolist()) == {0, 1}
+    for b in (0, 1):
+        assert len(torch.unique(torch.round(norm[scene == b]))) <= 2  # two views a scene
+    assert int(pairs["voxel"].max()) < len(batch.coords) and len(batch.coords) <= 800
