@@ -25,6 +25,7 @@ from preprocess.datasets.scene import Scene
 from shared.config import PartitionConfig, Pipeline
 from shared.errors import ConfigError, DatasetError, UserError
 from shared.schema import (
+    PAIRS_POINT,
     POINTS,
     TEXT_SCENE,
     Output,
@@ -315,7 +316,7 @@ def labels(pipeline: Pipeline, scene_id: str, ingested: StageResult) -> StageRes
     attrs = {
         "key": key, "stage": "labels", "labeler": pipeline.labels.labeler, "params": out.params,
         "inputs": [ingested.key], "seconds": seconds, "views": len(scene.views),
-        "seen_points": seen, "code_version": CODE_VERSION,
+        "seen_points": seen, "pairs": len(result.get(PAIRS_POINT, ())), "code_version": CODE_VERSION,
         "simulated": pipeline.labels.labeler == "simulated-clip",
     }
     store.write(scene_id, group, result, attrs)

@@ -173,6 +173,9 @@ class LabelsConfig:
     label_width: int = 320  # label maps are made and used at this width (aspect kept)
     depth_tolerance: float = 0.05  # metres; |z_point - depth| above this is occluded
     store_features: bool = False  # keep per-point mean CLIP features (f16) for distillation
+    # keep every (point, labelled pixel) pair with the pixel's label and score (and, with
+    # store_features, its CLIP patch feature): what train.method = "clip2scene" trains on
+    store_pairs: bool = False
     maskclip: MaskCLIPConfig = field(default_factory=MaskCLIPConfig)
     simulated: SimulatedCLIPConfig = field(default_factory=SimulatedCLIPConfig)
     precomputed: PrecomputedConfig = field(default_factory=PrecomputedConfig)
@@ -219,9 +222,14 @@ class HICLConfig:
 
 @dataclass(frozen=True)
 class CLIP2SceneConfig:
-    distill_weight: float = 1.0
-    switch_epoch: int = 10
-    switch_prob: float = 0.5
+    """CLIP2Scene's label-free training on the stored pixel-point pairs (train/engine/methods.py)."""
+
+    distill_weight: float = 1.0  # weight of 1 - cos(point feature, pixel's CLIP feature); needs labels.store_features
+    switch_epoch: int = 10  # from this epoch (counted from 0) the targets may switch to the network's own argmax
+    switch_prob: float = 0.5  # ... with this probability per step
+    max_views: int = 8  # views whose pairs a scene contributes per step, drawn at random (0 = all)
+    # the spatial-temporal consistency term of CLIP2Scene's nuScenes loss (LiDAR scenes)
+    spatial_temporal: bool = False
 
 
 @dataclass(frozen=True)
@@ -547,6 +555,17 @@ def _check_choices(p: Pipeline) -> None:
     for i, part in enumerate(p.partitions):
         if part.method == "masks":
             _check_masks(p, i, part.params)
+    if p.train.method == "clip2scene":
+        c2s = p.train.clip2scene
+        if not p.labels.store_pairs:
+            raise ConfigError(f"{p.source}: 'train.method' = \"clip2scene\" trains on the pixel-point pairs, which the store "
+                              "keeps only with labels.store_pairs = true; set it (and rerun preprocess)")
+        if c2s.distill_weight > 0 and not p.labels.store_features:
+            raise ConfigError(f"{p.source}: 'train.clip2scene.distill_weight' = {c2s.distill_weight} distils the pixels' "
+                              "CLIP features, which the store keeps only with labels.store_features = true; set it "
+                              "(and rerun preprocess) or set the weight to 0")
+        if c2s.max_views < 0:
+            raise ConfigError(f"{p.source}: 'train.clip2scene.max_views' = {c2s.max_views} must be >= 0 (0 = all views)")
     if p.partitions:
         names = [x.name for x in p.partitions]
         if p.train.partition not in names:

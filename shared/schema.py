@@ -10,8 +10,19 @@ Layout (one store per dataset; one group per scene):
     <scene>/points/{xyz f32 (N,3), rgb u8 (N,3), normal f32 (N,3), gt i16 (N,), instance i32 (N,),
                     faces i32 (F,3), per-point sensor channels (LiDAR intensity, ring)}
     <scene>/partitions/<method>-<key>/segment    i32 (N,)
-    <scene>/pseudo/<labeler>-<key>/{label i16, score f16, views u16[, feat f16 (N,D)]}
+    <scene>/pseudo/<labeler>-<key>/{label i16, score f16, views u16[, feat f16 (N,D)]
+                                    [, the pixel-point pairs (labels.store_pairs; see below)]}
     <scene>/pseudo/refined-<key>/{label i16, score f16, views u16}
+
+The pairs are every (point, labelled pixel) the fusion counted, one row per pair, ordered by
+view and then by point (CLIP2Scene trains on them: train/engine/methods.py `CLIP2Scene`):
+
+    pairs_point i32 (P,)  the point          pairs_label i16 (P,)  the pixel's label (>= 0)
+    pairs_view  u16 (P,)  the labelled view  pairs_score f16 (P,)  the pixel's score
+    with labels.store_features also
+    pairs_patch i32 (P,)  the row of patch_feat holding the pixel's patch feature
+    patch_feat  f16 (R,D) the CLIP patch features some pair points at (the views' feature maps
+                          at the labeler's patch resolution, unreferenced patches left out)
 
 A key hashes the stage's name and version, its parameters and the keys of what it consumed:
 
@@ -50,6 +61,9 @@ if TYPE_CHECKING:
 STAGE_VERSIONS = {"ingest": 1, "partitions": 1, "labels": 2, "text": 1, "refine": 2}
 
 POINTS = "points"
+# Arrays of the labels group beyond label/score/views/feat: the pixel-point pairs (see above).
+PAIRS_POINT, PAIRS_VIEW, PAIRS_LABEL, PAIRS_SCORE = "pairs_point", "pairs_view", "pairs_label", "pairs_score"
+PAIRS_PATCH, PATCH_FEAT = "pairs_patch", "patch_feat"
 TEXT_SCENE = ""  # the text embeddings live at the store's root, not under a scene
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -136,11 +150,14 @@ def labels_params(pipeline: Pipeline) -> dict[str, Any]:
     """What a pseudo-label result depends on: the chosen labeler's own parameters only."""
     cfg = pipeline.labels
     sub = {"maskclip": cfg.maskclip, "precomputed": cfg.precomputed}.get(cfg.labeler, cfg.simulated)
-    return {
+    params = {
         "labeler": cfg.labeler, "frame_skip": cfg.frame_skip, "label_width": cfg.label_width,
         "depth_tolerance": cfg.depth_tolerance, "store_features": cfg.store_features,
         "labeler_params": params_dict(sub), "classes": list(class_names(pipeline)),
     }
+    if cfg.store_pairs:  # only when set: outputs made without pairs keep their keys
+        params["store_pairs"] = True
+    return params
 
 
 def labels_output(pipeline: Pipeline, points_key: str, fingerprints: Mapping[str, str] = {}) -> Output:

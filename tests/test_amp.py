@@ -79,8 +79,10 @@ def test_losses_run_in_float32_under_autocast() -> None:
     def losses() -> dict[str, torch.Tensor]:
         terms = HICLLoss(cfg, 3)(emb, labels, segment, scene, epoch=0, logits=logits, looks=looks,
                                  scene_ids=torch.arange(2), generator=torch.Generator().manual_seed(0))
-        c2s = clip2scene_loss(logits, looks[0], looks[0].flip(0), labels, labels >= 0, epoch=1, switch_epoch=0,
-                              generator=torch.Generator().manual_seed(0))
+        pair_voxel = torch.arange(len(emb))[labels >= 0]
+        c2s = clip2scene_loss(logits, looks[0], pair_voxel, labels[pair_voxel], epoch=1, switch_epoch=0,
+                              patch_feat=looks[0].flip(0), pair_patch=pair_voxel, text=F.normalize(looks[0][:3], dim=1),
+                              pair_group=pair_voxel // 4, generator=torch.Generator().manual_seed(0))
         return {**terms, "ce": pseudo_ce_loss(logits, labels), **{f"c2s {k}": v for k, v in c2s.items()}}
 
     full = losses()

@@ -104,7 +104,7 @@ def test_base_inheritance_and_runs(tmp_path):
     child = tmp_path / "child.toml"
     child.write_text(
         'base = "p.toml"\n[train]\nbatch_size = 2\n'
-        '[[runs]]\nname = "a"\nset = { "train.method" = "clip2scene" }\n'
+        '[[runs]]\nname = "a"\nset = { "train.method" = "pseudo-ce" }\n'
         '[[runs]]\nname = "b"\n'
     )
     from shared.config import run_pipeline
@@ -113,7 +113,21 @@ def test_base_inheritance_and_runs(tmp_path):
     assert (p.train.epochs, p.train.batch_size) == (7, 2)  # tables merge key by key
     assert [r.name for r in p.runs] == ["a", "b"]
     a = run_pipeline(p, p.runs[0])
-    assert a.train.method == "clip2scene" and a.train.out_dir == "runs/x/a" and a.runs == ()
+    assert a.train.method == "pseudo-ce" and a.train.out_dir == "runs/x/a" and a.runs == ()
+
+
+def test_clip2scene_needs_the_stored_pairs_and_features(tmp_path):
+    with pytest.raises(ConfigError, match=r"p\.toml: 'train.method' = \"clip2scene\" .* labels.store_pairs = true"):
+        load_pipeline(write(tmp_path, MINIMAL + '[train]\nmethod = "clip2scene"\n'))
+    pairs = MINIMAL + '[labels]\nstore_pairs = true\n[train]\nmethod = "clip2scene"\n'
+    with pytest.raises(ConfigError, match=r"'train.clip2scene.distill_weight' = 1.0 .* labels.store_features = true"):
+        load_pipeline(write(tmp_path, pairs))
+    p = load_pipeline(write(tmp_path, pairs), {"train.clip2scene.distill_weight": 0.0})
+    assert p.labels.store_pairs and p.train.clip2scene.max_views == 8
+    # in an experiment, the run that trains clip2scene is checked too, and named
+    text = MINIMAL + '[[runs]]\nname = "c2s"\nset = { "train.method" = "clip2scene" }\n'
+    with pytest.raises(ConfigError, match=r"labels.store_pairs = true.*\(in \[\[runs\]\] 'c2s'\)"):
+        load_pipeline(write(tmp_path, text))
 
 
 def test_bad_run_override_names_the_run(tmp_path):

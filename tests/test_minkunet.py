@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.models import LinearHead, MinkUNet, ProjectionHead, TextHead
+from train.models import DotTextHead, LinearHead, MinkUNet, ProjectionHead, TextHead
 from train.sparse import SparseTensor, sparse_collate
 
 
@@ -145,3 +145,29 @@ def test_projection_and_linear_heads() -> None:
     assert emb.shape == (30, 128)
     torch.testing.assert_close(emb.norm(dim=1), torch.ones(30))
     assert LinearHead(24, 7)(feats).shape == (30, 7)
+
+
+def test_dot_text_head_is_the_plain_dot_product_with_the_text() -> None:
+    """CLIP2Scene's logits: proj(f) · t, so scaling the projected feature scales the logits."""
+    torch.manual_seed(2)
+    text = torch.randn(5, 64)  # used as given, not normalised
+    head = DotTextHead(24, text).double()
+    feats = torch.randn(40, 24, dtype=torch.float64, requires_grad=True)
+    logits = head(feats)
+    torch.testing.assert_close(logits, head.proj(feats) @ text.double().t(), rtol=1e-10, atol=1e-10)
+    g_fast = torch.autograd.grad(logits.square().sum(), [feats, head.proj.weight, head.proj.bias])
+    g_direct = torch.autograd.grad((head.proj(feats) @ text.double().t()).square().sum(),
+                                   [feats, head.proj.weight, head.proj.bias])
+    for a, b in zip(g_fast, g_direct):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+    with torch.no_grad():
+        head.proj.weight.mul_(3.0)
+        head.proj.bias.mul_(3.0)
+    torch.testing.assert_close(head(feats), 3.0 * logits, rtol=1e-10, atol=1e-10)
+    cosine = TextHead(24, text).double()
+    before = cosine(feats)
+    with torch.no_grad():
+        cosine.proj.weight.mul_(3.0)
+        cosine.proj.bias.mul_(3.0)
+    torch.testing.assert_close(cosine(feats), before)  # the cosine head is scale-free: not CLIP2Scene's
+    assert "text_embeddings" in dict(head.named_buffers()) and "text_embeddings" not in dict(head.named_parameters())

@@ -169,3 +169,32 @@ def test_visual_weighting_is_the_refine_stages_and_uses_the_stored_features(tmp_
     expected = refine_labels(pseudo["label"], pseudo["score"].astype(np.float32), segment, 20, features=pseudo["feat"])
     np.testing.assert_array_equal(store.read(scene, layout.refined(scene, "felzenszwalb"))["label"], expected)
     assert layout.refined(scene, "felzenszwalb") != Layout(store, plain).refined(scene, "felzenszwalb")
+
+
+def test_the_labels_stage_stores_pairs_that_reproduce_its_vote(tmp_path, dataset):
+    """With labels.store_pairs the labels output gains the pixel-point pairs (its own key; the
+    key without pairs is unchanged), and the score-weighted vote of the pairs' labels is the
+    stored fused label, score and view count."""
+    from preprocess.labels.transfer import fuse
+    from shared import schema
+
+    path = pipeline_file(tmp_path, dataset, tmp_path / "s.zarr")
+    plain = load_pipeline(path, {"labels.store_features": True})
+    pipeline = load_pipeline(path, {"labels.store_features": True, "labels.store_pairs": True})
+    assert "store_pairs" not in schema.labels_params(plain) and schema.labels_params(pipeline)["store_pairs"]
+    summary = run(pipeline, only=("ingest", "labels"), scheduler="inline", progress=False)
+    assert not summary.failures, summary.describe()
+    store = Store(pipeline.store.path)
+    layout = schema.Layout(store, pipeline)
+    scene = layout.split("train")[0]
+    out = store.read(scene, layout.labels(scene))
+    assert store.attrs(scene, layout.labels(scene))["pairs"] == len(out[schema.PAIRS_POINT]) > 1000
+    view, point = out[schema.PAIRS_VIEW], out[schema.PAIRS_POINT]
+    views = [view == k for k in range(int(view.max()) + 1)]
+    assert len(views) == 4  # 8 frames, frame_skip 2
+    again = fuse(len(out["label"]), 20, [(point[m], out[schema.PAIRS_LABEL][m], out[schema.PAIRS_SCORE][m],
+                                          out[schema.PATCH_FEAT][out[schema.PAIRS_PATCH][m]]) for m in views])
+    for name in ("label", "score", "views", "feat"):
+        np.testing.assert_array_equal(getattr(again, name), out[name], err_msg=name)
+    with pytest.raises(Exception, match="pseudo-labels"):
+        schema.Layout(store, plain).labels(scene)  # the output without pairs was never made

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+from shared import schema
 from shared.config import load_pipeline
 from shared.errors import ConfigError, MissingData
 from toy_store import CLASS_COLOURS, make_toy_store
 from train.engine.augment import augment
 from train.engine.data import (
-    EpochBatchSampler, EpochSampler, SceneDataset, collate, make_loader, text_embedding, voxelize,
+    EpochBatchSampler, EpochSampler, SceneDataset, collate, crop, make_loader, sample_pairs, text_embedding,
+    voxelize,
 )
 
 
@@ -155,3 +157,43 @@ def test_batches_run_across_epochs_and_resume_mid_epoch(pipeline):
     rest = [b.scenes for b in make_loader(ds, 1, 0, EpochBatchSampler(sampler, 1, 2, 4, skip=1))]
     assert len(whole) == len(EpochBatchSampler(sampler, 1, 2, 4)) == 4 and rest == whole[1:]
     assert len(EpochBatchSampler(sampler, 1, 2, 4, skip=1)) == 3
+
+
+def test_pairs_follow_the_voxelisation_and_the_crop():
+    rng = np.random.default_rng(5)
+    xyz = rng.uniform(0, 2, (4000, 3)).astype(np.float32)
+    coords, index, inverse = voxelize(xyz, 0.2, np.random.default_rng(6))
+    kept = crop(coords, 300, np.random.default_rng(7))
+    point = rng.integers(0, len(xyz), 5000)
+    view = rng.integers(0, 6, 5000)
+    stored = {schema.PAIRS_POINT: point.astype(np.int32), schema.PAIRS_VIEW: view.astype(np.uint16),
+              schema.PAIRS_LABEL: np.arange(5000).astype(np.int16)}  # the label names the pair
+    out = sample_pairs(stored, inverse, kept, len(coords), max_views=2, rng=np.random.default_rng(8))
+    pair = out["label"]
+    # each kept pair points at the sample's row of its point's voxel
+    assert np.array_equal(coords[kept][out["voxel"]], coords[inverse[point[pair]]])
+    # kept = exactly the pairs of two views whose voxel survived the crop
+    views = np.unique(view[pair])
+    assert len(views) == 2
+    expected = np.flatnonzero(np.isin(view, views) & np.isin(inverse[point], kept))
+    assert np.array_equal(np.sort(pair), expected) and len(expected) < 5000
+    # without a generator (or with max_views = 0) every view is used
+    assert len(sample_pairs(stored, inverse, kept, len(coords), 2, None)["label"]) == np.isin(inverse[point], kept).sum()
+
+
+def test_samples_carry_the_pairs_of_at_most_max_views_views(tmp_path):
+    pipeline = load_pipeline(make_toy_store(tmp_path, method="clip2scene"),
+                             {"train.clip2scene.max_views": 2, "train.max_points": 400})
+    ds = SceneDataset(pipeline, "train", fields=("pairs", "pair_feat"))
+    batch = collate([ds[(0, 1)], ds[(1, 1)]])
+    pairs = batch.pairs
+    text = text_embedding(ds.store, ds.layout)
+    feat = pairs["patch_feat"][pairs["patch"]].double()
+    norm = feat.norm(dim=1)
+    # the pair's own feature, label and view travelled together (feature = (1 + view) * text[label])
+    assert torch.allclose(feat / norm[:, None], torch.from_numpy(text).double()[pairs["label"]], atol=1e-2)
+    scene = batch.scene_index[pairs["voxel"]]
+    assert bool((scene[1:] >= scene[:-1]).all()) and set(scene.tolist()) == {0, 1}
+    for b in (0, 1):
+        assert len(torch.unique(torch.round(norm[scene == b]))) <= 2  # two views a scene
+    assert int(pairs["voxel"].max()) < len(batch.coords) and len(batch.coords) <= 800

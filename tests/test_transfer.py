@@ -10,7 +10,8 @@ from preprocess.datasets.scannet import read_scannet_scene
 from preprocess.datasets.scene import Scene, View
 from preprocess.geometry.render import render
 from preprocess.labels.simulated import render_vertex_labels
-from preprocess.labels.transfer import fuse, label_size, project, scale_intrinsic, transfer_labels
+from preprocess.labels.transfer import fuse, label_size, patch_index, project, scale_intrinsic, transfer_labels
+from shared.schema import PAIRS_POINT, PATCH_FEAT
 
 K = np.array([[100.0, 0, 80], [0, 100.0, 60], [0, 0, 1]])  # a 160 x 120 camera
 
@@ -154,3 +155,53 @@ def test_nuscenes_cameras_reach_about_half_the_points(shared_data):
         T = view.world_to_camera
         z = scene.xyz[mine] @ T[2, :3] + T[2, 3]
         assert mine.any() and (z > 0).all()
+
+
+def test_pairs_are_the_hits_the_vote_counted():
+    """Every (point, labelled pixel) pair, with the pixel's label, score and patch feature: fusing
+    the pairs again gives the stored vote, and a point seen in two views that disagree has two
+    pairs, one per label."""
+    xyz, faces, gt = _two_boxes()
+    views, maps = [], []
+    rng = np.random.default_rng(0)
+    for k, x in enumerate((-0.5, 0.0, 0.5)):
+        T = np.eye(4)
+        T[0, 3] = -x
+        views.append(View(f"{k}", T, K, 160, 120, lambda: None))
+        lab = render_vertex_labels(xyz, faces, gt, T, K, 160, 120)
+        if k == 1:
+            lab = np.where(lab >= 0, 2 - lab, -1).astype(np.int16)  # this view calls the boxes 2 and 1
+        if k == 2:
+            lab[:, :40] = -1  # a band the labeler left unlabelled
+        feats = rng.normal(size=(120 // 16 + 1, 160 // 16, 4)).astype(np.float16)  # a patch grid
+        maps.append((lab, rng.uniform(0.2, 1.0, lab.shape).astype(np.float16), feats))
+    scene = Scene("p", xyz, np.zeros_like(xyz, np.uint8), faces, gt, views=views)
+    fused = transfer_labels(scene, views, maps, 3, keep_pairs=True)
+    pairs = fused.pairs
+    assert transfer_labels(scene, views, maps, 3).pairs is None
+    assert pairs.point.dtype == np.int32 and pairs.view.dtype == np.uint16 and pairs.label.dtype == np.int16
+    # one pair per view that labelled a point; `views` also counts the views that saw it unlabelled (view 2's band)
+    labelled = np.bincount(pairs.point, minlength=len(xyz))
+    assert (pairs.label >= 0).all() and (labelled <= fused.views).all() and (labelled < fused.views).any()
+    order = np.lexsort((pairs.point, pairs.view))
+    assert np.array_equal(order, np.arange(len(order)))  # by view, then by point
+    again = fuse(len(xyz), 3, [(pairs.point[pairs.view == k], pairs.label[pairs.view == k], pairs.score[pairs.view == k],
+                                pairs.patch_feat[pairs.patch[pairs.view == k]]) for k in range(3)])
+    np.testing.assert_array_equal(again.label, fused.label)
+    np.testing.assert_array_equal(again.score, fused.score)
+    np.testing.assert_array_equal(again.feat, fused.feat)
+    # points both view 0 and view 1 see: one pair each, with the two views' different labels
+    both = np.intersect1d(pairs.point[pairs.view == 0], pairs.point[pairs.view == 1])
+    assert len(both) > 20
+    first, second = (pairs.label[pairs.view == k][np.isin(pairs.point[pairs.view == k], both)] for k in (0, 1))
+    np.testing.assert_array_equal(second, 2 - first)
+    assert len(pairs.patch_feat) <= 3 * 8 * 10 and len(np.unique(pairs.patch)) == len(pairs.patch_feat)
+    stored = fused.as_dict()
+    assert stored[PAIRS_POINT] is pairs.point and stored[PATCH_FEAT] is pairs.patch_feat
+
+
+def test_patch_index_maps_pixels_proportionally():
+    u, v = np.array([0, 3, 3, 159]), np.array([0, 1, 119, 60])
+    # a 2 x 2 grid over a 4 x 4 image, and a 8 x 10 grid over a 160 x 120 image
+    np.testing.assert_array_equal(patch_index((2, 2), u[:2], v[:2], 4, 4), [0, 1])
+    np.testing.assert_array_equal(patch_index((8, 10), u[2:], v[2:], 160, 120), [7 * 10 + 0, 4 * 10 + 9])

@@ -47,6 +47,28 @@ def toy_scene(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
             "score": rng.uniform(0.3, 1.0, n).astype(np.float16)}
 
 
+TOY_VIEWS = 4
+
+
+def toy_pairs(rng: np.random.Generator, gt: np.ndarray, text: np.ndarray) -> dict[str, np.ndarray]:
+    """Pixel-point pairs of TOY_VIEWS views that each see half the points, the pixel's label the
+    point's class flipped at random one time in four; each pair its own patch, whose feature is
+    (1 + view) times the label's text embedding (so a test can read the view back from its norm)."""
+    point, view = [], []
+    for v in range(TOY_VIEWS):
+        seen = np.flatnonzero(rng.random(len(gt)) < 0.5)
+        point.append(seen)
+        view.append(np.full(len(seen), v))
+    point, view = np.concatenate(point), np.concatenate(view)
+    label = gt[point].astype(np.int64)
+    flip = rng.random(len(point)) < 0.25
+    label[flip] = rng.integers(0, 3, flip.sum())
+    return {schema.PAIRS_POINT: point.astype(np.int32), schema.PAIRS_VIEW: view.astype(np.uint16),
+            schema.PAIRS_LABEL: label.astype(np.int16), schema.PAIRS_SCORE: rng.uniform(0.3, 1, len(point)).astype(np.float16),
+            schema.PAIRS_PATCH: np.arange(len(point), dtype=np.int32),
+            schema.PATCH_FEAT: ((1 + view)[:, None] * text[label]).astype(np.float16)}
+
+
 def make_toy_store(tmp: Path, scenes: int = 3, points: int = 3000, method: str = "gt", **train: object) -> Path:
     """Write a toy store and pipeline file under `tmp`; returns the pipeline path."""
     train_opts = {"method": method, "voxel_size": 0.1, "epochs": 4, "batch_size": 2, "num_workers": 0,
@@ -57,7 +79,7 @@ def make_toy_store(tmp: Path, scenes: int = 3, points: int = 3000, method: str =
         "train = [" + ", ".join(f'"toy{i}"' for i in range(scenes - 1)) + "]", f'val = ["toy{scenes - 1}"]',
         "[store]", f'path = "{tmp / "toy.zarr"}"',
         "[[partitions]]", 'method = "felzenszwalb"',
-        "[labels]", 'labeler = "simulated-clip"', "store_features = true",
+        "[labels]", 'labeler = "simulated-clip"', "store_features = true", "store_pairs = true",
         "[train]", *(f"{k} = {v!r}".replace("'", '"').replace("True", "true").replace("False", "false")
                      for k, v in train_opts.items()),
     ]
@@ -84,7 +106,8 @@ def make_toy_store(tmp: Path, scenes: int = 3, points: int = 3000, method: str =
         for out, arrays in (
             (pts, {k: s[k] for k in ("xyz", "rgb", "normal", "gt")}),
             (part, {"segment": s["segment"]}),
-            (labels, {"label": s["label"], "score": s["score"], "views": views, "feat": feat.astype(np.float16)}),
+            (labels, {"label": s["label"], "score": s["score"], "views": views, "feat": feat.astype(np.float16),
+                      **toy_pairs(np.random.default_rng((1, i)), s["gt"], text)}),
             (refined, {"label": refined_label, "score": s["score"], "views": views}),
         ):
             store.write(f"toy{i}", out.group, arrays, {"key": out.key, "stage": out.stage, "params": out.params,

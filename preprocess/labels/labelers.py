@@ -165,8 +165,9 @@ def labels_for_scene(
     scene: Scene, labels_cfg: LabelsConfig, class_names: list[str] | tuple[str, ...]
 ) -> dict[str, np.ndarray]:
     """Pseudo-labels of one scene: {"label" i16 (N,) -1 unseen, "score" f16, "views" u16
-    [, "feat" f16 (N,D) when labels.store_features]}. Views are labelled a batch at a time so
-    memory stays bounded on long videos."""
+    [, "feat" f16 (N,D) when labels.store_features][, the pixel-point pairs (`transfer.Pairs`)
+    when labels.store_pairs]}. Views are labelled a batch at a time so memory stays bounded on
+    long videos."""
     labeler = make_labeler(labels_cfg, class_names)
     views = select_views(scene, labels_cfg.frame_skip)
     step = max(1, labels_cfg.maskclip.batch_size)
@@ -175,7 +176,8 @@ def labels_for_scene(
         for start in range(0, len(views), step):
             yield from labeler.label_views(scene, views[start : start + step])
 
-    fused = transfer_labels(scene, views, maps(), len(class_names), tolerance=labels_cfg.depth_tolerance)
+    fused = transfer_labels(scene, views, maps(), len(class_names), tolerance=labels_cfg.depth_tolerance,
+                            keep_pairs=labels_cfg.store_pairs)
     return fused.as_dict()
 
 

@@ -1,5 +1,6 @@
 """2D → 3D label transfer: which pixel each point falls on, whether it is seen there, and the
-score-weighted vote of all views that see it.
+score-weighted vote of all views that see it; optionally every (point, pixel) pair the vote
+counted, for methods that train on the pairs themselves (CLIP2Scene).
 
 Pixel convention (the one of `preprocess.geometry.render`): pixel column i covers image
 coordinates u in [i, i+1), so a point at u lands in column floor(u) and an intrinsic matrix
@@ -8,6 +9,7 @@ is rescaled to another image size by multiplying its first two rows by the size 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -16,6 +18,7 @@ import numpy as np
 
 from preprocess.datasets.scene import Scene, View
 from preprocess.geometry.render import MeshRaycaster
+from shared import schema
 
 NEAR = 1e-3  # metres; points closer to (or behind) the camera plane than this are dropped
 
@@ -107,22 +110,48 @@ def _project(points, T, K, width, height, dmap, dK, use_depth, tolerance, near, 
 
 
 @dataclass(frozen=True)
+class Pairs:
+    """Every (point, labelled pixel) pair a fusion counted, ordered by view, then by point:
+    point i32, view u16 (index into the labelled views), label i16 and score f16 of the pixel,
+    (P,) each; where the views had feature maps, patch i32 (P,), the row of patch_feat f16 (R,D)
+    holding the pixel's patch feature (only patches some pair points at are kept).
+    The store's names for these arrays are shared.schema's PAIRS_* and PATCH_FEAT."""
+
+    point: np.ndarray
+    view: np.ndarray
+    label: np.ndarray
+    score: np.ndarray
+    patch: np.ndarray | None = None
+    patch_feat: np.ndarray | None = None
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        out = {schema.PAIRS_POINT: self.point, schema.PAIRS_VIEW: self.view,
+               schema.PAIRS_LABEL: self.label, schema.PAIRS_SCORE: self.score}
+        if self.patch is not None:
+            out.update({schema.PAIRS_PATCH: self.patch, schema.PATCH_FEAT: self.patch_feat})
+        return out
+
+
+@dataclass(frozen=True)
 class Fused:
     """Per-point result of fusing all views: label i16 (-1 where no view labelled the point),
     score f16 in [0,1] (the winning class's score-weighted vote divided by the number of views
     that labelled the point), views u16 (how many views saw it, labelled there or not, so that
     a labeler's unlabelled pixels can be told from points no camera saw) and, where features were
-    given, their mean f16 (N,D)."""
+    given, their mean f16 (N,D), and where asked for, the pairs the vote counted."""
 
     label: np.ndarray
     score: np.ndarray
     views: np.ndarray
     feat: np.ndarray | None = None
+    pairs: Pairs | None = None
 
     def as_dict(self) -> dict[str, np.ndarray]:
         out = {"label": self.label, "score": self.score, "views": self.views}
         if self.feat is not None:
             out["feat"] = self.feat
+        if self.pairs is not None:
+            out.update(self.pairs.as_dict())
         return out
 
 
@@ -186,13 +215,11 @@ def fuse(
     return Fused(label, score, np.minimum(views, np.iinfo(np.uint16).max).astype(np.uint16), feat_mean)
 
 
-def sample_map(values: np.ndarray, u: np.ndarray, v: np.ndarray, width: int, height: int) -> np.ndarray:
-    """values[v, u] for pixels (u, v) of a `width` x `height` image, where `values` may be at
-    a coarser resolution (e.g. per-patch CLIP features): pixels are mapped proportionally."""
-    vh, vw = values.shape[:2]
-    if (vw, vh) == (width, height):
-        return values[v, u]
-    return values[(v.astype(np.int64) * vh) // height, (u.astype(np.int64) * vw) // width]
+def patch_index(grid: tuple[int, int], u: np.ndarray, v: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Row of a (gh, gw) map flattened to gh*gw rows (e.g. per-patch CLIP features) that holds
+    pixel (u, v) of a `width` x `height` image: pixels are mapped proportionally."""
+    gh, gw = grid
+    return ((v.astype(np.int64) * gh) // height) * gw + (u.astype(np.int64) * gw) // width
 
 
 def view_hits(
@@ -203,16 +230,17 @@ def view_hits(
     feature_map: np.ndarray | None = None,
     tolerance: float = 0.05,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """(point index, label, score, feature or None) of the points of `scene` that `view` sees,
-    read off label/score maps made at any size with the view's aspect ratio (occlusion: see
-    `visible_pixels`).
+    """(point index, label, score, patch or None) of the points of `scene` that `view` sees,
+    read off label/score maps made at any size with the view's aspect ratio; patch is the row
+    of `feature_map` (any (gh, gw, D) grid) flattened to (gh*gw, D) under each point's pixel
+    (occlusion: see `visible_pixels`).
     """
     h, w = label_map.shape
     if score_map.shape != label_map.shape:
         raise ValueError(f"view {view.name}: score map {score_map.shape} differs from label map {label_map.shape}")
     idx, u, v = visible_pixels(scene, view, w, h, tolerance)
-    feat = None if feature_map is None else sample_map(feature_map, u, v, w, h)
-    return idx, label_map[v, u], score_map[v, u], feat
+    patch = None if feature_map is None else patch_index(feature_map.shape[:2], u, v, w, h)
+    return idx, label_map[v, u], score_map[v, u], patch
 
 
 def visible_pixels(
@@ -237,17 +265,56 @@ def visible_pixels(
     return idx, u[idx], v[idx]
 
 
+def _view_pairs(view: int, idx: np.ndarray, label: np.ndarray, score: np.ndarray, patch: np.ndarray | None,
+                feature_map: np.ndarray | None, first_row: int) -> Pairs:
+    """The pairs of one view: its labelled hits (what `fuse` counts), patch rows from `first_row` on."""
+    keep = label >= 0
+    rows = feats = None
+    if patch is not None:
+        used, rows = np.unique(patch[keep], return_inverse=True)
+        feats = feature_map.reshape(-1, feature_map.shape[-1])[used].astype(np.float16)
+        rows = (rows.ravel() + first_row).astype(np.int32)
+    return Pairs(idx[keep].astype(np.int32), np.full(int(keep.sum()), view, np.uint16), label[keep].astype(np.int16),
+                 score[keep].astype(np.float16), rows, feats)
+
+
+def _concat_pairs(parts: list[Pairs]) -> Pairs:
+    """The views' pairs as one (features only where every view had them)."""
+    if not parts:
+        return _view_pairs(0, np.zeros(0, np.int64), np.zeros(0, np.int16), np.zeros(0, np.float16), None, None, 0)
+
+    def cat(name: str) -> np.ndarray | None:
+        arrays = [getattr(p, name) for p in parts]
+        return None if any(a is None for a in arrays) else np.concatenate(arrays)
+
+    return Pairs(*(cat(f.name) for f in dataclasses.fields(Pairs)))
+
+
 def transfer_labels(
     scene: Scene,
     views: list[View],
     maps: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
     num_classes: int,
     tolerance: float = 0.05,
+    keep_pairs: bool = False,
 ) -> Fused:
     """Fuse per-view (label map, score map, feature map or None) of `views` onto the scene's
-    points (see `view_hits` for visibility, `fuse` for the vote). `maps` may be a generator."""
-    return fuse(
-        len(scene.xyz),
-        num_classes,
-        (view_hits(scene, view, *m, tolerance=tolerance) for view, m in zip(views, maps, strict=True)),
-    )
+    points (see `view_hits` for visibility, `fuse` for the vote). `maps` may be a generator.
+    keep_pairs: also return every (point, labelled pixel) pair the vote counted (`Pairs`), the
+    features as the views' patch rows rather than per pair (a ViT patch covers many pairs)."""
+    if keep_pairs and len(views) > np.iinfo(np.uint16).max + 1:
+        raise ValueError(f"transfer_labels: {len(views)} views; pairs number views with u16 (raise labels.frame_skip)")
+    parts: list[Pairs] = []
+
+    def hits():
+        rows = 0
+        for k, (view, (label_map, score_map, feature_map)) in enumerate(zip(views, maps, strict=True)):
+            idx, label, score, patch = view_hits(scene, view, label_map, score_map, feature_map, tolerance)
+            if keep_pairs:
+                parts.append(_view_pairs(k, idx, label, score, patch, feature_map, rows))
+                rows += 0 if parts[-1].patch_feat is None else len(parts[-1].patch_feat)
+            feat = None if feature_map is None else feature_map.reshape(-1, feature_map.shape[-1])[patch]
+            yield idx, label, score, feat
+
+    fused = fuse(len(scene.xyz), num_classes, hits())
+    return dataclasses.replace(fused, pairs=_concat_pairs(parts)) if keep_pairs else fused

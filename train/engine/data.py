@@ -22,14 +22,29 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from shared.config import INPUT_FEATURES, Pipeline
 from shared.errors import MissingData
-from shared.schema import POINTS, TEXT_SCENE, Layout, class_names, preprocess_command
+from shared.schema import (
+    PAIRS_LABEL,
+    PAIRS_PATCH,
+    PAIRS_POINT,
+    PAIRS_VIEW,
+    PATCH_FEAT,
+    POINTS,
+    TEXT_SCENE,
+    Layout,
+    class_names,
+    preprocess_command,
+)
 from shared.store import Store
 from train.engine.augment import augment
 from train.sparse import sparse_quantize
 
 
 # What a sample can carry besides coordinates and input features; methods ask for a subset.
-FIELDS = frozenset({"pseudo", "feat", "segment", "refined", "gt", "normal"})
+# "pairs": the stored pixel-point pairs of up to train.clip2scene.max_views views, re-pointed at
+# voxel rows; "pair_feat": their pixels' CLIP patch features as well.
+FIELDS = frozenset({"pseudo", "feat", "segment", "refined", "gt", "normal", "pairs", "pair_feat"})
+PAIR_ARRAYS = [PAIRS_POINT, PAIRS_VIEW, PAIRS_LABEL]
+PAIR_FEAT_ARRAYS = [PAIRS_PATCH, PATCH_FEAT]
 
 
 # ----------------------------------------------------------------------------- store look-ups
@@ -69,6 +84,36 @@ def crop(coords: np.ndarray, max_points: int, rng: np.random.Generator) -> np.nd
     centre = coords[rng.integers(len(coords))]
     dist = ((coords - centre).astype(np.int64) ** 2).sum(axis=1)
     return np.sort(np.argpartition(dist, max_points - 1)[:max_points])
+
+
+def sample_pairs(
+    pairs: dict[str, np.ndarray], voxel_of_point: np.ndarray, kept: np.ndarray, num_voxels: int,
+    max_views: int, rng: np.random.Generator | None,
+) -> dict[str, np.ndarray]:
+    """The pairs of a sample: those of up to `max_views` views (0 = all; drawn with `rng`, all
+    when it is None) whose point's voxel survived the crop, re-pointed at the sample's voxel rows.
+
+    pairs: stored arrays (PAIRS_POINT, PAIRS_VIEW, PAIRS_LABEL[, PAIRS_PATCH, PATCH_FEAT]).
+    voxel_of_point: (N,) voxel of every point (voxelize's inverse); kept: the voxels the sample
+    keeps, in row order (crop's indices); num_voxels: voxels before the crop.
+    Returns {"voxel" (P,), "label" (P,)[, "patch" (P,) rows of "patch_feat" (R,D) f32]}, the patch
+    rows reduced to those the kept pairs use.
+    """
+    views = np.unique(pairs[PAIRS_VIEW])
+    if rng is not None and 0 < max_views < len(views):
+        views = rng.choice(views, max_views, replace=False)
+    chosen = np.zeros(int(pairs[PAIRS_VIEW].max(initial=0)) + 1, bool)
+    chosen[views] = True
+    row = np.full(num_voxels, -1, np.int64)
+    row[kept] = np.arange(len(kept))
+    voxel = row[voxel_of_point[pairs[PAIRS_POINT]]]
+    keep = chosen[pairs[PAIRS_VIEW]] & (voxel >= 0)
+    out = {"voxel": voxel[keep], "label": pairs[PAIRS_LABEL][keep].astype(np.int64)}
+    if PAIRS_PATCH in pairs:
+        used, patch = np.unique(pairs[PAIRS_PATCH][keep], return_inverse=True)
+        out["patch"] = patch.ravel().astype(np.int64)
+        out["patch_feat"] = pairs[PATCH_FEAT][used].astype(np.float32)
+    return out
 
 
 def input_features(names: Sequence[str], index: np.ndarray, rgb: np.ndarray, xyz: np.ndarray,
@@ -118,7 +163,7 @@ class SceneDataset(Dataset):
     def _groups(self, scene: str) -> dict[str, str]:
         """Resolve every needed stage output once, so a missing one fails before training starts."""
         groups: dict[str, str] = {}
-        if self.fields & {"pseudo", "feat"}:
+        if self.fields & {"pseudo", "feat", "pairs", "pair_feat"}:  # pairs: the labels key holds store_pairs
             groups["pseudo"] = self.layout.labels(scene)
         if "segment" in self.fields:
             groups["segment"] = self.layout.partition(scene, self.cfg.partition)
@@ -156,7 +201,9 @@ class SceneDataset(Dataset):
         names = ["xyz", "rgb"] + (["normal"] if normals else []) + (["gt"] if "gt" in self.fields else [])
         data = self.store.read(scene, POINTS, names)
         if "pseudo" in groups:
-            pseudo_names = (["label", "score"] if "pseudo" in self.fields else []) + (["feat"] if "feat" in self.fields else [])
+            pseudo_names = ((["label", "score"] if "pseudo" in self.fields else []) + (["feat"] if "feat" in self.fields else [])
+                            + (PAIR_ARRAYS if self.fields & {"pairs", "pair_feat"} else [])
+                            + (PAIR_FEAT_ARRAYS if "pair_feat" in self.fields else []))
             data.update(self.store.read(scene, groups["pseudo"], pseudo_names))
         if "segment" in groups:
             data["segment"] = self.store.read(scene, groups["segment"], ["segment"])["segment"]
@@ -173,6 +220,8 @@ class SceneDataset(Dataset):
         if rng is not None:
             xyz, normal = augment(xyz, normal, rng)
         coords, index, inverse = voxelize(xyz, self.cfg.voxel_size, rng)
+        num_voxels = len(coords)
+        keep = np.arange(num_voxels)
         if rng is not None:
             keep = crop(coords, self.cfg.max_points, rng)
             coords, index = coords[keep], index[keep]
@@ -198,6 +247,8 @@ class SceneDataset(Dataset):
         if "gt" in self.fields:
             targets["gt"] = data["gt"][index].astype(np.int64)
         sample["targets"] = targets
+        if self.fields & {"pairs", "pair_feat"}:
+            sample["pairs"] = sample_pairs(data, inverse, keep, num_voxels, self.cfg.clip2scene.max_views, rng)
         if not self.augment:
             sample["inverse"] = inverse
             if "gt" in self.fields:
@@ -218,11 +269,15 @@ class Batch:
     num_segments: int = 0
     inverse: list[np.ndarray] = field(default_factory=list)  # eval: voxel of every original point
     point_gt: list[np.ndarray] = field(default_factory=list)  # eval: full-resolution ground truth
+    # pixel-point pairs ("pairs" field): "voxel" rows of this batch, "label"[, "patch" rows of
+    # "patch_feat"], one entry per pair of every sample
+    pairs: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def to(self, device: torch.device | str) -> "Batch":
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
         return Batch(move(self.coords), move(self.feats), {k: move(v) for k, v in self.targets.items()},
-                     move(self.scene_index), self.scenes, self.num_segments, self.inverse, self.point_gt)
+                     move(self.scene_index), self.scenes, self.num_segments, self.inverse, self.point_gt,
+                     {k: move(v) for k, v in self.pairs.items()})
 
     def pin_memory(self) -> "Batch":
         """Page-locked copies (the loader's pin_memory thread calls this), so `to(cuda)` overlaps."""
@@ -263,7 +318,18 @@ def collate(samples: list[dict[str, Any]]) -> Batch:
         num_segments=num_segments,
         inverse=[s["inverse"] for s in samples if "inverse" in s],
         point_gt=[s["point_gt"] for s in samples if "point_gt" in s],
+        pairs=_collate_pairs([s["pairs"] for s in samples], sizes) if "pairs" in samples[0] else {},
     )
+
+
+def _collate_pairs(pairs: list[dict[str, np.ndarray]], sizes: list[int]) -> dict[str, torch.Tensor]:
+    """The samples' pairs as one set, re-pointed at the batch's voxel rows (and patch rows)."""
+    cat = lambda name, offsets: np.concatenate([p[name] + o for p, o in zip(pairs, offsets)])  # noqa: E731
+    out = {"voxel": cat("voxel", np.cumsum([0, *sizes[:-1]])), "label": cat("label", [0] * len(pairs))}
+    if "patch" in pairs[0]:
+        out["patch"] = cat("patch", np.cumsum([0, *(len(p["patch_feat"]) for p in pairs[:-1])]))
+        out["patch_feat"] = cat("patch_feat", [0] * len(pairs))
+    return {name: torch.from_numpy(array) for name, array in out.items()}
 
 
 class EpochSampler(DistributedSampler):

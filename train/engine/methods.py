@@ -3,8 +3,9 @@
 `METHODS` maps the pipeline's `train.method` to a class; that dict is the only indirection.
 - gt:         CE on ground truth (supervised sanity check, an upper bound, not label-free)
 - pseudo-ce:  CE on the raw pseudo-labels
-- clip2scene: text head, CE on pseudo-labels + cosine distillation to per-point CLIP features,
-              switchable self-training after `switch_epoch` (peers.md §2.3)
+- clip2scene: CLIP2Scene's label-free losses on the stored pixel-point pairs, as its code
+              computes them (dot-product text logits, per-pair CE and distillation, switchable
+              self-training, the spatial-temporal term on LiDAR scenes)
 - hicl:       CE on refined labels + intra-/inter-scene correlation + feedback (method.md)
 """
 
@@ -23,7 +24,7 @@ from shared.errors import UserError
 from train.engine.amp import Precision, resolve_precision
 from train.engine.data import Batch, SceneDataset, text_embedding
 from train.losses import HICLLoss, clip2scene_loss, pseudo_ce_loss
-from train.models import LinearHead, MinkUNet, ProjectionHead, TextHead
+from train.models import DotTextHead, LinearHead, MinkUNet, ProjectionHead, TextHead
 from train.sparse import Backend, select_backend
 
 
@@ -134,24 +135,49 @@ class PseudoCE(Method):
 
 
 class CLIP2Scene(Method):
-    """Text-head logits on projected point features; CE + (1 − cos) to the CLIP feature."""
+    """CLIP2Scene's label-free training (runnanchen/CLIP2Scene @ 875ce71: `scannet_loss`,
+    `loss_nuscenes`, fusionNet), on the pixel-point pairs the labels stage stores.
 
-    fields = ("pseudo", "feat")
+    Per scene and step the pairs of up to `train.clip2scene.max_views` random views (its
+    `maxImages = 8`), re-pointed at voxels (a pair whose voxel the crop removed is dropped).
+    Two heads on the decoder features, as its MinkUNet's `final` and `local_feature`: "logits"
+    = a linear map to the CLIP dimension dotted with the fixed text embeddings (`DotTextHead`,
+    whatever train.head says), and "clip", a second linear map. Losses (train/losses/baselines.py):
+    CE per pair to the pixel's label with the epoch-`switch_epoch` / `switch_prob` switch to the
+    network's own argmax; 1 − cos per pair to the pixel's CLIP feature (`distill_weight`, its
+    ScanNet loss); with `spatial_temporal` (its nuScenes loss), the consistency term over
+    super-nodes. CLIP2Scene's nodes are the voxels of several LiDAR sweeps merged into one grid;
+    our LiDAR stores hold keyframes only, so a node is a voxel of the keyframe, and its members
+    (the voxel's pairs) share one voxel feature: the attention is uniform and the term reduces to
+    mean 1 − sigmoid(|f|²) over the members, a push on the second head's norm. It is kept as the
+    code computes it; sweeps in the store would give it the temporal half it is named for.
+    CLIP2Scene's nuScenes loss also computes a CE of unpaired points to their own argmax after
+    epoch 10, then overwrites it (`loss_semantic = ...` after `loss_semantic += ...`), so it never
+    trains; it is left out here.
+    """
+
+    fields = ("pairs", "pair_feat")
     needs_text = True
-    loss_names = ("ce", "distill")
+    loss_names = ("ce", "distill", "spatial_temporal")  # those the settings switch off stay empty
+
+    @classmethod
+    def fields_for(cls, cfg: TrainConfig) -> tuple[str, ...]:
+        return ("pairs",) + (("pair_feat",) if cfg.clip2scene.distill_weight > 0 else ())
 
     def heads(self, channels: int) -> dict[str, nn.Module]:
-        return {"logits": TextHead(channels, self.text), "clip": ProjectionHead(channels, dim=self.text.shape[1])}
+        return {"logits": DotTextHead(channels, self.text), "clip": nn.Linear(channels, self.text.shape[1])}
 
     def loss(self, out: dict[str, Tensor], batch: Batch, epoch: int) -> tuple[Tensor, dict[str, float]]:
-        c = self.cfg.clip2scene
-        clip = batch.targets["feat"]
+        c, pairs = self.cfg.clip2scene, batch.pairs
         terms = clip2scene_loss(
-            out["logits"], out["clip"], clip, batch.targets["label"], has_feature=clip.abs().sum(dim=1) > 0,
-            epoch=epoch, switch_epoch=c.switch_epoch, switch_prob=c.switch_prob, distill_weight=c.distill_weight,
+            out["logits"], out["clip"], pairs["voxel"], pairs["label"], epoch,
+            patch_feat=pairs.get("patch_feat"), pair_patch=pairs.get("patch"),
+            text=self.model.heads["logits"].text_embeddings,
+            pair_group=pairs["voxel"] if c.spatial_temporal else None,  # keyframe voxels (see above)
+            switch_epoch=c.switch_epoch, switch_prob=c.switch_prob, distill_weight=c.distill_weight,
             generator=self.generator, weight=self.class_weight,
         )
-        return terms["total"], {k: float(terms[k].detach()) for k in self.loss_names}
+        return terms["total"], {k: float(terms[k].detach()) for k in self.loss_names if k in terms}
 
 
 class HICL(Method):

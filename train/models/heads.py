@@ -48,6 +48,25 @@ class TextHead(nn.Module):
         return scale * dots / norm[:, None]
 
 
+class DotTextHead(nn.Module):
+    """CLIP2Scene's classifier: logits = proj(f) · t_c, a plain dot product with the fixed class
+    text embeddings as stored (no normalisation, no temperature: scaling the projected feature
+    scales the logits), as its `F.conv1d(point_feats, text_embeddings)` computes them.
+
+    Computed as x (Wᵀ tᵀ) with the bias folded in as x = [f, 1], without the (M, D) projection.
+    """
+
+    def __init__(self, in_channels: int, text_embeddings: torch.Tensor) -> None:
+        super().__init__()
+        self.proj = nn.Linear(in_channels, text_embeddings.shape[1])
+        self.register_buffer("text_embeddings", text_embeddings.float().clone())
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        w = torch.cat([self.proj.weight, self.proj.bias[:, None]], dim=1).to(feats.dtype)
+        x = torch.cat([feats, feats.new_ones(feats.shape[0], 1)], dim=1)
+        return x @ (w.t() @ self.text_embeddings.to(feats.dtype).t())
+
+
 class ProjectionHead(nn.Module):
     """L2-normalised embeddings (M, dim) for the correlation losses: Linear-ReLU-Linear, as in
     SimCLR-style projection heads, so the losses shape this space rather than the decoder's."""
