@@ -7,7 +7,7 @@ SYNTH_SCENES ?= 10
 CHECKPOINT ?=
 ARGS ?=
 
-.PHONY: setup test test-fast demo synth preprocess train eval bench clean compare ablation-threshold \
+.PHONY: setup test test-fast demo synth synth-experiments preprocess train eval bench clean compare ablation-threshold \
 	ablation-partition ablation-components cost figures report experiments gt-check gpu-check
 
 VENV_STAMP := .venv/.installed
@@ -38,6 +38,12 @@ $(SYNTH_DIR)/scannetv2_train.txt: | $(VENV_STAMP)
 
 synth: $(SYNTH_DIR)/scannetv2_train.txt  ## generate the embedded default dataset
 
+EXP_DIR ?= data/synthetic-exp
+$(EXP_DIR)/scannetv2_train.txt: | $(VENV_STAMP)
+	$(PY) -m preprocess synth --out $(EXP_DIR) --scenes 48 --seed 1 --frames 20
+
+synth-experiments: $(EXP_DIR)/scannetv2_train.txt  ## the experiments' 48 generated rooms (38 train, 10 val)
+
 demo: synth  ## generate → preprocess → train (short schedule) → evaluate, on the embedded default
 	$(PY) -m preprocess run pipelines/synthetic.toml $(ARGS)
 	$(PY) -m preprocess label-quality pipelines/synthetic.toml --out reports/synthetic
@@ -56,7 +62,7 @@ eval:  ## make eval DATASET=scannet [CHECKPOINT=path]
 # Experiments (seed Tables 1-4): preprocess what the pipeline needs (cached stages are reused),
 # then train and score every [[runs]] entry into reports/<pipeline>/table.md.
 define experiment
-	$(if $(filter synthetic,$(DATASET)),$(MAKE) synth,)
+	$(if $(filter synthetic,$(DATASET)),$(MAKE) synth-experiments,)
 	$(PY) -m preprocess run pipelines/$(DATASET)-$(1).toml $(ARGS)
 	$(PY) -m train experiment pipelines/$(DATASET)-$(1).toml
 endef
@@ -67,7 +73,7 @@ compare:  ## make compare DATASET=synthetic|scannet|nuscenes
 ablation-threshold:  ## Felzenszwalb k = 0.01 ... 0.05
 	$(call experiment,threshold)
 
-ablation-partition:  ## VCCS vs SPG vs Felzenszwalb
+ablation-partition:  ## VCCS vs SPG vs Felzenszwalb vs 2D masks
 	$(call experiment,partition)
 
 ablation-components:  ## refinement, + intra-set, + intra-scene, + inter-scene, + feedback
