@@ -7,7 +7,9 @@ Minimises SPG's energy over piecewise-constant signals x (value of a component =
 Each iteration SPLITs every non-saturated component in two (2-means alternatives refined by
 min cuts; max-flow by Boykov-Kolmogorov), REDUCEs to the connected components of the graph
 minus the cut ("active") edges, then MERGEs adjacent components best gain first while that
-lowers E. Written from the papers and the notes in docs/oversegmentation.md (c); the GPL
+lowers E. The split runs on Numba's threads, over components and, for a component too large
+to share out, over pieces of it whose max-flows are then stitched into the component's exact
+one (Kohli & Torr's reuse of search trees), so the result does not depend on the threads. Written from the papers and the notes in docs/oversegmentation.md (c); the GPL
 reference code is not used. On scene0000_00's SPG graph it ends 0.1-0.4% below the official
 parallel cut pursuit's energy at reg 0.01-0.3 (tests/test_cut_pursuit.py).
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 import heapq
 
 import numpy as np
-from numba import njit
+from numba import get_num_threads, njit, prange
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -36,6 +38,7 @@ def cut_pursuit(
     kmeans_restarts: int = 3,
     kmeans_iterations: int = 3,
     seed: int = 0,
+    split_size: int = 0,
 ) -> tuple[np.ndarray, float]:
     """Partition the vertices of an undirected graph into components of constant value.
 
@@ -50,16 +53,21 @@ def cut_pursuit(
     kmeans_restarts, kmeans_iterations: k-means++ restarts and Lloyd steps of the 2-means that
         proposes the two alternatives of a split.
     seed: seeds k-means++; the result is a deterministic function of the inputs and the seed.
+    split_size: 0 (default): with several Numba threads (`numba.set_num_threads`,
+        NUMBA_NUM_THREADS), a component larger than one thread's share of a split step's work
+        is max-flowed in pieces of that share, pieces in parallel, then stitched; > 0: pieces of
+        at most this many vertices, whatever the threads. Every min cut stays exact, so the
+        partition does not depend on the pieces or the number of threads.
 
     Returns (components int32 (N,) numbered 0..K-1 in order of first vertex, energy E).
     """
     x, src, tgt, w = _validated(features, source, target, weights)
     if not np.isfinite(reg) or reg < 0:
         raise ValueError(f"reg must be a finite number >= 0, got {reg}")
-    if min(max_iterations, flow_rounds, kmeans_restarts, kmeans_iterations) < 1 or seed < 0 or tolerance < 0:
+    if min(max_iterations, flow_rounds, kmeans_restarts, kmeans_iterations) < 1 or min(seed, tolerance, split_size) < 0:
         raise ValueError("max_iterations, flow_rounds, kmeans_restarts, kmeans_iterations must be >= 1, "
-                         f"seed and tolerance >= 0; got {max_iterations}, {flow_rounds}, {kmeans_restarts}, "
-                         f"{kmeans_iterations}, {seed}, {tolerance}")
+                         f"seed, tolerance and split_size >= 0; got {max_iterations}, {flow_rounds}, {kmeans_restarts}, "
+                         f"{kmeans_iterations}, {seed}, {tolerance}, {split_size}")
     n = x.shape[0]
     keep = src != tgt
     src, tgt, cap = src[keep], tgt[keep], reg * w[keep]
@@ -72,7 +80,8 @@ def cut_pursuit(
         active = comp[src] != comp[tgt]
         split_any = _split_all(
             x, comp, k, saturated, indptr, adj, arc_edge, rev, cap, active,
-            flow_rounds, kmeans_restarts, kmeans_iterations, np.uint64(seed * 1_000_003 + iteration),
+            flow_rounds, kmeans_restarts, kmeans_iterations, np.uint64(seed * 1_000_003 + iteration), split_size,
+            get_num_threads(),
         )
         if not split_any:
             break
@@ -310,31 +319,58 @@ _FAR = 1 << 60
 
 
 @njit(cache=True, nogil=True)
-def _min_cut(vs, c, comp, indptr, adj, rev, res, tr, parent, sink, stamp, dist, queued, label):
-    """Boykov-Kolmogorov max-flow on component c; label = 0 on the source side of the min cut.
-    Returns how many labels changed.
+def _min_cut(vs, r, region, seam, warm, eps, indptr, adj, rev, res, tr, parent, sink, stamp, dist, queued, label):
+    """Boykov-Kolmogorov max-flow on the vertices vs of region r (arcs leaving the region are
+    ignored); label = 0 on the source side of the min cut. Returns how many labels changed.
 
     res: residual capacity per arc (rev pairs the two arcs of an edge); tr: terminal capacity,
-    > 0 from the source, < 0 to the sink. parent[v] is the arc from v to its tree parent."""
+    > 0 from the source, < 0 to the sink; capacities <= eps count as saturated. parent[v] is the
+    arc from v to its tree parent. warm: res, tr and the search trees (parent, sink, dist) are
+    those left by max-flows on the pieces of the region that `seam` names (one id per piece);
+    the trees are kept and only the vertices at a seam grow, so only flow that crosses seams is
+    searched for (Kohli & Torr's reuse of search trees)."""
     n = vs.shape[0]
     queue = np.empty(n, np.int64)
     orphans = np.empty(n, np.int64)
-    scale = 0.0
-    for v in vs:
-        scale = max(scale, abs(tr[v]))
-    eps = 1e-12 * scale
     q_head, q_len, o_head, o_len = 0, 0, 0, 0
     for v in vs:
         stamp[v] = 0
-        dist[v] = 1
         queued[v] = False
-        parent[v] = _FREE
-        if tr[v] > eps or tr[v] < -eps:
-            parent[v] = _TERMINAL
-            sink[v] = tr[v] < 0
-            queued[v] = True
-            queue[(q_head + q_len) % n] = v
-            q_len += 1
+        if not warm:
+            dist[v] = 1
+            parent[v] = _FREE
+            if tr[v] > eps or tr[v] < -eps:
+                parent[v] = _TERMINAL
+                sink[v] = tr[v] < 0
+                queued[v] = True
+                queue[q_len] = v
+                q_len += 1
+    if warm:  # the distance heuristic needs exact tree depths (BK's start: all stamps 0)
+        for v in vs:
+            dist[v] = 0
+        for v in vs:
+            depth = 0
+            i = v
+            while parent[i] != _FREE and dist[i] == 0 and parent[i] != _TERMINAL:
+                orphans[depth] = i
+                depth += 1
+                i = adj[parent[i]]
+            if parent[i] == _FREE:
+                continue
+            if dist[i] == 0:
+                dist[i] = 1
+            for t in range(depth - 1, -1, -1):
+                dist[orphans[t]] = dist[i] + depth - t
+        for v in vs:
+            if parent[v] == _FREE:
+                continue
+            for a in range(indptr[v], indptr[v + 1]):
+                j = adj[a]
+                if region[j] == r and seam[j] != seam[v]:
+                    queued[v] = True
+                    queue[q_len] = v
+                    q_len += 1
+                    break
     time = 0
     current = -1
     while True:
@@ -356,7 +392,7 @@ def _min_cut(vs, c, comp, indptr, adj, rev, res, tr, parent, sink, stamp, dist, 
         middle = -1
         for a in range(indptr[i], indptr[i + 1]):
             j = adj[a]
-            if comp[j] != c:
+            if region[j] != r:
                 continue
             if (res[rev[a]] if sink[i] else res[a]) <= eps:
                 continue
@@ -438,7 +474,7 @@ def _min_cut(vs, c, comp, indptr, adj, rev, res, tr, parent, sink, stamp, dist, 
             best_arc, best_d = -1, _FAR
             for a0 in range(indptr[i], indptr[i + 1]):
                 j = adj[a0]
-                if comp[j] != c or parent[j] == _FREE or sink[j] != sink[i]:
+                if region[j] != r or parent[j] == _FREE or sink[j] != sink[i]:
                     continue
                 if (res[a0] if sink[i] else res[rev[a0]]) <= eps:
                     continue
@@ -475,7 +511,7 @@ def _min_cut(vs, c, comp, indptr, adj, rev, res, tr, parent, sink, stamp, dist, 
             parent[i] = _FREE
             for a0 in range(indptr[i], indptr[i + 1]):
                 j = adj[a0]
-                if comp[j] != c or parent[j] == _FREE or sink[j] != sink[i]:
+                if region[j] != r or parent[j] == _FREE or sink[j] != sink[i]:
                     continue
                 if (res[a0] if sink[i] else res[rev[a0]]) > eps and not queued[j]:
                     queued[j] = True
@@ -495,44 +531,125 @@ def _min_cut(vs, c, comp, indptr, adj, rev, res, tr, parent, sink, stamp, dist, 
 
 
 @njit(cache=True, nogil=True)
-def _split_component(x, vs, c, comp, indptr, adj, arc_edge, rev, cap, active, res, tr, parent, sink, stamp, dist,
-                     queued, label, flow_rounds, restarts, iterations, state):
-    """Best binary split of component c; activates the edges it cuts. True if it cut any."""
-    if vs.shape[0] < 2:
-        return False
-    centers = np.empty((2, x.shape[1]))
-    if not _two_means(x, vs, label, centers, restarts, iterations, state):
-        return False
-    for _ in range(flow_rounds):
-        if not _label_means(x, vs, label, centers):
-            return False
-        for v in vs:
-            tr[v] = 0.5 * (_sq_dist(x, v, centers[1]) - _sq_dist(x, v, centers[0]))
-            for a in range(indptr[v], indptr[v + 1]):
-                res[a] = cap[arc_edge[a]]
-        if _min_cut(vs, c, comp, indptr, adj, rev, res, tr, parent, sink, stamp, dist, queued, label) == 0:
-            break  # same labels, same alternatives: another round would repeat this cut
-    split = False
-    for v in vs:
-        for a in range(indptr[v], indptr[v + 1]):
-            w = adj[a]
-            if comp[w] == c and label[w] != label[v]:
-                active[arc_edge[a]] = True
-                split = True
-    return split
+def _regions(comp, order, start, runnable, indptr, adj, split_size):
+    """The vertices of the components to split, grouped into regions that are cut separately.
+
+    A component of at most `split_size` vertices (or any, when split_size is 0) is one region,
+    its vertices in `order`'s (ascending) order. A larger one is cut into about equal runs of
+    its breadth-first order from its first vertex, so the pieces are compact and one large
+    component can keep several threads busy. Returns (region per vertex, -1 outside; vertices
+    by region; region offsets; component of each region)."""
+    n = comp.shape[0]
+    k = start.shape[0] - 1
+    region = np.full(n, -1, np.int64)
+    rorder = np.empty(n, np.int64)
+    pieces = np.zeros(k, np.int64)
+    for c in range(k):
+        size = start[c + 1] - start[c]
+        if runnable[c]:
+            pieces[c] = 1 if split_size <= 0 or size <= split_size else (size + split_size - 1) // split_size
+    rstart = np.zeros(pieces.sum() + 1, np.int64)
+    rcomp = np.empty(pieces.sum(), np.int64)
+    seen = np.zeros(n, np.bool_)
+    r, m = 0, 0
+    for c in range(k):
+        if pieces[c] == 0:
+            continue
+        vs = order[start[c]:start[c + 1]]
+        size = vs.shape[0]
+        run = rorder[m:m + size]
+        if pieces[c] == 1:
+            run[:] = vs
+        else:
+            run[0] = vs[0]
+            seen[vs[0]] = True
+            head, tail = 0, 1
+            while head < tail:
+                u = run[head]
+                head += 1
+                for a in range(indptr[u], indptr[u + 1]):
+                    v = adj[a]
+                    if comp[v] == c and not seen[v]:
+                        seen[v] = True
+                        run[tail] = v
+                        tail += 1
+            for i in range(pieces[c]):  # sorted runs: vertex order is memory order
+                run[i * size // pieces[c]:(i + 1) * size // pieces[c]].sort()
+        for i in range(pieces[c]):
+            rcomp[r] = c
+            rstart[r + 1] = m + (i + 1) * size // pieces[c]
+            region[rorder[rstart[r]:rstart[r + 1]]] = r
+            r += 1
+        m += size
+    return region, rorder, rstart, rcomp
 
 
 @njit(cache=True, nogil=True)
-def _split_all(x, comp, k, saturated, indptr, adj, arc_edge, rev, cap, active, flow_rounds, restarts,
-               iterations, seed):
-    """Split every non-saturated component; newly saturated ones are flagged. True if any split."""
-    n = x.shape[0]
-    order = np.argsort(comp, kind="mergesort")
+def _slots(rstart, slots):
+    """Regions dealt to `slots` threads, largest first to the least loaded (LPT): (regions by
+    slot, slot offsets). Which thread cuts a region never changes its result."""
+    nr = rstart.shape[0] - 1
+    size = rstart[1:] - rstart[:-1]
+    load = np.zeros(slots, np.int64)
+    slot = np.empty(nr, np.int64)
+    for r in np.argsort(-size, kind="mergesort"):
+        s = np.argmin(load)
+        slot[r] = s
+        load[s] += size[r]
+    return _grouped(slot, slots)
+
+
+@njit(cache=True, nogil=True)
+def _grouped(group, k):
+    """The indices of `group` (values in 0..k-1) ordered by group, stably, and each group's offset
+    into that order (k+1 offsets)."""
+    order = np.argsort(group, kind="mergesort")
     start = np.zeros(k + 1, np.int64)
-    for i in range(n):
-        start[comp[i] + 1] += 1
+    for i in range(group.shape[0]):
+        start[group[i] + 1] += 1
     for c in range(k):
         start[c + 1] += start[c]
+    return order, start
+
+
+_SKIP, _CUTTING, _SETTLED, _FAILED = 0, 1, 2, 3
+_MIN_PIECE = 2048  # vertices; below this a piece's own max-flow costs less than stitching it
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _split_all(x, comp, k, saturated, indptr, adj, arc_edge, rev, cap, active, flow_rounds, restarts,
+               iterations, seed, split_size, threads):
+    """Split every non-saturated component in two, activating the edges the split cuts; flag the
+    components that did not split as saturated. True if any split.
+
+    A component's two alternatives come from 2-means over its vertices and are re-fitted to its
+    labels between min-cut rounds. Each round's min cut is exact, and found in two phases:
+    max-flow inside each region (see `_regions`), regions in parallel on `threads` threads; then,
+    for a component of several regions, max-flow on the whole component starting from the
+    flow the regions pushed, which only has to route what crosses region borders. Any maximum
+    flow leaves the same vertices reachable from the source, so the labels are those of one
+    max-flow over the whole component, whatever the regions and the number of threads."""
+    n, d = x.shape
+    order, start = _grouped(comp, k)
+    state = np.full(k, _SKIP, np.int64)
+    label = np.zeros(n, np.int64)
+    centers = np.empty((k, 2, d))
+    for c in prange(k):
+        vs = order[start[c]:start[c + 1]]
+        if saturated[c] or vs.shape[0] < 2:
+            continue
+        rng = (seed * np.uint64(0x100000001B3)) ^ np.uint64(vs[0])
+        state[c] = _CUTTING if _two_means(x, vs, label, centers[c], restarts, iterations, rng) else _FAILED
+    if split_size == 0 and threads > 1:  # each thread's share of the work, pieces not too small
+        work = 0
+        for c in range(k):
+            work += start[c + 1] - start[c] if state[c] == _CUTTING else 0
+        split_size = max(_MIN_PIECE, (work + threads - 1) // threads)
+    region, rorder, rstart, rcomp = _regions(comp, order, start, state == _CUTTING, indptr, adj, split_size)
+    sorder, sstart = _slots(rstart, threads)
+    pieces = np.zeros(k, np.int64)
+    for r in range(rcomp.shape[0]):
+        pieces[rcomp[r]] += 1
     res = np.zeros(adj.shape[0])
     tr = np.zeros(n)
     parent = np.zeros(n, np.int64)
@@ -540,19 +657,53 @@ def _split_all(x, comp, k, saturated, indptr, adj, arc_edge, rev, cap, active, f
     stamp = np.zeros(n, np.int64)
     dist = np.zeros(n, np.int64)
     queued = np.zeros(n, np.bool_)
-    label = np.zeros(n, np.int64)
-    split_any = False
-    for c in range(k):
-        if saturated[c]:
-            continue
-        vs = order[start[c]:start[c + 1]]
-        state = (seed * np.uint64(0x100000001B3)) ^ np.uint64(vs[0])
-        if _split_component(x, vs, c, comp, indptr, adj, arc_edge, rev, cap, active, res, tr, parent, sink,
-                            stamp, dist, queued, label, flow_rounds, restarts, iterations, state):
-            split_any = True
-        else:
-            saturated[c] = True
-    return split_any
+    before = np.zeros(n, np.int64)
+    eps = np.zeros(k)
+    for _ in range(flow_rounds):
+        for c in prange(k):
+            if state[c] != _CUTTING:
+                continue
+            vs = order[start[c]:start[c + 1]]
+            if not _label_means(x, vs, label, centers[c]):
+                state[c] = _FAILED
+                continue
+            scale = 0.0
+            for v in vs:
+                before[v] = label[v]
+                tr[v] = 0.5 * (_sq_dist(x, v, centers[c, 1]) - _sq_dist(x, v, centers[c, 0]))
+                scale = max(scale, abs(tr[v]))
+                for a in range(indptr[v], indptr[v + 1]):
+                    res[a] = cap[arc_edge[a]]
+            eps[c] = 1e-12 * scale
+        for s in prange(sstart.shape[0] - 1):
+            for r in sorder[sstart[s]:sstart[s + 1]]:
+                if state[rcomp[r]] == _CUTTING:
+                    _min_cut(rorder[rstart[r]:rstart[r + 1]], r, region, region, False, eps[rcomp[r]], indptr, adj,
+                             rev, res, tr, parent, sink, stamp, dist, queued, label)
+        for c in prange(k):
+            if state[c] != _CUTTING:
+                continue
+            vs = order[start[c]:start[c + 1]]
+            if pieces[c] > 1:
+                _min_cut(vs, c, comp, region, True, eps[c], indptr, adj, rev, res, tr, parent, sink, stamp, dist,
+                         queued, label)
+            moved = 0
+            for v in vs:
+                moved += label[v] != before[v]
+            if moved == 0:
+                state[c] = _SETTLED  # same labels, same alternatives: another round would repeat the cut
+    split = np.zeros(k, np.bool_)
+    for c in prange(k):
+        if state[c] == _CUTTING or state[c] == _SETTLED:
+            for v in order[start[c]:start[c + 1]]:
+                for a in range(indptr[v], indptr[v + 1]):
+                    w = adj[a]
+                    if comp[w] == c and label[w] != label[v]:
+                        active[arc_edge[a]] = True
+                        split[c] = True
+        if not saturated[c]:
+            saturated[c] = not split[c]
+    return split.any()
 
 
 @njit(cache=True, nogil=True)
