@@ -120,6 +120,9 @@ def processing_cost(pipeline: Pipeline, out_dir: str | Path) -> str:
             attrs = store.attrs(scene, f"pseudo/{group}")
             name = "refinement" if attrs["stage"] == "refine" else f"pseudo-labels {attrs['labeler']}"
             seconds[name].append(attrs["seconds"])
+            if "labeler_seconds" in attrs:  # the 2D model apart from the 3D work around it
+                seconds[f"{name}: 2D labeler"].append(attrs["labeler_seconds"])
+                seconds[f"{name}: depth, projection, fusion"].append(attrs["transfer_seconds"])
     if not seconds:
         raise ValueError(f"{store.path}: no scenes in the store; run `python -m preprocess run` first")
     rows = {name: (len(v), float(np.mean(v)), float(np.median(v))) for name, v in sorted(seconds.items())}

@@ -256,12 +256,13 @@ def labels(pipeline: Pipeline, scene_id: str, ingested: StageResult) -> StageRes
             f"{scene_id}: the store holds {len(stored)} points but the raw scene has {len(scene.xyz)}; "
             "pseudo-labels need the ingest stage's points unfiltered (set ingest.max_range = 0)"
         )
-    result = labels_for_scene(scene, pipeline.labels, class_names(pipeline))
+    timings: dict[str, float] = {}
+    result = labels_for_scene(scene, pipeline.labels, class_names(pipeline), timings)
     seconds = time.perf_counter() - start
     seen = int((result["label"] >= 0).sum())
     attrs = {
         "key": key, "stage": "labels", "labeler": pipeline.labels.labeler, "params": params,
-        "inputs": [ingested.key], "seconds": seconds, "views": len(scene.views),
+        "inputs": [ingested.key], "seconds": seconds, **timings, "views": len(scene.views),
         "seen_points": seen, "code_version": CODE_VERSION,
         "simulated": pipeline.labels.labeler == "simulated-clip",
     }

@@ -6,6 +6,7 @@ views, transfer the label maps to the points, fuse them (see `transfer.py`).
 
 from __future__ import annotations
 
+import time
 import zlib
 from typing import Iterator, Protocol
 
@@ -13,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from preprocess.datasets.scene import Scene, View
+from preprocess.geometry.render import MeshRaycaster
 from preprocess.labels.maskclip import MaskCLIP, load_clip
 from preprocess.labels.simulated import (
     confusion_matrix,
@@ -40,6 +42,7 @@ class SimulatedCLIPLabeler:
         self.sim = cfg.simulated
         self.confusions = confusion_matrix(class_names)
         self.text = simulated_text_embeddings(len(class_names), self.sim.feature_dim, self.sim.seed)
+        self._raycaster: tuple[Scene, MeshRaycaster] | None = None
 
     def label_views(self, scene: Scene, views: list[View]) -> list[LabelMaps]:
         if scene.faces is None or scene.gt is None:
@@ -47,11 +50,14 @@ class SimulatedCLIPLabeler:
                 f"scene {scene.scene_id}: the simulated-clip labeler renders ground-truth label images "
                 f"and needs a mesh with per-vertex gt; use labels.labeler = \"maskclip\" for this dataset"
             )
+        if self._raycaster is None or self._raycaster[0] is not scene:  # one per scene, not per batch
+            self._raycaster = (scene, MeshRaycaster(scene.xyz, scene.faces))
         out = []
         for view in views:
             w, h = label_size(view.width, view.height, self.cfg.label_width)
             K = scale_intrinsic(view.intrinsic, (view.width, view.height), (w, h))
-            gt = render_vertex_labels(scene.xyz, scene.faces, scene.gt, view.world_to_camera, K, w, h)
+            gt = render_vertex_labels(scene.xyz, scene.faces, scene.gt, view.world_to_camera, K, w, h,
+                                      self._raycaster[1])
             rng = np.random.default_rng([self.sim.seed, zlib.crc32(scene.scene_id.encode()), zlib.crc32(view.name.encode())])
             out.append(
                 simulate_view(
@@ -117,20 +123,34 @@ def select_views(scene: Scene, frame_skip: int = 20) -> list[View]:
 
 
 def labels_for_scene(
-    scene: Scene, labels_cfg: LabelsConfig, class_names: list[str] | tuple[str, ...]
+    scene: Scene,
+    labels_cfg: LabelsConfig,
+    class_names: list[str] | tuple[str, ...],
+    timings: dict[str, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """Pseudo-labels of one scene: {"label" i16 (N,) -1 unseen, "score" f16, "views" u16
     [, "feat" f16 (N,D) when labels.store_features]}. Views are labelled a batch at a time so
-    memory stays bounded on long videos."""
+    memory stays bounded on long videos. `timings`, when given, receives "labeler_seconds" (the
+    2D labeler: a model's inference, or the simulation) and "transfer_seconds" (the rest:
+    depth frames, projection, fusion), so the two costs can be told apart."""
+    start_time = time.perf_counter()
     labeler = make_labeler(labels_cfg, class_names)
     views = select_views(scene, labels_cfg.frame_skip)
     step = max(1, labels_cfg.maskclip.batch_size)
+    labeler_seconds = time.perf_counter() - start_time  # a model's weights load here
 
     def maps() -> Iterator[LabelMaps]:
+        nonlocal labeler_seconds
         for start in range(0, len(views), step):
-            yield from labeler.label_views(scene, views[start : start + step])
+            batch_start = time.perf_counter()
+            batch = labeler.label_views(scene, views[start : start + step])
+            labeler_seconds += time.perf_counter() - batch_start
+            yield from batch
 
     fused = transfer_labels(scene, views, maps(), len(class_names), tolerance=labels_cfg.depth_tolerance)
+    if timings is not None:
+        timings["labeler_seconds"] = labeler_seconds
+        timings["transfer_seconds"] = time.perf_counter() - start_time - labeler_seconds
     return fused.as_dict()
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from preprocess.geometry.render import render
+from preprocess.geometry.render import MeshRaycaster
 
 # Plausible MaskCLIP confusions (symmetric, weight = how often relative to the row's others).
 # Names not in a dataset's class list are ignored, so one table serves ScanNet and nuScenes.
@@ -83,11 +83,14 @@ def render_vertex_labels(
     intrinsic: np.ndarray,
     width: int,
     height: int,
+    raycaster: MeshRaycaster | None = None,
 ) -> np.ndarray:
     """(height, width) int16 ground-truth label image of a mesh with per-vertex labels: each
     pixel takes the label of the vertex of the hit triangle nearest to the hit point (so a label
-    boundary runs between vertices, as in the mesh); -1 where nothing is hit."""
-    depth, face = render(vertices, faces, world_to_camera, intrinsic, width, height)
+    boundary runs between vertices, as in the mesh); -1 where nothing is hit. `raycaster`: the
+    mesh's, built once for all its views (one is built here when None)."""
+    raycaster = raycaster or MeshRaycaster(vertices, faces)
+    depth, face = raycaster.render(world_to_camera, intrinsic, width, height)
     hit = face >= 0
     rows, cols = np.nonzero(hit)
     K = np.asarray(intrinsic, dtype=np.float64)

@@ -15,7 +15,7 @@ import numba
 import numpy as np
 
 from preprocess.datasets.scene import Scene, View
-from preprocess.geometry.render import render
+from preprocess.geometry.render import MeshRaycaster
 
 NEAR = 1e-3  # metres; points closer to (or behind) the camera plane than this are dropped
 
@@ -106,6 +106,9 @@ def _project(points, T, K, width, height, dmap, dK, use_depth, tolerance, near, 
         visible[i] = True
 
 
+Features = tuple[np.ndarray, np.ndarray]  # (table (P,D), row of the table per hit (M,))
+
+
 @dataclass(frozen=True)
 class Fused:
     """Per-point result of fusing all views: label i16 (-1 unseen), score f16 in [0,1] (the
@@ -125,29 +128,47 @@ class Fused:
 
 
 @numba.njit(cache=True, nogil=True)
-def _add_rows(acc: np.ndarray, index: np.ndarray, rows: np.ndarray) -> None:
-    """acc[index[k]] += rows[k] for every k (np.add.at without its slowness)."""
+def _add_rows(acc: np.ndarray, count: np.ndarray, index: np.ndarray, table: np.ndarray, rows: np.ndarray,
+              label: np.ndarray) -> None:
+    """acc[index[k]] += table[rows[k]] and count[index[k]] += 1 for every k with label >= 0
+    (np.add.at without its slowness, and without an (M, D) copy of the gathered rows)."""
     for k in range(index.shape[0]):
-        i = index[k]
-        for d in range(acc.shape[1]):
-            acc[i, d] += rows[k, d]
+        if label[k] < 0:
+            continue
+        a = acc[index[k]]
+        t = table[rows[k]]
+        for d in range(a.shape[0]):
+            a[d] += t[d]
+        count[index[k]] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _vote(votes: np.ndarray, counts: np.ndarray, idx: np.ndarray, label: np.ndarray, score: np.ndarray) -> None:
+    """One view's hits: votes[i, label] += score + 1e-6 and counts[i] += 1 where label >= 0
+    (O(hits), where a bincount over N x C would cost O(N C) per view)."""
+    for k in range(idx.shape[0]):
+        if label[k] >= 0:
+            votes[idx[k], label[k]] += np.float32(score[k] + 1e-6)
+            counts[idx[k]] += 1
 
 
 def fuse(
     num_points: int,
     num_classes: int,
-    hits: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]],
+    hits: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray, Features | None]],
 ) -> Fused:
     """Score-weighted vote over views.
 
     num_points: N. num_classes: C (labels outside 0..C-1 are rejected; -1 hits are skipped).
-    hits: one entry per view, (point index (M,), label (M,), score (M,)[, feature (M,D) or
-        None]) for the points that view sees; a generator keeps only one view in memory.
+    hits: one entry per view, (point index (M,), label (M,), score (M,)[, features or None])
+        for the points that view sees; features are (table (P,D), row (M,)): hit k's feature
+        is table[row[k]] (a view's patch features and the patch each point falls in). A
+        generator keeps only one view in memory.
     Each view adds its score to the (point, label) accumulator (N x C float32); a tiny
     per-view count term breaks ties where every score is zero. Features, where given for
     every view, are averaged over the views that saw the point.
     """
-    votes = np.zeros(num_points * num_classes, dtype=np.float32)
+    votes = np.zeros((num_points, num_classes), dtype=np.float32)
     counts = np.zeros(num_points, dtype=np.int64)
     feat_sum: np.ndarray | None = None
     feat_count = np.zeros(num_points, dtype=np.int64)
@@ -160,35 +181,31 @@ def fuse(
             raise ValueError(f"fuse: point index outside 0..{num_points - 1}")
         if len(label) and label.max() >= num_classes:
             raise ValueError(f"fuse: label {int(label.max())} outside 0..{num_classes - 1}")
-        keep = label >= 0
-        idx64 = idx[keep].astype(np.int64)
-        key = idx64 * num_classes + label[keep]
-        votes += np.bincount(key, weights=score[keep].astype(np.float64) + 1e-6, minlength=len(votes)).astype(np.float32)
-        counts += np.bincount(idx64, minlength=num_points)
+        _vote(votes, counts, idx.astype(np.int64), label.astype(np.int64), score.astype(np.float64))
         if feat is not None:
-            feat = np.asarray(feat)[keep]
+            table, rows = np.ascontiguousarray(feat[0], dtype=np.float32), np.asarray(feat[1])
+            if table.ndim != 2 or rows.shape != idx.shape or (len(rows) and not 0 <= rows.min() <= rows.max() < len(table)):
+                raise ValueError(f"fuse: features need a (P,D) table and one row in 0..P-1 per hit, got {table.shape}, {rows.shape}")
             if feat_sum is None:
-                feat_sum = np.zeros((num_points, feat.shape[1]), dtype=np.float32)
-            _add_rows(feat_sum, idx64, np.ascontiguousarray(feat, dtype=np.float32))
-            feat_count += np.bincount(idx64, minlength=num_points)
-    votes = votes.reshape(num_points, num_classes)
+                feat_sum = np.zeros((num_points, table.shape[1]), dtype=np.float32)
+            _add_rows(feat_sum, feat_count, idx.astype(np.int64), table, rows.astype(np.int64), label.astype(np.int64))
     seen = counts > 0
     label = np.where(seen, votes.argmax(axis=1), -1).astype(np.int16)
     best = votes.max(axis=1) if num_classes else np.zeros(num_points, np.float32)
     score = np.where(seen, np.clip(best / np.maximum(counts, 1), 0.0, 1.0), 0.0).astype(np.float16)
     feat_mean = None
     if feat_sum is not None:
-        feat_mean = (feat_sum / np.maximum(feat_count, 1)[:, None]).astype(np.float16)
+        feat_sum /= np.maximum(feat_count, 1)[:, None]  # in place: (N, D) is the largest array here
+        feat_mean = feat_sum.astype(np.float16)
     return Fused(label, score, np.minimum(counts, np.iinfo(np.uint16).max).astype(np.uint16), feat_mean)
 
 
-def sample_map(values: np.ndarray, u: np.ndarray, v: np.ndarray, width: int, height: int) -> np.ndarray:
-    """values[v, u] for pixels (u, v) of a `width` x `height` image, where `values` may be at
-    a coarser resolution (e.g. per-patch CLIP features): pixels are mapped proportionally."""
-    vh, vw = values.shape[:2]
-    if (vw, vh) == (width, height):
-        return values[v, u]
-    return values[(v.astype(np.int64) * vh) // height, (u.astype(np.int64) * vw) // width]
+def cell_index(shape: tuple[int, int], u: np.ndarray, v: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Row-major index, in a (rows, cols) grid covering a `width` x `height` image (e.g. the
+    patch grid of per-patch CLIP features), of the cell holding each pixel (u, v); pixels map
+    proportionally."""
+    rows, cols = shape
+    return ((v.astype(np.int64) * rows) // height) * cols + (u.astype(np.int64) * cols) // width
 
 
 def view_hits(
@@ -198,12 +215,14 @@ def view_hits(
     score_map: np.ndarray,
     feature_map: np.ndarray | None = None,
     tolerance: float = 0.05,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """(point index, label, score, feature or None) of the points of `scene` that `view` sees,
+    raycaster: MeshRaycaster | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Features | None]:
+    """(point index, label, score, features or None; see `fuse`) of the points of `scene` that `view` sees,
     read off label/score maps made at any size with the view's aspect ratio.
 
     Occlusion: from the view's depth frame where it has one, else from a depth map rendered
-    from the scene's mesh at the label map's size, else (LiDAR) none.
+    from the scene's mesh at the label map's size (with `raycaster`, the mesh's, when given),
+    else (LiDAR) none.
     """
     h, w = label_map.shape
     if score_map.shape != label_map.shape:
@@ -213,11 +232,15 @@ def view_hits(
     if view.load_depth is not None:
         depth = view.load_depth()
     elif scene.faces is not None:
-        depth = (render(scene.xyz, scene.faces, view.world_to_camera, K, w, h)[0], K)
+        raycaster = raycaster or MeshRaycaster(scene.xyz, scene.faces)
+        depth = (raycaster.render(view.world_to_camera, K, w, h)[0], K)
     u, v, visible = project(scene.xyz, view.world_to_camera, K, w, h, depth=depth, tolerance=tolerance)
     idx = np.flatnonzero(visible)
     u, v = u[idx], v[idx]
-    feat = None if feature_map is None else sample_map(feature_map, u, v, w, h)
+    feat = None
+    if feature_map is not None:
+        cells = feature_map.shape[:2]
+        feat = (feature_map.reshape(cells[0] * cells[1], -1), cell_index(cells, u, v, w, h))
     return idx, label_map[v, u], score_map[v, u], feat
 
 
@@ -229,9 +252,13 @@ def transfer_labels(
     tolerance: float = 0.05,
 ) -> Fused:
     """Fuse per-view (label map, score map, feature map or None) of `views` onto the scene's
-    points (see `view_hits` for visibility, `fuse` for the vote). `maps` may be a generator."""
+    points (see `view_hits` for visibility, `fuse` for the vote). `maps` may be a generator.
+    Views without depth frames share one ray-casting structure of the mesh."""
+    raycaster = None
+    if scene.faces is not None and any(view.load_depth is None for view in views):
+        raycaster = MeshRaycaster(scene.xyz, scene.faces)
     return fuse(
         len(scene.xyz),
         num_classes,
-        (view_hits(scene, view, *m, tolerance=tolerance) for view, m in zip(views, maps, strict=True)),
+        (view_hits(scene, view, *m, tolerance=tolerance, raycaster=raycaster) for view, m in zip(views, maps, strict=True)),
     )
