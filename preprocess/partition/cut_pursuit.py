@@ -73,19 +73,20 @@ def cut_pursuit(
     src, tgt, cap = src[keep], tgt[keep], reg * w[keep]
     indptr, adj, arc_edge, rev = _forward_star(n, src, tgt)
 
-    comp, k = _components(indptr, adj, arc_edge, np.zeros(src.shape[0], np.bool_))
+    one = np.ones(1, np.bool_)
+    comp, k = _components(np.zeros(n, np.int64), 1, one, indptr, adj, arc_edge, np.zeros(src.shape[0], np.bool_))
     saturated = np.zeros(k, np.bool_)
     energy = _energy(x, comp, k, src, tgt, cap)
     for iteration in range(max_iterations):
         active = comp[src] != comp[tgt]
-        split_any = _split_all(
+        split = _split_all(
             x, comp, k, saturated, indptr, adj, arc_edge, rev, cap, active,
             flow_rounds, kmeans_restarts, kmeans_iterations, np.uint64(seed * 1_000_003 + iteration), split_size,
             get_num_threads(),
         )
-        if not split_any:
+        if not split.any():
             break
-        new_comp, new_k = _components(indptr, adj, arc_edge, active)
+        new_comp, new_k = _components(comp, k, split, indptr, adj, arc_edge, active)
         new_comp, new_k = _merge(x, new_comp, new_k, src, tgt, cap)
         new_energy = _energy(x, new_comp, new_k, src, tgt, cap)
         if new_energy > energy:  # the greedy merge can leave a worse partition: keep the better
@@ -148,18 +149,40 @@ def _validated(
     return x, src, tgt, w
 
 
-def _forward_star(n: int, src: np.ndarray, tgt: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Both arcs of every edge grouped by tail: arc -> (head, edge, the opposite arc)."""
+def _prange_only() -> dict[str, bool]:
+    """Numba's parallel options with only the explicit prange loops parallel: its automatic
+    parallelisation of array expressions (zeros, arange...) would add a fork and join per
+    expression, a cost paid many times per split step (heavily where cores are shared)."""
+    return {"comprehension": False, "reduction": False, "inplace_binop": False, "setitem": False,
+            "numpy": False, "stencil": False, "fusion": False, "prange": True}
+
+
+@njit(cache=True, nogil=True)
+def _forward_star(n, src, tgt):
+    """Both arcs of every edge grouped by tail, in edge order (a stable counting sort): arc ->
+    (head, edge, the opposite arc)."""
     m = src.shape[0]
-    tail = np.concatenate([src, tgt])
-    order = np.argsort(tail, kind="stable")
     indptr = np.zeros(n + 1, np.int64)
-    np.cumsum(np.bincount(tail, minlength=n), out=indptr[1:])
-    adj = np.concatenate([tgt, src])[order]
-    arc_edge = np.concatenate([np.arange(m), np.arange(m)])[order]
-    position = np.empty(2 * m, np.int64)
-    position[order] = np.arange(2 * m)
-    rev = position[(order + m) % (2 * m)]
+    for e in range(m):
+        indptr[src[e] + 1] += 1
+        indptr[tgt[e] + 1] += 1
+    for v in range(n):
+        indptr[v + 1] += indptr[v]
+    fill = indptr[:-1].copy()
+    adj = np.empty(2 * m, np.int64)
+    arc_edge = np.empty(2 * m, np.int64)
+    position = np.empty(2 * m, np.int64)  # arc of "edge e forward" (j = e) and "backward" (j = m + e)
+    for j in range(2 * m):
+        e = j % m
+        tail, head = (src[e], tgt[e]) if j < m else (tgt[e], src[e])
+        a = fill[tail]
+        fill[tail] += 1
+        adj[a] = head
+        arc_edge[a] = e
+        position[j] = a
+    rev = np.empty(2 * m, np.int64)
+    for j in range(2 * m):
+        rev[position[j]] = position[(j + m) % (2 * m)]
     return indptr, adj, arc_edge, rev
 
 
@@ -179,30 +202,57 @@ def _first_vertex_order(comp: np.ndarray) -> np.ndarray:
     return rank[inverse]
 
 
-@njit(cache=True, nogil=True)
-def _components(indptr, adj, arc_edge, active):
-    """Connected components of the graph minus the active edges, numbered in vertex order."""
-    n = indptr.shape[0] - 1
-    comp = np.full(n, -1, np.int64)
-    queue = np.empty(n, np.int64)
-    k = 0
-    for root in range(n):
-        if comp[root] >= 0:
+@njit(cache=True, nogil=True, parallel=_prange_only())
+def _components(comp, k, split, indptr, adj, arc_edge, active):
+    """Connected components of the graph minus the active edges, numbered in order of their
+    first vertex, given that they refine `comp` (k components, active edges between any two)
+    and that only the components flagged in `split` can have fallen apart. Components are
+    searched in parallel."""
+    n = comp.shape[0]
+    order, start = _grouped(comp, k)
+    local = np.zeros(n, np.int64)
+    first = np.empty(n, np.int64)  # component c's pieces' first vertices at first[start[c]:]
+    pieces = np.ones(k, np.int64)
+    for c in prange(k):
+        vs = order[start[c]:start[c + 1]]
+        first[start[c]] = vs[0]
+        if not split[c]:
             continue
-        comp[root] = k
-        head, tail = 0, 1
-        queue[0] = root
-        while head < tail:
-            u = queue[head]
-            head += 1
-            for a in range(indptr[u], indptr[u + 1]):
-                v = adj[a]
-                if comp[v] < 0 and not active[arc_edge[a]]:
-                    comp[v] = k
-                    queue[tail] = v
-                    tail += 1
-        k += 1
-    return comp, k
+        for v in vs:
+            local[v] = -1
+        queue = np.empty(vs.shape[0], np.int64)
+        count = 0
+        for root in vs:
+            if local[root] >= 0:
+                continue
+            local[root] = count
+            first[start[c] + count] = root
+            head, tail = 0, 1
+            queue[0] = root
+            while head < tail:
+                u = queue[head]
+                head += 1
+                for a in range(indptr[u], indptr[u + 1]):
+                    v = adj[a]
+                    if local[v] < 0 and not active[arc_edge[a]]:
+                        local[v] = count
+                        queue[tail] = v
+                        tail += 1
+            count += 1
+        pieces[c] = count
+    offset = np.zeros(k + 1, np.int64)
+    for c in range(k):
+        offset[c + 1] = offset[c] + pieces[c]
+    firsts = np.empty(offset[k], np.int64)
+    for c in range(k):
+        firsts[offset[c]:offset[c + 1]] = first[start[c]:start[c] + pieces[c]]
+    rank = np.empty(offset[k], np.int64)
+    rank[np.argsort(firsts)] = np.arange(offset[k])
+    out = np.empty(n, np.int64)
+    for c in prange(k):
+        for v in order[start[c]:start[c + 1]]:
+            out[v] = rank[offset[c] + local[v]]
+    return out, offset[k]
 
 
 @njit(cache=True, nogil=True)
@@ -616,11 +666,11 @@ _SKIP, _CUTTING, _SETTLED, _FAILED = 0, 1, 2, 3
 _MIN_PIECE = 2048  # vertices; below this a piece's own max-flow costs less than stitching it
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=_prange_only())
 def _split_all(x, comp, k, saturated, indptr, adj, arc_edge, rev, cap, active, flow_rounds, restarts,
                iterations, seed, split_size, threads):
     """Split every non-saturated component in two, activating the edges the split cuts; flag the
-    components that did not split as saturated. True if any split.
+    components that did not split as saturated. Returns which components split.
 
     A component's two alternatives come from 2-means over its vertices and are re-fitted to its
     labels between min-cut rounds. Each round's min cut is exact, and found in two phases:
@@ -658,23 +708,28 @@ def _split_all(x, comp, k, saturated, indptr, adj, arc_edge, rev, cap, active, f
     dist = np.zeros(n, np.int64)
     queued = np.zeros(n, np.bool_)
     before = np.zeros(n, np.int64)
+    scale = np.zeros(rcomp.shape[0])
     eps = np.zeros(k)
     for _ in range(flow_rounds):
         for c in prange(k):
-            if state[c] != _CUTTING:
-                continue
-            vs = order[start[c]:start[c + 1]]
-            if not _label_means(x, vs, label, centers[c]):
+            if state[c] == _CUTTING and not _label_means(x, order[start[c]:start[c + 1]], label, centers[c]):
                 state[c] = _FAILED
-                continue
-            scale = 0.0
-            for v in vs:
-                before[v] = label[v]
-                tr[v] = 0.5 * (_sq_dist(x, v, centers[c, 1]) - _sq_dist(x, v, centers[c, 0]))
-                scale = max(scale, abs(tr[v]))
-                for a in range(indptr[v], indptr[v + 1]):
-                    res[a] = cap[arc_edge[a]]
-            eps[c] = 1e-12 * scale
+        for s in prange(sstart.shape[0] - 1):  # capacities from the alternatives, region by region
+            for r in sorder[sstart[s]:sstart[s + 1]]:
+                c = rcomp[r]
+                if state[c] != _CUTTING:
+                    continue
+                largest = 0.0
+                for v in rorder[rstart[r]:rstart[r + 1]]:
+                    before[v] = label[v]
+                    tr[v] = 0.5 * (_sq_dist(x, v, centers[c, 1]) - _sq_dist(x, v, centers[c, 0]))
+                    largest = max(largest, abs(tr[v]))
+                    for a in range(indptr[v], indptr[v + 1]):
+                        res[a] = cap[arc_edge[a]]
+                scale[r] = largest
+        eps[:] = 0.0
+        for r in range(rcomp.shape[0]):
+            eps[rcomp[r]] = max(eps[rcomp[r]], 1e-12 * scale[r])
         for s in prange(sstart.shape[0] - 1):
             for r in sorder[sstart[s]:sstart[s + 1]]:
                 if state[rcomp[r]] == _CUTTING:
@@ -692,18 +747,25 @@ def _split_all(x, comp, k, saturated, indptr, adj, arc_edge, rev, cap, active, f
                 moved += label[v] != before[v]
             if moved == 0:
                 state[c] = _SETTLED  # same labels, same alternatives: another round would repeat the cut
-    split = np.zeros(k, np.bool_)
-    for c in prange(k):
-        if state[c] == _CUTTING or state[c] == _SETTLED:
-            for v in order[start[c]:start[c + 1]]:
+    cut = np.zeros(rcomp.shape[0], np.bool_)
+    for s in prange(sstart.shape[0] - 1):  # each edge is activated from its lower end only
+        for r in sorder[sstart[s]:sstart[s + 1]]:
+            c = rcomp[r]
+            if state[c] != _CUTTING and state[c] != _SETTLED:
+                continue
+            for v in rorder[rstart[r]:rstart[r + 1]]:
                 for a in range(indptr[v], indptr[v + 1]):
                     w = adj[a]
-                    if comp[w] == c and label[w] != label[v]:
+                    if v < w and comp[w] == c and label[w] != label[v]:
                         active[arc_edge[a]] = True
-                        split[c] = True
+                        cut[r] = True
+    split = np.zeros(k, np.bool_)
+    for r in range(rcomp.shape[0]):
+        split[rcomp[r]] |= cut[r]
+    for c in range(k):
         if not saturated[c]:
             saturated[c] = not split[c]
-    return split.any()
+    return split
 
 
 @njit(cache=True, nogil=True)
