@@ -310,12 +310,15 @@ def refine(pipeline: Pipeline, scene_id: str, labelled: StageResult, partitioned
     if store.is_complete(scene_id, group, key):
         return StageResult("refine", scene_id, group, key)
     start = time.perf_counter()
-    pseudo = store.read(scene_id, labelled.group)
+    # The (N, 512) features only where they weight the vote: they are most of the group's bytes.
+    weighted = pipeline.refine.visual_weighting and pipeline.labels.store_features
+    wanted = ["label", "score", "views"] + (["feat"] if weighted else [])
+    pseudo = store.read(scene_id, labelled.group, wanted)
     segment = store.read(scene_id, partitioned.group, ["segment"])["segment"]
     refined = refine_labels(
         pseudo["label"], pseudo["score"].astype(np.float32), segment,
         num_classes=len(class_names(pipeline)), rho=pipeline.refine.rho,
-        features=pseudo.get("feat") if pipeline.refine.visual_weighting else None,
+        features=pseudo.get("feat"),
     )
     seconds = time.perf_counter() - start
     arrays = {"label": refined.astype(np.int16), "score": pseudo["score"], "views": pseudo["views"]}
