@@ -325,6 +325,25 @@ def _label_means(x, vs, label, centers):
 
 
 @njit(cache=True, nogil=True)
+def _terminal(x, v, centers):
+    """v's terminal capacity for the alternatives centers[0] (source side, > 0) and centers[1]."""
+    return 0.5 * (_sq_dist(x, v, centers[1]) - _sq_dist(x, v, centers[0]))
+
+
+@njit(cache=True, nogil=True)
+def _refit(x, vs, label, centers):
+    """Fit the alternatives to the labels of vs and return the capacity below which the
+    component's max-flows count one as saturated (1e-12 x its largest terminal capacity);
+    -1 if a side is empty."""
+    if not _label_means(x, vs, label, centers):
+        return -1.0
+    largest = 0.0
+    for v in vs:
+        largest = max(largest, abs(_terminal(x, v, centers)))
+    return 1e-12 * largest
+
+
+@njit(cache=True, nogil=True)
 def _two_means(x, vs, label, centers, restarts, iterations, state):
     """k-means++ 2-means; leaves the best labelling in label. False if the values are constant."""
     n = vs.shape[0]
@@ -684,12 +703,17 @@ def _split_all(x, comp, k, saturated, indptr, adj, arc_edge, rev, cap, active, f
     state = np.full(k, _SKIP, np.int64)
     label = np.zeros(n, np.int64)
     centers = np.empty((k, 2, d))
+    eps = np.zeros(k)
     for c in prange(k):
         vs = order[start[c]:start[c + 1]]
         if saturated[c] or vs.shape[0] < 2:
             continue
         rng = (seed * np.uint64(0x100000001B3)) ^ np.uint64(vs[0])
-        state[c] = _CUTTING if _two_means(x, vs, label, centers[c], restarts, iterations, rng) else _FAILED
+        state[c] = _FAILED
+        if _two_means(x, vs, label, centers[c], restarts, iterations, rng):
+            eps[c] = _refit(x, vs, label, centers[c])
+            if eps[c] >= 0.0:
+                state[c] = _CUTTING
     if split_size == 0 and threads > 1:  # each thread's share of the work, pieces not too small
         work = 0
         for c in range(k):
@@ -708,34 +732,21 @@ def _split_all(x, comp, k, saturated, indptr, adj, arc_edge, rev, cap, active, f
     dist = np.zeros(n, np.int64)
     queued = np.zeros(n, np.bool_)
     before = np.zeros(n, np.int64)
-    scale = np.zeros(rcomp.shape[0])
-    eps = np.zeros(k)
-    for _ in range(flow_rounds):
-        for c in prange(k):
-            if state[c] == _CUTTING and not _label_means(x, order[start[c]:start[c + 1]], label, centers[c]):
-                state[c] = _FAILED
-        for s in prange(sstart.shape[0] - 1):  # capacities from the alternatives, region by region
+    for round_ in range(flow_rounds):
+        for s in prange(sstart.shape[0] - 1):  # capacities from the alternatives, then max-flow, by region
             for r in sorder[sstart[s]:sstart[s + 1]]:
                 c = rcomp[r]
                 if state[c] != _CUTTING:
                     continue
-                largest = 0.0
-                for v in rorder[rstart[r]:rstart[r + 1]]:
+                vs = rorder[rstart[r]:rstart[r + 1]]
+                for v in vs:
                     before[v] = label[v]
-                    tr[v] = 0.5 * (_sq_dist(x, v, centers[c, 1]) - _sq_dist(x, v, centers[c, 0]))
-                    largest = max(largest, abs(tr[v]))
+                    tr[v] = _terminal(x, v, centers[c])
                     for a in range(indptr[v], indptr[v + 1]):
                         res[a] = cap[arc_edge[a]]
-                scale[r] = largest
-        eps[:] = 0.0
-        for r in range(rcomp.shape[0]):
-            eps[rcomp[r]] = max(eps[rcomp[r]], 1e-12 * scale[r])
-        for s in prange(sstart.shape[0] - 1):
-            for r in sorder[sstart[s]:sstart[s + 1]]:
-                if state[rcomp[r]] == _CUTTING:
-                    _min_cut(rorder[rstart[r]:rstart[r + 1]], r, region, region, False, eps[rcomp[r]], indptr, adj,
-                             rev, res, tr, parent, sink, stamp, dist, queued, label)
-        for c in prange(k):
+                _min_cut(vs, r, region, region, False, eps[c], indptr, adj, rev, res, tr, parent, sink, stamp, dist,
+                         queued, label)
+        for c in prange(k):  # stitch the pieces' flows; the alternatives for the next round
             if state[c] != _CUTTING:
                 continue
             vs = order[start[c]:start[c + 1]]
@@ -747,6 +758,10 @@ def _split_all(x, comp, k, saturated, indptr, adj, arc_edge, rev, cap, active, f
                 moved += label[v] != before[v]
             if moved == 0:
                 state[c] = _SETTLED  # same labels, same alternatives: another round would repeat the cut
+            elif round_ + 1 < flow_rounds:
+                eps[c] = _refit(x, vs, label, centers[c])
+                if eps[c] < 0.0:
+                    state[c] = _FAILED
     cut = np.zeros(rcomp.shape[0], np.bool_)
     for s in prange(sstart.shape[0] - 1):  # each edge is activated from its lower end only
         for r in sorder[sstart[s]:sstart[s + 1]]:
