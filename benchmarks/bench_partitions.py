@@ -1,40 +1,53 @@
-"""Seconds per scene of each partition method, on the real ScanNet sample and a large generated room,
-and per nuScenes sweep of every partition of pipelines/nuscenes-sample.toml.
+"""Partition methods timed three ways: the kernels inside a warm process, cut pursuit on 1 and 2
+threads beside the official parallel cut pursuit, and the `segment` command as a whole process
+beside ScanNet's C++ segmentator.
 
-Run: `.venv/bin/python benchmarks/bench_partitions.py [--repeats 5] [--sweeps 5]`. Each method is
-timed after one warm-up call (JIT compilation, caches), then `repeats` times; the table shows the
-median and the minimum. Add a method by adding one line to METHODS. The nuScenes table times
-each partition (as the partitions stage runs it) on `sweeps` keyframes of scene-0916 spread over
-the scene: median wall and CPU seconds per sweep over all sweeps and repeats (prefix the
-command with `OMP_NUM_THREADS=1` to hold every library to one core).
-Yardstick: ScanNet's C++ segmentator (g++ -O2) takes 0.12 s wall on scene0000_00 on the
-project's 2-core machine, including reading the PLY and writing the JSON.
+Run: `.venv/bin/python benchmarks/bench_partitions.py [--repeats 5] [--runs 7] [--sweeps 5]`.
+
+1. Each method on scene0000_00 (the shared ScanNet sample) and a large generated room, after
+   one warm-up call, `--repeats` times: median and minimum seconds.
+2. Cut pursuit on the shared sample's SPG graph (`superpoint-reference/`) at each reg: energy
+   and median wall seconds with 1 and 2 Numba threads; and PyPI `pycut-pursuit` (GPL, never a
+   project dependency) on the same graph with 1 and 2 OpenMP threads where it is importable,
+   e.g. `pip install --target /tmp/cp pycut-pursuit` and PYTHONPATH=/tmp/cp; else "not measured".
+3. `python -m preprocess segment` on scene0000_00 as a whole process (start-up, imports,
+   reading, segmenting, writing), `--runs` times: median wall and CPU seconds; and ScanNet's
+   `segmentator` the same way where it is on PATH, else "not measured". Both outputs compared.
+4. Every partition of pipelines/nuscenes-sample.toml, as the partitions stage runs it, on
+   `--sweeps` keyframes of scene-0916 spread over the scene: median wall and CPU seconds per
+   sweep (prefix the command with `OMP_NUM_THREADS=1` to hold every library to one core).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
+import json
 import os
+import resource
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
+import numba
 import numpy as np
 
 from preprocess.datasets.scene import Scene
 from preprocess.io.ply import read_ply
+from preprocess.partition.cut_pursuit import cut_pursuit, partition_energy
 from preprocess.partition.felzenszwalb import felzenszwalb
 from preprocess.partition.superpoints import superpoints
 from preprocess.partition.vccs import vccs
-from preprocess.segment_cli import main as segment_main
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("HICL_SHARED_DATA", REPO.parent / "shared" / "data"))
 NUSCENES = SHARED_DATA / "nuscenes"
 SCANNET_MESH = SHARED_DATA / "scannet" / "scans" / "scene0000_00" / "scene0000_00_vh_clean_2.ply"
+SPG_GRAPH = SHARED_DATA / "scannet" / "superpoint-reference"
+REGS = (0.01, 0.03, 0.1, 0.3)
 
 METHODS: dict[str, Callable[[Scene], np.ndarray]] = {
     "felzenszwalb k=0.01": lambda scene: felzenszwalb(scene.xyz, scene.faces, k=0.01, min_verts=20),
@@ -134,29 +147,131 @@ def nuscenes_table(repeats: int, sweeps: int) -> list[str]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--synthetic-vertices", type=int, default=500_000)
-    parser.add_argument("--sweeps", type=int, default=5, help="nuScenes keyframes to time (0: skip nuScenes)")
-    args = parser.parse_args(argv)
-
-    scenes = [s for s in (scannet_scene(), synthetic_room(args.synthetic_vertices)) if s is not None]
+def methods_table(repeats: int, synthetic_vertices: int) -> None:
+    scenes = [s for s in (scannet_scene(), synthetic_room(synthetic_vertices)) if s is not None]
     print("| method | scene | vertices | segments | median s | min s |")
     print("|---|---|---:|---:|---:|---:|")
     for name, method in METHODS.items():
         for scene in scenes:
-            median, fastest, segment = seconds(lambda: method(scene), args.repeats)
+            median, fastest, segment = seconds(lambda: method(scene), repeats)
             count = len(np.unique(segment))
             print(f"| {name} | {scene.scene_id} | {len(scene.xyz):,} | {count:,} | {median:.3f} | {fastest:.3f} |")
-    if SCANNET_MESH.is_file():
-        with tempfile.TemporaryDirectory() as tmp:
-            cli = [str(SCANNET_MESH), "--out", str(Path(tmp) / "out.segs.json")]
-            with contextlib.redirect_stdout(io.StringIO()):  # the CLI reports every run
-                median, fastest, _ = seconds(lambda: segment_main(cli), args.repeats)
-        print(f"\nsegment CLI end to end on scene0000_00 (read PLY, segment, write JSON): "
-              f"median {median:.3f} s, min {fastest:.3f} s; ScanNet's C++ segmentator: 0.12 s")
-    if args.sweeps > 0 and (NUSCENES / "v1.0-mini").is_dir():
+
+
+def _pycut_pursuit() -> Callable | None:
+    try:
+        from pycut_pursuit.cp_d0_dist import cp_d0_dist
+    except ImportError:
+        return None
+    return cp_d0_dist
+
+
+def cut_pursuit_table(repeats: int) -> None:
+    """Ours on 1 and 2 Numba threads vs pycut-pursuit on 1 and 2 OpenMP threads, same graph.
+    The configurations take turns (one call each, `repeats` rounds after a warm-up round), so
+    a machine whose speed drifts slows them alike."""
+    if not SPG_GRAPH.is_dir():
+        print(f"cut pursuit: {SPG_GRAPH} not found, not measured")
+        return
+    x = np.load(SPG_GRAPH / "features.npy")
+    graph = np.load(SPG_GRAPH / "graph.npz")
+    source, target, weight = graph["source"], graph["target"], graph["weight"]
+    reference = _pycut_pursuit()
+    first_edge = np.zeros(len(x) + 1, np.uint32)
+    np.cumsum(np.bincount(source, minlength=len(x)), out=first_edge[1:])
+    threads = [t for t in (1, 2) if t <= numba.config.NUMBA_NUM_THREADS]
+    print(f"\ncut pursuit on scene0000_00's SPG graph ({len(x):,} vertices, {len(source):,} edges), "
+          f"median of {repeats} interleaved rounds after a warm-up; E = SPG's energy of the partition\n")
+    print("| reg | program | threads | segments | E | median s |")
+    print("|---:|---|---:|---:|---:|---:|")
+    before = numba.get_num_threads()
+
+    def ours(reg: float, t: int) -> tuple[np.ndarray, float]:
+        numba.set_num_threads(t)
+        return cut_pursuit(x, source, target, weight, reg)
+
+    def theirs(reg: float, t: int) -> tuple[np.ndarray, float]:  # SPG's mapping: edge weights 2 * reg * w
+        components, _ = reference(x.shape[1], np.asfortranarray(x.T), first_edge, target.astype(np.uint32),
+                                  edge_weights=(2 * reg * weight).astype(np.float32), cp_dif_tol=1e-3,
+                                  cp_it_max=15, verbose=False, max_num_threads=t)
+        return components, partition_energy(x, source, target, weight, components.astype(np.int64), reg)
+
+    programs = {"ours (Numba)": ours} | ({"pycut-pursuit": theirs} if reference is not None else {})
+    for reg in REGS:
+        runs = [(name, t) for name in programs for t in threads]
+        times: dict[tuple[str, int], list[float]] = {run: [] for run in runs}
+        last = {}
+        for round_ in range(repeats + 1):
+            for name, t in runs:
+                start = time.perf_counter()
+                last[name, t] = programs[name](reg, t)
+                if round_:
+                    times[name, t].append(time.perf_counter() - start)
+        for (name, t), (components, energy) in last.items():
+            print(f"| {reg} | {name} | {t} | {components.max() + 1} | {energy:.1f} | {np.median(times[name, t]):.3f} |")
+        if reference is None:
+            print(f"| {reg} | pycut-pursuit | | | not measured (not importable) | |")
+    numba.set_num_threads(before)
+
+
+def process_seconds(command: list[str], runs: int, cwd: Path) -> tuple[float, float]:
+    """Median wall and CPU seconds of `command` run as a whole process `runs` times after one
+    warm-up run (which fills the page cache); fails loudly if the command fails."""
+    wall, cpu = [], []
+    for i in range(runs + 1):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        subprocess.run(command, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+        elapsed = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if i:
+            wall.append(elapsed)
+            cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return float(np.median(wall)), float(np.median(cpu))
+
+
+def segment_command_table(runs: int) -> None:
+    """`python -m preprocess segment` and ScanNet's `segmentator` on scene0000_00, whole processes."""
+    if not SCANNET_MESH.is_file():
+        print(f"\nsegment command: {SCANNET_MESH} not found, not measured")
+        return
+    print(f"\nsegment command on scene0000_00, whole process, median of {runs} runs after one\n")
+    print("| program | wall s | CPU s | same partition |")
+    print("|---|---:|---:|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = Path(tmp) / "ours.segs.json"
+        command = [sys.executable, "-m", "preprocess", "segment", str(SCANNET_MESH), "--out", str(ours)]
+        wall, cpu = process_seconds(command, runs, REPO)
+        print(f"| python -m preprocess segment | {wall:.3f} | {cpu:.3f} | |")
+        program = shutil.which("segmentator")
+        if program is None:
+            print("| ScanNet segmentator (C++) | not measured (not on PATH) | | |")
+            return
+        mesh = Path(tmp) / SCANNET_MESH.name  # it writes beside its input
+        shutil.copy(SCANNET_MESH, mesh)
+        wall, cpu = process_seconds([program, str(mesh), "0.01", "20"], runs, Path(tmp))
+        theirs = np.array(json.loads((Path(tmp) / f"{mesh.stem}.0.010000.segs.json").read_text())["segIndices"])
+        mine = np.array(json.loads(ours.read_text())["segIndices"])  # ids differ (its are union-find roots)
+        pairs = np.unique(np.stack([mine, theirs]), axis=1).shape[1]
+        same = pairs == np.unique(mine).size == np.unique(theirs).size
+        print(f"| ScanNet segmentator (C++) | {wall:.3f} | {cpu:.3f} | {'yes' if same else 'NO'} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="in-process calls timed per method")
+    parser.add_argument("--runs", type=int, default=7, help="whole-process runs of the segment command")
+    parser.add_argument("--synthetic-vertices", type=int, default=500_000)
+    parser.add_argument("--sweeps", type=int, default=5, help="nuScenes keyframes to time (0: skip nuScenes)")
+    parser.add_argument("--only", choices=("methods", "cut-pursuit", "segment", "nuscenes"), help="one of the four tables")
+    args = parser.parse_args(argv)
+    if args.only in (None, "methods"):
+        methods_table(args.repeats, args.synthetic_vertices)
+    if args.only in (None, "cut-pursuit"):
+        cut_pursuit_table(args.repeats)
+    if args.only in (None, "segment"):
+        segment_command_table(args.runs)
+    if args.only in (None, "nuscenes") and args.sweeps > 0 and (NUSCENES / "v1.0-mini").is_dir():
         print("\n".join(nuscenes_table(args.repeats, args.sweeps)))
     return 0
 

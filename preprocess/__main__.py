@@ -1,5 +1,6 @@
 """`python -m preprocess <command>`: run a pipeline's stages, generate the default dataset,
-segment a mesh like ScanNet's tool, draw partitions, measure partition and pseudo-label quality."""
+segment a mesh like ScanNet's tool, draw partitions, measure partition and pseudo-label quality,
+compile the kernels ahead of a run."""
 
 from __future__ import annotations
 
@@ -7,15 +8,22 @@ import argparse
 import logging
 import sys
 
-from shared.cli import parse_overrides
-from shared.config import load_pipeline
-from shared.errors import UserError
+# Imports live in the commands that need them: `segment` and `synth` start without the
+# pipeline's modules (profile with `python -X importtime -m preprocess ...`).
+
+
+def _pipeline(args: argparse.Namespace):
+    """The pipeline file named on the command line, with its --set overrides."""
+    from shared.cli import parse_overrides
+    from shared.config import load_pipeline
+
+    return load_pipeline(args.pipeline, parse_overrides(args.set))
 
 
 def _run(args: argparse.Namespace) -> int:
     from preprocess.pipeline import STAGES, run
 
-    pipeline = load_pipeline(args.pipeline, parse_overrides(args.set))
+    pipeline = _pipeline(args)
     only = tuple(s.strip() for s in args.stages.split(",")) if args.stages else STAGES
     scenes = [s.strip() for s in args.scenes.split(",")] if args.scenes else None
     summary = run(pipeline, only, scenes, scheduler=args.scheduler, workers=args.workers, progress=not args.quiet)
@@ -35,10 +43,16 @@ def _segment(argv: list[str]) -> int:
     return main(argv)
 
 
+def _compile(argv: list[str]) -> int:
+    from preprocess.warmup import main
+
+    return main(argv)
+
+
 def _show_partitions(args: argparse.Namespace) -> int:
     from preprocess.reports import show_partitions
 
-    pipeline = load_pipeline(args.pipeline, parse_overrides(args.set))
+    pipeline = _pipeline(args)
     out = show_partitions(pipeline, args.scene, args.out)
     print(f"wrote {out}")
     return 0
@@ -47,7 +61,7 @@ def _show_partitions(args: argparse.Namespace) -> int:
 def _label_quality(args: argparse.Namespace) -> int:
     from preprocess.reports import label_quality
 
-    pipeline = load_pipeline(args.pipeline, parse_overrides(args.set))
+    pipeline = _pipeline(args)
     print(label_quality(pipeline, args.out, args.split))
     return 0
 
@@ -55,7 +69,7 @@ def _label_quality(args: argparse.Namespace) -> int:
 def _partition_quality(args: argparse.Namespace) -> int:
     from preprocess.reports import partition_quality
 
-    pipeline = load_pipeline(args.pipeline, parse_overrides(args.set))
+    pipeline = _pipeline(args)
     print(partition_quality(pipeline, args.out, neighbours=args.neighbours))
     return 0
 
@@ -63,7 +77,7 @@ def _partition_quality(args: argparse.Namespace) -> int:
 def _cost(args: argparse.Namespace) -> int:
     from preprocess.reports import processing_cost
 
-    pipeline = load_pipeline(args.pipeline, parse_overrides(args.set))
+    pipeline = _pipeline(args)
     print(processing_cost(pipeline, args.out))
     return 0
 
@@ -86,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "[--frames 30] [--resolution 0.04] [--val-fraction 0.2]", add_help=False)
 
     sub.add_parser("segment", help="ScanNet's segmentator: MESH.ply [--k 0.01] [--min-verts 20] [--out PATH]", add_help=False)
+
+    sub.add_parser("compile", help="compile every Numba kernel into the on-disk cache (make setup runs it) [--no-aot]",
+                   add_help=False)
 
     p = sub.add_parser("show-partitions", help="draw a scene's stored partitions side by side (seed Fig. 1)")
     p.add_argument("pipeline")
@@ -126,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         return _segment(argv[1:])
     if argv and argv[0] == "synth":
         return _synth(argv[1:])
+    if argv and argv[0] == "compile":
+        return _compile(argv[1:])
     args = build_parser().parse_args(argv)
+    from shared.errors import UserError
+
     try:
         return args.func(args)
     except UserError as e:  # anything else is a bug and keeps its traceback

@@ -100,8 +100,11 @@ def make_client(scheduler: str | None, workers: int | None):
     if scheduler:
         return Client(scheduler)
     n = workers or max(1, min(os.cpu_count() or 1, 8))
+    # Each worker runs one task at a time; the cores left to it go to its kernels' own threads
+    # (Numba's parallel cut pursuit, Embree, torch), not to every worker at once.
+    threads = str(max(1, (os.cpu_count() or 1) // n))
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=logging.WARNING)
+                           silence_logs=logging.WARNING, env={"NUMBA_NUM_THREADS": threads, "OMP_NUM_THREADS": threads})
     return Client(cluster)
 
 

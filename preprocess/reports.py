@@ -291,6 +291,9 @@ def processing_cost(pipeline: Pipeline, out_dir: str | Path) -> str:
             else:
                 name = "refinement" if attrs["stage"] == "refine" else f"pseudo-labels {attrs['labeler']}"
             seconds[name].append(attrs["seconds"])
+            if "labeler_seconds" in attrs:  # the 2D model apart from the 3D work around it
+                seconds[f"{name}: 2D labeler"].append(attrs["labeler_seconds"])
+                seconds[f"{name}: depth, projection, fusion"].append(attrs["transfer_seconds"])
     if not seconds:
         raise MissingData(f"{store.path}: no scenes in the store; run {preprocess_command(pipeline)}")
     rows = {name: (len(v), float(np.mean(v)), float(np.median(v))) for name, v in sorted(seconds.items())}

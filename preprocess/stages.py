@@ -309,13 +309,14 @@ def labels(pipeline: Pipeline, scene_id: str, ingested: StageResult) -> StageRes
             f"{scene_id}: the store holds {len(stored)} points but the raw scene has {len(scene.xyz)}; "
             "pseudo-labels need the ingest stage's points unfiltered (set ingest.max_range = 0)"
         )
+    timings: dict[str, float] = {}
     with teacher_advice(pipeline.dataset.name):
-        result = labels_for_scene(scene, pipeline.labels, class_names(pipeline))
+        result = labels_for_scene(scene, pipeline.labels, class_names(pipeline), timings)
     seconds = time.perf_counter() - start
     seen = int((result["label"] >= 0).sum())
     attrs = {
         "key": key, "stage": "labels", "labeler": pipeline.labels.labeler, "params": out.params,
-        "inputs": [ingested.key], "seconds": seconds, "views": len(scene.views),
+        "inputs": [ingested.key], "seconds": seconds, **timings, "views": len(scene.views),
         "seen_points": seen, "pairs": len(result.get(PAIRS_POINT, ())), "code_version": CODE_VERSION,
         "simulated": pipeline.labels.labeler == "simulated-clip",
     }

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from plyfile import PlyData, PlyElement
 
-from preprocess.partition.felzenszwalb import _sort_edges, felzenszwalb, felzenszwalb_points
+from preprocess.partition import felzenszwalb_kernels
+from preprocess.partition.felzenszwalb import felzenszwalb, felzenszwalb_points
+from preprocess.partition.felzenszwalb_aot import kernels
 from preprocess.partition.metrics import purity
 from preprocess.segment_cli import main
 
@@ -47,7 +51,7 @@ def test_edge_sort_is_numpys_stable_sort_with_nan_last() -> None:
     w[4::5] = np.round(w[4::5], 2)  # many ties
     a, b = np.arange(len(w), dtype=np.int32), np.arange(len(w), dtype=np.int32)[::-1].copy()
     order = np.argsort(w, kind="stable")
-    sorted_a, sorted_b, sorted_w = _sort_edges(a, b, w)
+    sorted_a, sorted_b, sorted_w = kernels().sort_edges(a, b, w)
     np.testing.assert_array_equal(sorted_a, order)
     np.testing.assert_array_equal(sorted_b, b[order])
     np.testing.assert_array_equal(sorted_w, np.where(w == 0, np.float32(0), w)[order])  # -0 becomes +0
@@ -218,3 +222,40 @@ def test_cli_default_name_and_errors(tmp_path: Path) -> None:
     )
     assert main([str(tmp_path / "quads.ply")]) == 1
     assert main([str(mesh), "--k", "-1"]) == 1
+
+
+def _ahead_of_time():
+    compiled = kernels()
+    if compiled is felzenszwalb_kernels:
+        pytest.skip("no ahead-of-time Felzenszwalb module for this source: run `python -m preprocess compile`")
+    return compiled
+
+
+@pytest.mark.realdata
+def test_ahead_of_time_kernels_compute_what_the_jit_ones_do(scene_mesh) -> None:
+    """The segment command's compiled module: the same normals, weights, edge order and
+    partition as the JIT kernels on scene0000_00 plus one zero-area face (NaN normals, as in C++)."""
+    compiled = _ahead_of_time()
+    vertices = np.ascontiguousarray(scene_mesh[0], dtype=np.float32)
+    faces = np.ascontiguousarray(np.vstack([scene_mesh[1], [[5, 5, 6]]]), dtype=np.int32)
+    a, b = faces[:, [0, 0, 2]].ravel(), faces[:, [1, 2, 1]].ravel()
+    results = []
+    for k in (compiled, felzenszwalb_kernels):
+        normals = k.vertex_normals(vertices, faces)
+        edges = k.sort_edges(a, b, k.edge_weights(vertices, normals, a, b))
+        results.append((normals, *edges, k.segment(len(vertices), *edges, np.float32(0.01), 20)))
+    assert np.isnan(results[1][0]).any()
+    for ours, jit in zip(*results):
+        np.testing.assert_array_equal(ours, jit)
+
+
+@pytest.mark.realdata
+def test_segment_command_runs_without_numba(scannet_scene0000: Path, tmp_path: Path) -> None:
+    _ahead_of_time()
+    out = tmp_path / "scene.segs.json"
+    code = ("import sys; from preprocess.segment_cli import main; "
+            f"status = main([{str(scannet_scene0000 / 'scene0000_00_vh_clean_2.ply')!r}, '--out', {str(out)!r}]); "
+            "sys.exit(status or ('numba' in sys.modules and 'numba was imported'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert out.is_file()

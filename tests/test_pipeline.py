@@ -193,7 +193,7 @@ def test_the_labels_stage_stores_pairs_that_reproduce_its_vote(tmp_path, dataset
     views = [view == k for k in range(int(view.max()) + 1)]
     assert len(views) == 4  # 8 frames, frame_skip 2
     again = fuse(len(out["label"]), 20, [(point[m], out[schema.PAIRS_LABEL][m], out[schema.PAIRS_SCORE][m],
-                                          out[schema.PATCH_FEAT][out[schema.PAIRS_PATCH][m]]) for m in views])
+                                          (out[schema.PATCH_FEAT], out[schema.PAIRS_PATCH][m])) for m in views])
     for name in ("label", "score", "views", "feat"):
         np.testing.assert_array_equal(getattr(again, name), out[name], err_msg=name)
     with pytest.raises(Exception, match="pseudo-labels"):

@@ -52,10 +52,11 @@ def test_scale_intrinsic_matches_rendering_at_both_sizes():
 
 
 def test_fuse_score_weighted_vote_counts_and_features():
+    # features: a table of (patch) features per view and the row each hit takes from it
     hits = [
-        (np.array([0, 1, 2]), np.array([1, 1, 0]), np.array([0.9, 0.2, 0.5]), np.array([[1.0, 0], [1, 0], [0, 1]])),
-        (np.array([0, 1]), np.array([2, 2]), np.array([0.3, 0.6]), np.array([[0.0, 1], [0, 1]])),
-        (np.array([1, 2]), np.array([-1, 0]), np.array([0.9, 0.5]), np.array([[5.0, 5], [0, 1]])),
+        (np.array([0, 1, 2]), np.array([1, 1, 0]), np.array([0.9, 0.2, 0.5]), (np.array([[1.0, 0], [0, 1]]), np.array([0, 0, 1]))),
+        (np.array([0, 1]), np.array([2, 2]), np.array([0.3, 0.6]), (np.array([[0.0, 1]]), np.array([0, 0]))),
+        (np.array([1, 2]), np.array([-1, 0]), np.array([0.9, 0.5]), (np.array([[5.0, 5], [0, 1]]), np.array([0, 1]))),
     ]
     out = fuse(4, 3, iter(hits))
     np.testing.assert_array_equal(out.label, [1, 2, 0, -1])
@@ -70,6 +71,8 @@ def test_fuse_score_weighted_vote_counts_and_features():
         fuse(2, 2, [(np.array([2]), np.array([0]), np.array([1.0]))])
     with pytest.raises(ValueError, match="label 5"):
         fuse(2, 2, [(np.array([1]), np.array([5]), np.array([1.0]))])
+    with pytest.raises(ValueError, match="one row in 0..P-1"):
+        fuse(2, 2, [(np.array([1]), np.array([0]), np.array([1.0]), (np.zeros((2, 3)), np.array([2])))])
 
 
 def _two_boxes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -186,7 +189,7 @@ def test_pairs_are_the_hits_the_vote_counted():
     order = np.lexsort((pairs.point, pairs.view))
     assert np.array_equal(order, np.arange(len(order)))  # by view, then by point
     again = fuse(len(xyz), 3, [(pairs.point[pairs.view == k], pairs.label[pairs.view == k], pairs.score[pairs.view == k],
-                                pairs.patch_feat[pairs.patch[pairs.view == k]]) for k in range(3)])
+                                (pairs.patch_feat, pairs.patch[pairs.view == k])) for k in range(3)])
     np.testing.assert_array_equal(again.label, fused.label)
     np.testing.assert_array_equal(again.score, fused.score)
     np.testing.assert_array_equal(again.feat, fused.feat)

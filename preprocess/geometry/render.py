@@ -8,8 +8,19 @@ open3d's RaycastingScene (Embree) does the work; building its BVH is the expensi
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import open3d as o3d
+
+
+def _threads() -> int:
+    """Embree's thread count: OMP_NUM_THREADS where set (Dask workers get 1, so that workers
+    sharing a machine do not each start a thread per core), else one per core (0)."""
+    try:
+        return max(0, int(os.environ.get("OMP_NUM_THREADS", "0")))
+    except ValueError:
+        return 0
 
 
 class MeshRaycaster:
@@ -40,7 +51,7 @@ class MeshRaycaster:
             ).numpy()
             for pose in poses
         ])
-        hit = self.scene.cast_rays(o3d.core.Tensor(rays.astype(np.float32)))
+        hit = self.scene.cast_rays(o3d.core.Tensor(rays.astype(np.float32)), nthreads=_threads())
         t_hit = hit["t_hit"].numpy()
         face = hit["primitive_ids"].numpy().astype(np.int64)
         missed = ~np.isfinite(t_hit) | (face >= self.num_faces)

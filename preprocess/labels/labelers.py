@@ -6,6 +6,7 @@ views, transfer the label maps to the points, fuse them (see `transfer.py`).
 
 from __future__ import annotations
 
+import time
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from preprocess.datasets.scene import Scene, View
+from preprocess.geometry.render import MeshRaycaster
 from preprocess.labels.checks import teacher_fixes
 from preprocess.labels.maskclip import MaskCLIP, MaskCLIPWeightsError, load_clip
 from preprocess.labels.precomputed import read_label_maps, read_text_embeddings
@@ -50,6 +52,7 @@ class SimulatedCLIPLabeler:
         self.confusions = confusion_matrix(class_names)
         self.text = simulated_text_embeddings(len(class_names), self.sim.feature_dim, self.sim.seed)
         self._scene: tuple[str, SceneModel] | None = None  # the last scene's draws
+        self._raycaster: tuple[Scene, MeshRaycaster] | None = None
 
     def scene_model(self, scene: Scene) -> SceneModel:
         """The scene's systematic draws (objects, confusions, surface field), made once per scene."""
@@ -67,11 +70,14 @@ class SimulatedCLIPLabeler:
             )
         model = self.scene_model(scene)
         vertex = np.arange(len(scene.xyz), dtype=np.int64)
+        if self._raycaster is None or self._raycaster[0] is not scene:  # one per scene, not per batch
+            self._raycaster = (scene, MeshRaycaster(scene.xyz, scene.faces))
         out = []
         for view in views:
             w, h = label_size(view.width, view.height, self.cfg.label_width)
             K = scale_intrinsic(view.intrinsic, (view.width, view.height), (w, h))
-            shown = render_vertex_labels(scene.xyz, scene.faces, vertex, view.world_to_camera, K, w, h)
+            shown = render_vertex_labels(scene.xyz, scene.faces, vertex, view.world_to_camera, K, w, h,
+                                         self._raycaster[1])
             rng = np.random.default_rng(seed_for(self.sim.seed, scene.scene_id, view.name))
             jitter = self.sim.view_noise * rng.standard_normal(len(model.looks))
             out.append(
@@ -162,22 +168,36 @@ def select_views(scene: Scene, frame_skip: int = 20) -> list[View]:
 
 
 def labels_for_scene(
-    scene: Scene, labels_cfg: LabelsConfig, class_names: list[str] | tuple[str, ...]
+    scene: Scene,
+    labels_cfg: LabelsConfig,
+    class_names: list[str] | tuple[str, ...],
+    timings: dict[str, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """Pseudo-labels of one scene: {"label" i16 (N,) -1 unseen, "score" f16, "views" u16
     [, "feat" f16 (N,D) when labels.store_features][, the pixel-point pairs (`transfer.Pairs`)
     when labels.store_pairs]}. Views are labelled a batch at a time so memory stays bounded on
-    long videos."""
+    long videos. `timings`, when given, receives "labeler_seconds" (the 2D labeler: a model's
+    inference, or the simulation) and "transfer_seconds" (the rest: depth frames, projection,
+    fusion), so the two costs can be told apart."""
+    start_time = time.perf_counter()
     labeler = make_labeler(labels_cfg, class_names)
     views = select_views(scene, labels_cfg.frame_skip)
     step = max(1, labels_cfg.maskclip.batch_size)
+    labeler_seconds = time.perf_counter() - start_time  # a model's weights load here
 
     def maps() -> Iterator[LabelMaps]:
+        nonlocal labeler_seconds
         for start in range(0, len(views), step):
-            yield from labeler.label_views(scene, views[start : start + step])
+            batch_start = time.perf_counter()
+            batch = labeler.label_views(scene, views[start : start + step])
+            labeler_seconds += time.perf_counter() - batch_start
+            yield from batch
 
     fused = transfer_labels(scene, views, maps(), len(class_names), tolerance=labels_cfg.depth_tolerance,
                             keep_pairs=labels_cfg.store_pairs)
+    if timings is not None:
+        timings["labeler_seconds"] = labeler_seconds
+        timings["transfer_seconds"] = time.perf_counter() - start_time - labeler_seconds
     return fused.as_dict()
 
 

@@ -71,7 +71,7 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from preprocess.geometry.render import render
+from preprocess.geometry.render import MeshRaycaster
 from shared.config import SimulatedCLIPConfig
 
 TOUCH = 0.02  # metres: parts of one class closer than this are one object where none are annotated
@@ -138,12 +138,15 @@ def render_vertex_labels(
     intrinsic: np.ndarray,
     width: int,
     height: int,
+    raycaster: MeshRaycaster | None = None,
 ) -> np.ndarray:
     """(height, width) image of a per-vertex integer value (a label, an instance or the vertex
     id itself), in the dtype of `vertex_labels`: each pixel takes the value of the vertex of the
     hit triangle nearest to the hit point (so a label boundary runs between vertices, as in the
-    mesh); -1 where nothing is hit."""
-    depth, face = render(vertices, faces, world_to_camera, intrinsic, width, height)
+    mesh); -1 where nothing is hit. `raycaster`: the mesh's, built once for all its views (one is
+    built here when None)."""
+    raycaster = raycaster or MeshRaycaster(vertices, faces)
+    depth, face = raycaster.render(world_to_camera, intrinsic, width, height)
     hit = face >= 0
     rows, cols = np.nonzero(hit)
     K = np.asarray(intrinsic, dtype=np.float64)

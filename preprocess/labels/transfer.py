@@ -109,6 +109,9 @@ def _project(points, T, K, width, height, dmap, dK, use_depth, tolerance, near, 
         visible[i] = True
 
 
+Features = tuple[np.ndarray, np.ndarray]  # (table (P,D), row of the table per hit (M,))
+
+
 @dataclass(frozen=True)
 class Pairs:
     """Every (point, labelled pixel) pair a fusion counted, ordered by view, then by point:
@@ -156,29 +159,49 @@ class Fused:
 
 
 @numba.njit(cache=True, nogil=True)
-def _add_rows(acc: np.ndarray, index: np.ndarray, rows: np.ndarray) -> None:
-    """acc[index[k]] += rows[k] for every k (np.add.at without its slowness)."""
+def _add_rows(acc: np.ndarray, count: np.ndarray, index: np.ndarray, table: np.ndarray, rows: np.ndarray,
+              label: np.ndarray) -> None:
+    """acc[index[k]] += table[rows[k]] and count[index[k]] += 1 for every k with label >= 0
+    (np.add.at without its slowness, and without an (M, D) copy of the gathered rows)."""
     for k in range(index.shape[0]):
-        i = index[k]
-        for d in range(acc.shape[1]):
-            acc[i, d] += rows[k, d]
+        if label[k] < 0:
+            continue
+        a = acc[index[k]]
+        t = table[rows[k]]
+        for d in range(a.shape[0]):
+            a[d] += t[d]
+        count[index[k]] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _vote(votes: np.ndarray, counts: np.ndarray, views: np.ndarray, idx: np.ndarray, label: np.ndarray,
+          score: np.ndarray) -> None:
+    """One view's hits: views[i] += 1, and votes[i, label] += score + 1e-6 and counts[i] += 1
+    where label >= 0 (O(hits), where a bincount over N x C would cost O(N C) per view)."""
+    for k in range(idx.shape[0]):
+        views[idx[k]] += 1
+        if label[k] >= 0:
+            votes[idx[k], label[k]] += np.float32(score[k] + 1e-6)
+            counts[idx[k]] += 1
 
 
 def fuse(
     num_points: int,
     num_classes: int,
-    hits: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]],
+    hits: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray, Features | None]],
 ) -> Fused:
     """Score-weighted vote over views.
 
     num_points: N. num_classes: C (labels outside 0..C-1 are rejected; -1 hits are skipped).
-    hits: one entry per view, (point index (M,), label (M,), score (M,)[, feature (M,D) or
-        None]) for the points that view sees; a generator keeps only one view in memory.
+    hits: one entry per view, (point index (M,), label (M,), score (M,)[, features or None])
+        for the points that view sees; features are (table (P,D), row (M,)): hit k's feature
+        is table[row[k]] (a view's patch features and the patch each point falls in). A
+        generator keeps only one view in memory.
     Each view adds its score to the (point, label) accumulator (N x C float32); a tiny
     per-view count term breaks ties where every score is zero. Features, where given for
     every view, are averaged over the views that saw the point.
     """
-    votes = np.zeros(num_points * num_classes, dtype=np.float32)
+    votes = np.zeros((num_points, num_classes), dtype=np.float32)
     counts = np.zeros(num_points, dtype=np.int64)  # views that labelled the point
     views = np.zeros(num_points, dtype=np.int64)  # views that saw it
     feat_sum: np.ndarray | None = None
@@ -192,26 +215,23 @@ def fuse(
             raise ValueError(f"fuse: point index outside 0..{num_points - 1}")
         if len(label) and label.max() >= num_classes:
             raise ValueError(f"fuse: label {int(label.max())} outside 0..{num_classes - 1}")
-        views += np.bincount(idx.astype(np.int64), minlength=num_points)
-        keep = label >= 0
-        idx64 = idx[keep].astype(np.int64)
-        key = idx64 * num_classes + label[keep]
-        votes += np.bincount(key, weights=score[keep].astype(np.float64) + 1e-6, minlength=len(votes)).astype(np.float32)
-        counts += np.bincount(idx64, minlength=num_points)
+        idx64, label64 = idx.astype(np.int64), label.astype(np.int64)
+        _vote(votes, counts, views, idx64, label64, score.astype(np.float64))
         if feat is not None:
-            feat = np.asarray(feat)[keep]
+            table, rows = np.ascontiguousarray(feat[0], dtype=np.float32), np.asarray(feat[1])
+            if table.ndim != 2 or rows.shape != idx.shape or (len(rows) and not 0 <= rows.min() <= rows.max() < len(table)):
+                raise ValueError(f"fuse: features need a (P,D) table and one row in 0..P-1 per hit, got {table.shape}, {rows.shape}")
             if feat_sum is None:
-                feat_sum = np.zeros((num_points, feat.shape[1]), dtype=np.float32)
-            _add_rows(feat_sum, idx64, np.ascontiguousarray(feat, dtype=np.float32))
-            feat_count += np.bincount(idx64, minlength=num_points)
-    votes = votes.reshape(num_points, num_classes)
+                feat_sum = np.zeros((num_points, table.shape[1]), dtype=np.float32)
+            _add_rows(feat_sum, feat_count, idx64, table, rows.astype(np.int64), label64)
     seen = counts > 0
     label = np.where(seen, votes.argmax(axis=1), -1).astype(np.int16)
     best = votes.max(axis=1) if num_classes else np.zeros(num_points, np.float32)
     score = np.where(seen, np.clip(best / np.maximum(counts, 1), 0.0, 1.0), 0.0).astype(np.float16)
     feat_mean = None
     if feat_sum is not None:
-        feat_mean = (feat_sum / np.maximum(feat_count, 1)[:, None]).astype(np.float16)
+        feat_sum /= np.maximum(feat_count, 1)[:, None]  # in place: (N, D) is the largest array here
+        feat_mean = feat_sum.astype(np.float16)
     return Fused(label, score, np.minimum(views, np.iinfo(np.uint16).max).astype(np.uint16), feat_mean)
 
 
@@ -229,16 +249,17 @@ def view_hits(
     score_map: np.ndarray,
     feature_map: np.ndarray | None = None,
     tolerance: float = 0.05,
+    raycaster: MeshRaycaster | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """(point index, label, score, patch or None) of the points of `scene` that `view` sees,
     read off label/score maps made at any size with the view's aspect ratio; patch is the row
     of `feature_map` (any (gh, gw, D) grid) flattened to (gh*gw, D) under each point's pixel
-    (occlusion: see `visible_pixels`).
+    (occlusion: see `visible_pixels`; `raycaster`: the scene's mesh, built once for its views).
     """
     h, w = label_map.shape
     if score_map.shape != label_map.shape:
         raise ValueError(f"view {view.name}: score map {score_map.shape} differs from label map {label_map.shape}")
-    idx, u, v = visible_pixels(scene, view, w, h, tolerance)
+    idx, u, v = visible_pixels(scene, view, w, h, tolerance, raycaster)
     patch = None if feature_map is None else patch_index(feature_map.shape[:2], u, v, w, h)
     return idx, label_map[v, u], score_map[v, u], patch
 
@@ -301,19 +322,23 @@ def transfer_labels(
     """Fuse per-view (label map, score map, feature map or None) of `views` onto the scene's
     points (see `view_hits` for visibility, `fuse` for the vote). `maps` may be a generator.
     keep_pairs: also return every (point, labelled pixel) pair the vote counted (`Pairs`), the
-    features as the views' patch rows rather than per pair (a ViT patch covers many pairs)."""
+    features as the views' patch rows rather than per pair (a ViT patch covers many pairs).
+    Views without depth frames share one ray-casting structure of the mesh."""
     if keep_pairs and len(views) > np.iinfo(np.uint16).max + 1:
         raise ValueError(f"transfer_labels: {len(views)} views; pairs number views with u16 (raise labels.frame_skip)")
+    raycaster = None
+    if scene.faces is not None and any(view.load_depth is None for view in views):
+        raycaster = MeshRaycaster(scene.xyz, scene.faces)
     parts: list[Pairs] = []
 
     def hits():
         rows = 0
         for k, (view, (label_map, score_map, feature_map)) in enumerate(zip(views, maps, strict=True)):
-            idx, label, score, patch = view_hits(scene, view, label_map, score_map, feature_map, tolerance)
+            idx, label, score, patch = view_hits(scene, view, label_map, score_map, feature_map, tolerance, raycaster)
             if keep_pairs:
                 parts.append(_view_pairs(k, idx, label, score, patch, feature_map, rows))
                 rows += 0 if parts[-1].patch_feat is None else len(parts[-1].patch_feat)
-            feat = None if feature_map is None else feature_map.reshape(-1, feature_map.shape[-1])[patch]
+            feat = None if feature_map is None else (feature_map.reshape(-1, feature_map.shape[-1]), patch)
             yield idx, label, score, feat
 
     fused = fuse(len(scene.xyz), num_classes, hits())

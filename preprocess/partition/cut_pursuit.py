@@ -7,7 +7,9 @@ Minimises SPG's energy over piecewise-constant signals x (value of a component =
 Each iteration SPLITs every non-saturated component in two (2-means alternatives refined by
 min cuts; max-flow by Boykov-Kolmogorov), REDUCEs to the connected components of the graph
 minus the cut ("active") edges, then MERGEs adjacent components best gain first while that
-lowers E. Written from the papers and the notes in docs/oversegmentation.md (c); the GPL
+lowers E. The split runs on Numba's threads, over components and, for a component too large
+to share out, over pieces of it whose max-flows are then stitched into the component's exact
+one (Kohli & Torr's reuse of search trees), so the result does not depend on the threads. Written from the papers and the notes in docs/oversegmentation.md (c); the GPL
 reference code is not used. On scene0000_00's SPG graph it ends 0.1-0.4% below the official
 parallel cut pursuit's energy at reg 0.01-0.3 (tests/test_cut_pursuit.py).
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 import heapq
 
 import numpy as np
-from numba import njit
+from numba import get_num_threads, njit, prange
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -36,6 +38,7 @@ def cut_pursuit(
     kmeans_restarts: int = 3,
     kmeans_iterations: int = 3,
     seed: int = 0,
+    split_size: int = 0,
 ) -> tuple[np.ndarray, float]:
     """Partition the vertices of an undirected graph into components of constant value.
 
@@ -50,33 +53,40 @@ def cut_pursuit(
     kmeans_restarts, kmeans_iterations: k-means++ restarts and Lloyd steps of the 2-means that
         proposes the two alternatives of a split.
     seed: seeds k-means++; the result is a deterministic function of the inputs and the seed.
+    split_size: 0 (default): with several Numba threads (`numba.set_num_threads`,
+        NUMBA_NUM_THREADS), a component larger than one thread's share of a split step's work
+        is max-flowed in pieces of that share, pieces in parallel, then stitched; > 0: pieces of
+        at most this many vertices, whatever the threads. Every min cut stays exact, so the
+        partition does not depend on the pieces or the number of threads.
 
     Returns (components int32 (N,) numbered 0..K-1 in order of first vertex, energy E).
     """
     x, src, tgt, w = _validated(features, source, target, weights)
     if not np.isfinite(reg) or reg < 0:
         raise ValueError(f"reg must be a finite number >= 0, got {reg}")
-    if min(max_iterations, flow_rounds, kmeans_restarts, kmeans_iterations) < 1 or seed < 0 or tolerance < 0:
+    if min(max_iterations, flow_rounds, kmeans_restarts, kmeans_iterations) < 1 or min(seed, tolerance, split_size) < 0:
         raise ValueError("max_iterations, flow_rounds, kmeans_restarts, kmeans_iterations must be >= 1, "
-                         f"seed and tolerance >= 0; got {max_iterations}, {flow_rounds}, {kmeans_restarts}, "
-                         f"{kmeans_iterations}, {seed}, {tolerance}")
+                         f"seed, tolerance and split_size >= 0; got {max_iterations}, {flow_rounds}, {kmeans_restarts}, "
+                         f"{kmeans_iterations}, {seed}, {tolerance}, {split_size}")
     n = x.shape[0]
     keep = src != tgt
     src, tgt, cap = src[keep], tgt[keep], reg * w[keep]
     indptr, adj, arc_edge, rev = _forward_star(n, src, tgt)
 
-    comp, k = _components(indptr, adj, arc_edge, np.zeros(src.shape[0], np.bool_))
+    one = np.ones(1, np.bool_)
+    comp, k = _components(np.zeros(n, np.int64), 1, one, indptr, adj, arc_edge, np.zeros(src.shape[0], np.bool_))
     saturated = np.zeros(k, np.bool_)
     energy = _energy(x, comp, k, src, tgt, cap)
     for iteration in range(max_iterations):
         active = comp[src] != comp[tgt]
-        split_any = _split_all(
+        split = _split_all(
             x, comp, k, saturated, indptr, adj, arc_edge, rev, cap, active,
-            flow_rounds, kmeans_restarts, kmeans_iterations, np.uint64(seed * 1_000_003 + iteration),
+            flow_rounds, kmeans_restarts, kmeans_iterations, np.uint64(seed * 1_000_003 + iteration), split_size,
+            get_num_threads(),
         )
-        if not split_any:
+        if not split.any():
             break
-        new_comp, new_k = _components(indptr, adj, arc_edge, active)
+        new_comp, new_k = _components(comp, k, split, indptr, adj, arc_edge, active)
         new_comp, new_k = _merge(x, new_comp, new_k, src, tgt, cap)
         new_energy = _energy(x, new_comp, new_k, src, tgt, cap)
         if new_energy > energy:  # the greedy merge can leave a worse partition: keep the better
@@ -139,18 +149,40 @@ def _validated(
     return x, src, tgt, w
 
 
-def _forward_star(n: int, src: np.ndarray, tgt: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Both arcs of every edge grouped by tail: arc -> (head, edge, the opposite arc)."""
+def _prange_only() -> dict[str, bool]:
+    """Numba's parallel options with only the explicit prange loops parallel: its automatic
+    parallelisation of array expressions (zeros, arange...) would add a fork and join per
+    expression, a cost paid many times per split step (heavily where cores are shared)."""
+    return {"comprehension": False, "reduction": False, "inplace_binop": False, "setitem": False,
+            "numpy": False, "stencil": False, "fusion": False, "prange": True}
+
+
+@njit(cache=True, nogil=True)
+def _forward_star(n, src, tgt):
+    """Both arcs of every edge grouped by tail, in edge order (a stable counting sort): arc ->
+    (head, edge, the opposite arc)."""
     m = src.shape[0]
-    tail = np.concatenate([src, tgt])
-    order = np.argsort(tail, kind="stable")
     indptr = np.zeros(n + 1, np.int64)
-    np.cumsum(np.bincount(tail, minlength=n), out=indptr[1:])
-    adj = np.concatenate([tgt, src])[order]
-    arc_edge = np.concatenate([np.arange(m), np.arange(m)])[order]
-    position = np.empty(2 * m, np.int64)
-    position[order] = np.arange(2 * m)
-    rev = position[(order + m) % (2 * m)]
+    for e in range(m):
+        indptr[src[e] + 1] += 1
+        indptr[tgt[e] + 1] += 1
+    for v in range(n):
+        indptr[v + 1] += indptr[v]
+    fill = indptr[:-1].copy()
+    adj = np.empty(2 * m, np.int64)
+    arc_edge = np.empty(2 * m, np.int64)
+    position = np.empty(2 * m, np.int64)  # arc of "edge e forward" (j = e) and "backward" (j = m + e)
+    for j in range(2 * m):
+        e = j % m
+        tail, head = (src[e], tgt[e]) if j < m else (tgt[e], src[e])
+        a = fill[tail]
+        fill[tail] += 1
+        adj[a] = head
+        arc_edge[a] = e
+        position[j] = a
+    rev = np.empty(2 * m, np.int64)
+    for j in range(2 * m):
+        rev[position[j]] = position[(j + m) % (2 * m)]
     return indptr, adj, arc_edge, rev
 
 
@@ -170,30 +202,57 @@ def _first_vertex_order(comp: np.ndarray) -> np.ndarray:
     return rank[inverse]
 
 
-@njit(cache=True, nogil=True)
-def _components(indptr, adj, arc_edge, active):
-    """Connected components of the graph minus the active edges, numbered in vertex order."""
-    n = indptr.shape[0] - 1
-    comp = np.full(n, -1, np.int64)
-    queue = np.empty(n, np.int64)
-    k = 0
-    for root in range(n):
-        if comp[root] >= 0:
+@njit(cache=True, nogil=True, parallel=_prange_only())
+def _components(comp, k, split, indptr, adj, arc_edge, active):
+    """Connected components of the graph minus the active edges, numbered in order of their
+    first vertex, given that they refine `comp` (k components, active edges between any two)
+    and that only the components flagged in `split` can have fallen apart. Components are
+    searched in parallel."""
+    n = comp.shape[0]
+    order, start = _grouped(comp, k)
+    local = np.zeros(n, np.int64)
+    first = np.empty(n, np.int64)  # component c's pieces' first vertices at first[start[c]:]
+    pieces = np.ones(k, np.int64)
+    for c in prange(k):
+        vs = order[start[c]:start[c + 1]]
+        first[start[c]] = vs[0]
+        if not split[c]:
             continue
-        comp[root] = k
-        head, tail = 0, 1
-        queue[0] = root
-        while head < tail:
-            u = queue[head]
-            head += 1
-            for a in range(indptr[u], indptr[u + 1]):
-                v = adj[a]
-                if comp[v] < 0 and not active[arc_edge[a]]:
-                    comp[v] = k
-                    queue[tail] = v
-                    tail += 1
-        k += 1
-    return comp, k
+        for v in vs:
+            local[v] = -1
+        queue = np.empty(vs.shape[0], np.int64)
+        count = 0
+        for root in vs:
+            if local[root] >= 0:
+                continue
+            local[root] = count
+            first[start[c] + count] = root
+            head, tail = 0, 1
+            queue[0] = root
+            while head < tail:
+                u = queue[head]
+                head += 1
+                for a in range(indptr[u], indptr[u + 1]):
+                    v = adj[a]
+                    if local[v] < 0 and not active[arc_edge[a]]:
+                        local[v] = count
+                        queue[tail] = v
+                        tail += 1
+            count += 1
+        pieces[c] = count
+    offset = np.zeros(k + 1, np.int64)
+    for c in range(k):
+        offset[c + 1] = offset[c] + pieces[c]
+    firsts = np.empty(offset[k], np.int64)
+    for c in range(k):
+        firsts[offset[c]:offset[c + 1]] = first[start[c]:start[c] + pieces[c]]
+    rank = np.empty(offset[k], np.int64)
+    rank[np.argsort(firsts)] = np.arange(offset[k])
+    out = np.empty(n, np.int64)
+    for c in prange(k):
+        for v in order[start[c]:start[c + 1]]:
+            out[v] = rank[offset[c] + local[v]]
+    return out, offset[k]
 
 
 @njit(cache=True, nogil=True)
@@ -266,6 +325,25 @@ def _label_means(x, vs, label, centers):
 
 
 @njit(cache=True, nogil=True)
+def _terminal(x, v, centers):
+    """v's terminal capacity for the alternatives centers[0] (source side, > 0) and centers[1]."""
+    return 0.5 * (_sq_dist(x, v, centers[1]) - _sq_dist(x, v, centers[0]))
+
+
+@njit(cache=True, nogil=True)
+def _refit(x, vs, label, centers):
+    """Fit the alternatives to the labels of vs and return the capacity below which the
+    component's max-flows count one as saturated (1e-12 x its largest terminal capacity);
+    -1 if a side is empty."""
+    if not _label_means(x, vs, label, centers):
+        return -1.0
+    largest = 0.0
+    for v in vs:
+        largest = max(largest, abs(_terminal(x, v, centers)))
+    return 1e-12 * largest
+
+
+@njit(cache=True, nogil=True)
 def _two_means(x, vs, label, centers, restarts, iterations, state):
     """k-means++ 2-means; leaves the best labelling in label. False if the values are constant."""
     n = vs.shape[0]
@@ -310,31 +388,58 @@ _FAR = 1 << 60
 
 
 @njit(cache=True, nogil=True)
-def _min_cut(vs, c, comp, indptr, adj, rev, res, tr, parent, sink, stamp, dist, queued, label):
-    """Boykov-Kolmogorov max-flow on component c; label = 0 on the source side of the min cut.
-    Returns how many labels changed.
+def _min_cut(vs, r, region, seam, warm, eps, indptr, adj, rev, res, tr, parent, sink, stamp, dist, queued, label):
+    """Boykov-Kolmogorov max-flow on the vertices vs of region r (arcs leaving the region are
+    ignored); label = 0 on the source side of the min cut. Returns how many labels changed.
 
     res: residual capacity per arc (rev pairs the two arcs of an edge); tr: terminal capacity,
-    > 0 from the source, < 0 to the sink. parent[v] is the arc from v to its tree parent."""
+    > 0 from the source, < 0 to the sink; capacities <= eps count as saturated. parent[v] is the
+    arc from v to its tree parent. warm: res, tr and the search trees (parent, sink, dist) are
+    those left by max-flows on the pieces of the region that `seam` names (one id per piece);
+    the trees are kept and only the vertices at a seam grow, so only flow that crosses seams is
+    searched for (Kohli & Torr's reuse of search trees)."""
     n = vs.shape[0]
     queue = np.empty(n, np.int64)
     orphans = np.empty(n, np.int64)
-    scale = 0.0
-    for v in vs:
-        scale = max(scale, abs(tr[v]))
-    eps = 1e-12 * scale
     q_head, q_len, o_head, o_len = 0, 0, 0, 0
     for v in vs:
         stamp[v] = 0
-        dist[v] = 1
         queued[v] = False
-        parent[v] = _FREE
-        if tr[v] > eps or tr[v] < -eps:
-            parent[v] = _TERMINAL
-            sink[v] = tr[v] < 0
-            queued[v] = True
-            queue[(q_head + q_len) % n] = v
-            q_len += 1
+        if not warm:
+            dist[v] = 1
+            parent[v] = _FREE
+            if tr[v] > eps or tr[v] < -eps:
+                parent[v] = _TERMINAL
+                sink[v] = tr[v] < 0
+                queued[v] = True
+                queue[q_len] = v
+                q_len += 1
+    if warm:  # the distance heuristic needs exact tree depths (BK's start: all stamps 0)
+        for v in vs:
+            dist[v] = 0
+        for v in vs:
+            depth = 0
+            i = v
+            while parent[i] != _FREE and dist[i] == 0 and parent[i] != _TERMINAL:
+                orphans[depth] = i
+                depth += 1
+                i = adj[parent[i]]
+            if parent[i] == _FREE:
+                continue
+            if dist[i] == 0:
+                dist[i] = 1
+            for t in range(depth - 1, -1, -1):
+                dist[orphans[t]] = dist[i] + depth - t
+        for v in vs:
+            if parent[v] == _FREE:
+                continue
+            for a in range(indptr[v], indptr[v + 1]):
+                j = adj[a]
+                if region[j] == r and seam[j] != seam[v]:
+                    queued[v] = True
+                    queue[q_len] = v
+                    q_len += 1
+                    break
     time = 0
     current = -1
     while True:
@@ -356,7 +461,7 @@ def _min_cut(vs, c, comp, indptr, adj, rev, res, tr, parent, sink, stamp, dist, 
         middle = -1
         for a in range(indptr[i], indptr[i + 1]):
             j = adj[a]
-            if comp[j] != c:
+            if region[j] != r:
                 continue
             if (res[rev[a]] if sink[i] else res[a]) <= eps:
                 continue
@@ -438,7 +543,7 @@ def _min_cut(vs, c, comp, indptr, adj, rev, res, tr, parent, sink, stamp, dist, 
             best_arc, best_d = -1, _FAR
             for a0 in range(indptr[i], indptr[i + 1]):
                 j = adj[a0]
-                if comp[j] != c or parent[j] == _FREE or sink[j] != sink[i]:
+                if region[j] != r or parent[j] == _FREE or sink[j] != sink[i]:
                     continue
                 if (res[a0] if sink[i] else res[rev[a0]]) <= eps:
                     continue
@@ -475,7 +580,7 @@ def _min_cut(vs, c, comp, indptr, adj, rev, res, tr, parent, sink, stamp, dist, 
             parent[i] = _FREE
             for a0 in range(indptr[i], indptr[i + 1]):
                 j = adj[a0]
-                if comp[j] != c or parent[j] == _FREE or sink[j] != sink[i]:
+                if region[j] != r or parent[j] == _FREE or sink[j] != sink[i]:
                     continue
                 if (res[a0] if sink[i] else res[rev[a0]]) > eps and not queued[j]:
                     queued[j] = True
@@ -495,44 +600,130 @@ def _min_cut(vs, c, comp, indptr, adj, rev, res, tr, parent, sink, stamp, dist, 
 
 
 @njit(cache=True, nogil=True)
-def _split_component(x, vs, c, comp, indptr, adj, arc_edge, rev, cap, active, res, tr, parent, sink, stamp, dist,
-                     queued, label, flow_rounds, restarts, iterations, state):
-    """Best binary split of component c; activates the edges it cuts. True if it cut any."""
-    if vs.shape[0] < 2:
-        return False
-    centers = np.empty((2, x.shape[1]))
-    if not _two_means(x, vs, label, centers, restarts, iterations, state):
-        return False
-    for _ in range(flow_rounds):
-        if not _label_means(x, vs, label, centers):
-            return False
-        for v in vs:
-            tr[v] = 0.5 * (_sq_dist(x, v, centers[1]) - _sq_dist(x, v, centers[0]))
-            for a in range(indptr[v], indptr[v + 1]):
-                res[a] = cap[arc_edge[a]]
-        if _min_cut(vs, c, comp, indptr, adj, rev, res, tr, parent, sink, stamp, dist, queued, label) == 0:
-            break  # same labels, same alternatives: another round would repeat this cut
-    split = False
-    for v in vs:
-        for a in range(indptr[v], indptr[v + 1]):
-            w = adj[a]
-            if comp[w] == c and label[w] != label[v]:
-                active[arc_edge[a]] = True
-                split = True
-    return split
+def _regions(comp, order, start, runnable, indptr, adj, split_size):
+    """The vertices of the components to split, grouped into regions that are cut separately.
+
+    A component of at most `split_size` vertices (or any, when split_size is 0) is one region,
+    its vertices in `order`'s (ascending) order. A larger one is cut into about equal runs of
+    its breadth-first order from its first vertex, so the pieces are compact and one large
+    component can keep several threads busy. Returns (region per vertex, -1 outside; vertices
+    by region; region offsets; component of each region)."""
+    n = comp.shape[0]
+    k = start.shape[0] - 1
+    region = np.full(n, -1, np.int64)
+    rorder = np.empty(n, np.int64)
+    pieces = np.zeros(k, np.int64)
+    for c in range(k):
+        size = start[c + 1] - start[c]
+        if runnable[c]:
+            pieces[c] = 1 if split_size <= 0 or size <= split_size else (size + split_size - 1) // split_size
+    rstart = np.zeros(pieces.sum() + 1, np.int64)
+    rcomp = np.empty(pieces.sum(), np.int64)
+    seen = np.zeros(n, np.bool_)
+    r, m = 0, 0
+    for c in range(k):
+        if pieces[c] == 0:
+            continue
+        vs = order[start[c]:start[c + 1]]
+        size = vs.shape[0]
+        run = rorder[m:m + size]
+        if pieces[c] == 1:
+            run[:] = vs
+        else:
+            run[0] = vs[0]
+            seen[vs[0]] = True
+            head, tail = 0, 1
+            while head < tail:
+                u = run[head]
+                head += 1
+                for a in range(indptr[u], indptr[u + 1]):
+                    v = adj[a]
+                    if comp[v] == c and not seen[v]:
+                        seen[v] = True
+                        run[tail] = v
+                        tail += 1
+            for i in range(pieces[c]):  # sorted runs: vertex order is memory order
+                run[i * size // pieces[c]:(i + 1) * size // pieces[c]].sort()
+        for i in range(pieces[c]):
+            rcomp[r] = c
+            rstart[r + 1] = m + (i + 1) * size // pieces[c]
+            region[rorder[rstart[r]:rstart[r + 1]]] = r
+            r += 1
+        m += size
+    return region, rorder, rstart, rcomp
 
 
 @njit(cache=True, nogil=True)
-def _split_all(x, comp, k, saturated, indptr, adj, arc_edge, rev, cap, active, flow_rounds, restarts,
-               iterations, seed):
-    """Split every non-saturated component; newly saturated ones are flagged. True if any split."""
-    n = x.shape[0]
-    order = np.argsort(comp, kind="mergesort")
+def _slots(rstart, slots):
+    """Regions dealt to `slots` threads, largest first to the least loaded (LPT): (regions by
+    slot, slot offsets). Which thread cuts a region never changes its result."""
+    nr = rstart.shape[0] - 1
+    size = rstart[1:] - rstart[:-1]
+    load = np.zeros(slots, np.int64)
+    slot = np.empty(nr, np.int64)
+    for r in np.argsort(-size, kind="mergesort"):
+        s = np.argmin(load)
+        slot[r] = s
+        load[s] += size[r]
+    return _grouped(slot, slots)
+
+
+@njit(cache=True, nogil=True)
+def _grouped(group, k):
+    """The indices of `group` (values in 0..k-1) ordered by group, stably, and each group's offset
+    into that order (k+1 offsets)."""
+    order = np.argsort(group, kind="mergesort")
     start = np.zeros(k + 1, np.int64)
-    for i in range(n):
-        start[comp[i] + 1] += 1
+    for i in range(group.shape[0]):
+        start[group[i] + 1] += 1
     for c in range(k):
         start[c + 1] += start[c]
+    return order, start
+
+
+_SKIP, _CUTTING, _SETTLED, _FAILED = 0, 1, 2, 3
+_MIN_PIECE = 2048  # vertices; below this a piece's own max-flow costs less than stitching it
+
+
+@njit(cache=True, nogil=True, parallel=_prange_only())
+def _split_all(x, comp, k, saturated, indptr, adj, arc_edge, rev, cap, active, flow_rounds, restarts,
+               iterations, seed, split_size, threads):
+    """Split every non-saturated component in two, activating the edges the split cuts; flag the
+    components that did not split as saturated. Returns which components split.
+
+    A component's two alternatives come from 2-means over its vertices and are re-fitted to its
+    labels between min-cut rounds. Each round's min cut is exact, and found in two phases:
+    max-flow inside each region (see `_regions`), regions in parallel on `threads` threads; then,
+    for a component of several regions, max-flow on the whole component starting from the
+    flow the regions pushed, which only has to route what crosses region borders. Any maximum
+    flow leaves the same vertices reachable from the source, so the labels are those of one
+    max-flow over the whole component, whatever the regions and the number of threads."""
+    n, d = x.shape
+    order, start = _grouped(comp, k)
+    state = np.full(k, _SKIP, np.int64)
+    label = np.zeros(n, np.int64)
+    centers = np.empty((k, 2, d))
+    eps = np.zeros(k)
+    for c in prange(k):
+        vs = order[start[c]:start[c + 1]]
+        if saturated[c] or vs.shape[0] < 2:
+            continue
+        rng = (seed * np.uint64(0x100000001B3)) ^ np.uint64(vs[0])
+        state[c] = _FAILED
+        if _two_means(x, vs, label, centers[c], restarts, iterations, rng):
+            eps[c] = _refit(x, vs, label, centers[c])
+            if eps[c] >= 0.0:
+                state[c] = _CUTTING
+    if split_size == 0 and threads > 1:  # each thread's share of the work, pieces not too small
+        work = 0
+        for c in range(k):
+            work += start[c + 1] - start[c] if state[c] == _CUTTING else 0
+        split_size = max(_MIN_PIECE, (work + threads - 1) // threads)
+    region, rorder, rstart, rcomp = _regions(comp, order, start, state == _CUTTING, indptr, adj, split_size)
+    sorder, sstart = _slots(rstart, threads)
+    pieces = np.zeros(k, np.int64)
+    for r in range(rcomp.shape[0]):
+        pieces[rcomp[r]] += 1
     res = np.zeros(adj.shape[0])
     tr = np.zeros(n)
     parent = np.zeros(n, np.int64)
@@ -540,19 +731,56 @@ def _split_all(x, comp, k, saturated, indptr, adj, arc_edge, rev, cap, active, f
     stamp = np.zeros(n, np.int64)
     dist = np.zeros(n, np.int64)
     queued = np.zeros(n, np.bool_)
-    label = np.zeros(n, np.int64)
-    split_any = False
+    before = np.zeros(n, np.int64)
+    for round_ in range(flow_rounds):
+        for s in prange(sstart.shape[0] - 1):  # capacities from the alternatives, then max-flow, by region
+            for r in sorder[sstart[s]:sstart[s + 1]]:
+                c = rcomp[r]
+                if state[c] != _CUTTING:
+                    continue
+                vs = rorder[rstart[r]:rstart[r + 1]]
+                for v in vs:
+                    before[v] = label[v]
+                    tr[v] = _terminal(x, v, centers[c])
+                    for a in range(indptr[v], indptr[v + 1]):
+                        res[a] = cap[arc_edge[a]]
+                _min_cut(vs, r, region, region, False, eps[c], indptr, adj, rev, res, tr, parent, sink, stamp, dist,
+                         queued, label)
+        for c in prange(k):  # stitch the pieces' flows; the alternatives for the next round
+            if state[c] != _CUTTING:
+                continue
+            vs = order[start[c]:start[c + 1]]
+            if pieces[c] > 1:
+                _min_cut(vs, c, comp, region, True, eps[c], indptr, adj, rev, res, tr, parent, sink, stamp, dist,
+                         queued, label)
+            moved = 0
+            for v in vs:
+                moved += label[v] != before[v]
+            if moved == 0:
+                state[c] = _SETTLED  # same labels, same alternatives: another round would repeat the cut
+            elif round_ + 1 < flow_rounds:
+                eps[c] = _refit(x, vs, label, centers[c])
+                if eps[c] < 0.0:
+                    state[c] = _FAILED
+    cut = np.zeros(rcomp.shape[0], np.bool_)
+    for s in prange(sstart.shape[0] - 1):  # each edge is activated from its lower end only
+        for r in sorder[sstart[s]:sstart[s + 1]]:
+            c = rcomp[r]
+            if state[c] != _CUTTING and state[c] != _SETTLED:
+                continue
+            for v in rorder[rstart[r]:rstart[r + 1]]:
+                for a in range(indptr[v], indptr[v + 1]):
+                    w = adj[a]
+                    if v < w and comp[w] == c and label[w] != label[v]:
+                        active[arc_edge[a]] = True
+                        cut[r] = True
+    split = np.zeros(k, np.bool_)
+    for r in range(rcomp.shape[0]):
+        split[rcomp[r]] |= cut[r]
     for c in range(k):
-        if saturated[c]:
-            continue
-        vs = order[start[c]:start[c + 1]]
-        state = (seed * np.uint64(0x100000001B3)) ^ np.uint64(vs[0])
-        if _split_component(x, vs, c, comp, indptr, adj, arc_edge, rev, cap, active, res, tr, parent, sink,
-                            stamp, dist, queued, label, flow_rounds, restarts, iterations, state):
-            split_any = True
-        else:
-            saturated[c] = True
-    return split_any
+        if not saturated[c]:
+            saturated[c] = not split[c]
+    return split
 
 
 @njit(cache=True, nogil=True)

@@ -24,7 +24,7 @@ a NaN direction, hence no "convex" squaring: the weight stays 1 - n_a.n_b.
 
 LiDAR sweeps have no faces: `felzenszwalb_points` runs the same merge rule on a neighbour graph
 of the points, either the Segmentator's weights on k nearest neighbours, or weights made for a
-spinning LiDAR (`weights="lidar"`, see `_lidar_edge_weights`) on its range image's neighbours
+spinning LiDAR (`weights="lidar"`, see `felzenszwalb_kernels.lidar_edge_weights`) on its range image's neighbours
 (`rings`, see preprocess/partition/rings.py). Normals alone cannot part the objects of a street:
 a car's flank, the wall behind it and the next car all face the sensor alike.
 """
@@ -32,217 +32,9 @@ a car's flank, the wall behind it and the next car all face the sensor alike.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
-from scipy.spatial import cKDTree
 
 from preprocess.partition.checks import finite_points
-from preprocess.partition.rings import ring_neighbours
-
-_ONE = np.float32(1.0)
-_ZERO = np.float32(0.0)
-
-
-# error_model="numpy": x/0 gives inf/NaN as in C++, instead of raising ZeroDivisionError.
-@njit(cache=True, nogil=True, error_model="numpy")
-def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Running mean of unit face normals per vertex, in face order, float32 (segmentator.cpp)."""
-    normals = np.zeros((vertices.shape[0], 3), dtype=np.float32)
-    counts = np.zeros(vertices.shape[0], dtype=np.int64)
-    for f in range(faces.shape[0]):
-        i1, i2, i3 = faces[f, 0], faces[f, 1], faces[f, 2]
-        ux = vertices[i2, 0] - vertices[i1, 0]
-        uy = vertices[i2, 1] - vertices[i1, 1]
-        uz = vertices[i2, 2] - vertices[i1, 2]
-        vx = vertices[i3, 0] - vertices[i1, 0]
-        vy = vertices[i3, 1] - vertices[i1, 1]
-        vz = vertices[i3, 2] - vertices[i1, 2]
-        cx = uy * vz - uz * vy
-        cy = uz * vx - ux * vz
-        cz = ux * vy - uy * vx
-        norm = np.sqrt(cx * cx + cy * cy + cz * cz)
-        cx /= norm
-        cy /= norm
-        cz /= norm
-        for v in (i1, i2, i3):
-            t = _ONE / (np.float32(counts[v]) + _ONE)
-            s = _ONE - t
-            normals[v, 0] = t * cx + s * normals[v, 0]
-            normals[v, 1] = t * cy + s * normals[v, 1]
-            normals[v, 2] = t * cz + s * normals[v, 2]
-            counts[v] += 1
-    return normals
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _offset(points: np.ndarray, i: int, j: int) -> tuple:
-    """p_j - p_i, component by component, in the points' float32."""
-    return points[j, 0] - points[i, 0], points[j, 1] - points[i, 1], points[j, 2] - points[i, 2]
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _edge_weights(points: np.ndarray, normals: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Segmentator's asymmetric weight of each directed edge (a,b), float32."""
-    w = np.empty(a.shape[0], dtype=np.float32)
-    for e in range(a.shape[0]):
-        i, j = a[e], b[e]
-        dx, dy, dz = _offset(points, i, j)
-        dd = np.sqrt(dx * dx + dy * dy + dz * dz)
-        dx /= dd
-        dy /= dd
-        dz /= dd
-        dot = normals[i, 0] * normals[j, 0] + normals[i, 1] * normals[j, 1] + normals[i, 2] * normals[j, 2]
-        dot2 = normals[j, 0] * dx + normals[j, 1] * dy + normals[j, 2] * dz
-        ww = _ONE - dot
-        if dot2 > _ZERO:
-            ww = ww * ww
-        w[e] = ww
-    return w
-
-
-@njit(cache=True, nogil=True)
-def _lidar_edge_weights(
-    points: np.ndarray, normals: np.ndarray, intensity: np.ndarray, a: np.ndarray, b: np.ndarray,
-    distance_weight: np.float32, intensity_weight: np.float32,
-) -> np.ndarray:
-    """Weight of each edge (a,b) of a LiDAR sweep, float32, symmetric in a and b:
-
-        w = sqrt((plane / r)^2 + (distance_weight * |d| / r)^2 + (intensity_weight * |I_a - I_b| / 255)^2)
-
-    with d = p_b - p_a, plane = max(|n_a . d|, |n_b . d|) (how far each point lies off the other's
-    tangent plane: ~0 along a smooth surface however sparsely it is sampled, large across a depth
-    jump or the step from the road up a car's side), and r = max(min(|p_a|, |p_b|), 1 m), the
-    range of the nearer point, so that the weight is an angle seen from the sensor and objects
-    far away part as readily as near ones although their points lie farther apart. The intensity
-    term is Felzenszwalb and Huttenlocher's colour weight with LiDAR intensity (0..255) as the
-    colour; the distance term parts coplanar pieces separated by a gap.
-    """
-    w = np.empty(a.shape[0], dtype=np.float32)
-    for e in range(a.shape[0]):
-        i, j = a[e], b[e]
-        dx, dy, dz = _offset(points, i, j)
-        ri = np.sqrt(points[i, 0] ** 2 + points[i, 1] ** 2 + points[i, 2] ** 2)
-        rj = np.sqrt(points[j, 0] ** 2 + points[j, 1] ** 2 + points[j, 2] ** 2)
-        r = max(min(ri, rj), _ONE)
-        plane = max(abs(normals[i, 0] * dx + normals[i, 1] * dy + normals[i, 2] * dz),
-                    abs(normals[j, 0] * dx + normals[j, 1] * dy + normals[j, 2] * dz)) / r
-        gap = distance_weight * np.sqrt(dx * dx + dy * dy + dz * dz) / r
-        shade = intensity_weight * abs(intensity[j] - intensity[i]) / np.float32(255.0)
-        w[e] = np.sqrt(plane * plane + gap * gap + shade * shade)
-    return w
-
-
-@njit(cache=True, nogil=True)
-def _radix_pass(
-    keys: np.ndarray, a: np.ndarray, b: np.ndarray,
-    out_keys: np.ndarray, out_a: np.ndarray, out_b: np.ndarray,
-    starts: np.ndarray, shift: int,
-) -> None:
-    """One stable counting-sort pass on the 11-bit digit at `shift`; `starts` are the bucket
-    offsets (prefix sums of the digit's histogram) and are consumed."""
-    s = np.uint32(shift)
-    for i in range(keys.shape[0]):
-        d = (keys[i] >> s) & np.uint32(0x7FF)
-        j = starts[d]
-        starts[d] = j + 1
-        out_keys[j] = keys[i]
-        out_a[j] = a[i]
-        out_b[j] = b[i]
-
-
-@njit(cache=True, nogil=True)
-def _sort_edges(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The edges stably sorted by ascending weight, NaN last (LSD radix sort, 3 x 11 bits).
-
-    The sort is most of the run time; this is several times faster than np.argsort(kind=
-    "stable") plus gathers, in the same order. Keys are the float bits made order-preserving,
-    with -0 tied to +0 and every NaN after +inf (where C++ comparisons, false for NaN, leave
-    them is unspecified). The ends travel with their keys, so every read is sequential.
-    """
-    n = w.shape[0]
-    bits = w.view(np.uint32)
-    keys = np.empty(n, dtype=np.uint32)
-    starts = np.zeros((3, 2049), dtype=np.int64)
-    for i in range(n):
-        if np.isnan(w[i]):
-            key = np.uint32(0xFFFFFFFF)
-        elif bits[i] == np.uint32(0x80000000):  # -0.0 ties with +0.0
-            key = np.uint32(0x80000000)
-        elif bits[i] >> np.uint32(31):
-            key = ~bits[i]
-        else:
-            key = bits[i] | np.uint32(0x80000000)
-        keys[i] = key
-        for p in range(3):
-            starts[p, ((key >> np.uint32(11 * p)) & np.uint32(0x7FF)) + 1] += 1
-    for p in range(3):
-        for d in range(2048):
-            starts[p, d + 1] += starts[p, d]
-    k1, a1, b1 = np.empty_like(keys), np.empty_like(a), np.empty_like(b)
-    k2, a2, b2 = np.empty_like(keys), np.empty_like(a), np.empty_like(b)
-    _radix_pass(keys, a, b, k1, a1, b1, starts[0], 0)
-    _radix_pass(k1, a1, b1, k2, a2, b2, starts[1], 11)
-    _radix_pass(k2, a2, b2, k1, a1, b1, starts[2], 22)
-    sorted_bits = np.empty(n, dtype=np.uint32)
-    for i in range(n):
-        key = k1[i]
-        sorted_bits[i] = key & np.uint32(0x7FFFFFFF) if key >> np.uint32(31) else ~key
-    return a1, b1, sorted_bits.view(np.float32)
-
-
-@njit(cache=True, nogil=True)
-def _find(parent: np.ndarray, x: int) -> int:
-    """pff's find: walk to the root and re-point only x to it."""
-    y = x
-    while y != parent[y]:
-        y = parent[y]
-    parent[x] = y
-    return y
-
-
-@njit(cache=True, nogil=True)
-def _join(parent: np.ndarray, rank: np.ndarray, size: np.ndarray, x: int, y: int) -> None:
-    """pff's join by rank: on a tie x goes under y."""
-    if rank[x] > rank[y]:
-        parent[y] = x
-        size[x] += size[y]
-    else:
-        parent[x] = y
-        size[y] += size[x]
-        if rank[x] == rank[y]:
-            rank[y] += 1
-
-
-@njit(cache=True, nogil=True)
-def _segment(
-    n: int, a: np.ndarray, b: np.ndarray, w: np.ndarray, c: np.float32, min_verts: int
-) -> np.ndarray:
-    """Threshold pass then min-size pass over edges already sorted by weight; contiguous labels."""
-    parent = np.arange(n, dtype=np.int32)
-    rank = np.zeros(n, dtype=np.int32)
-    size = np.ones(n, dtype=np.int32)
-    threshold = np.full(n, c, dtype=np.float32)
-    for e in range(a.shape[0]):
-        ra = _find(parent, a[e])
-        rb = _find(parent, b[e])
-        if ra != rb and w[e] <= threshold[ra] and w[e] <= threshold[rb]:
-            _join(parent, rank, size, ra, rb)
-            ra = _find(parent, ra)
-            threshold[ra] = w[e] + c / np.float32(size[ra])
-    for e in range(a.shape[0]):
-        ra = _find(parent, a[e])
-        rb = _find(parent, b[e])
-        if ra != rb and (size[ra] < min_verts or size[rb] < min_verts):
-            _join(parent, rank, size, ra, rb)
-    root_label = np.full(n, -1, dtype=np.int32)
-    labels = np.empty(n, dtype=np.int32)
-    count = 0
-    for v in range(n):
-        r = _find(parent, v)
-        if root_label[r] < 0:
-            root_label[r] = count
-            count += 1
-        labels[v] = root_label[r]
-    return labels
+from preprocess.partition.felzenszwalb_aot import kernels
 
 
 def _check_points(name: str, array: np.ndarray) -> np.ndarray:
@@ -266,8 +58,9 @@ def _sort_and_segment(
     n: int, a: np.ndarray, b: np.ndarray, w: np.ndarray, c: np.float32, min_verts: int
 ) -> np.ndarray:
     """What meshes and point graphs share once their directed edges are weighted."""
-    a, b, w = _sort_edges(a, b, w)
-    return _segment(n, a, b, w, c, int(min_verts))
+    compiled = kernels()
+    a, b, w = compiled.sort_edges(a, b, w)
+    return compiled.segment(n, a, b, w, c, int(min_verts))
 
 
 def felzenszwalb(vertices: np.ndarray, faces: np.ndarray, k: float = 0.01, min_verts: int = 20) -> np.ndarray:
@@ -298,10 +91,10 @@ def felzenszwalb(vertices: np.ndarray, faces: np.ndarray, k: float = 0.01, min_v
         raise ValueError(f"faces hold vertex ids outside 0..{len(vertices) - 1}")
     c = _check_params(k, min_verts)
     faces = np.ascontiguousarray(faces, dtype=np.int32)
-    normals = _vertex_normals(vertices, faces)
+    normals = kernels().vertex_normals(vertices, faces)
     a = faces[:, [0, 0, 2]].ravel()
     b = faces[:, [1, 2, 1]].ravel()
-    w = _edge_weights(vertices, normals, a, b)
+    w = kernels().edge_weights(vertices, normals, a, b)
     return _sort_and_segment(len(vertices), a, b, w, c, min_verts)
 
 
@@ -341,7 +134,7 @@ def felzenszwalb_points(
         come first, followed by the k-NN edges.
     weights : "normal" or "lidar"
         "normal": the Segmentator's weight 1 - n_a.n_b, squared on convex edges (the convexity
-        test uses the normal of the edge's second point). "lidar": `_lidar_edge_weights`, the
+        test uses the normal of the edge's second point). "lidar": `felzenszwalb_kernels.lidar_edge_weights`, the
         angle seen from the sensor by which the points leave each other's tangent plane, plus
         `distance_weight` times the angle between them and `intensity_weight` times their
         intensity difference / 255.
@@ -380,12 +173,16 @@ def felzenszwalb_points(
         return np.zeros(n, dtype=np.int32)
     a, b = _knn_edges(points, int(knn))
     if rings is not None:
+        from preprocess.partition.rings import ring_neighbours
+
         ring_a, ring_b = ring_neighbours(points, rings)
         a, b = np.concatenate([ring_a, a]), np.concatenate([ring_b, b])
     if weights == "normal":
-        w = _edge_weights(points, normals, a, b)
+        w = kernels().edge_weights(points, normals, a, b)
     else:
-        w = _lidar_edge_weights(points, normals, intensity, a, b, np.float32(distance_weight), np.float32(intensity_weight))
+        from preprocess.partition.felzenszwalb_kernels import lidar_edge_weights  # JIT only: sweeps need no fast start
+
+        w = lidar_edge_weights(points, normals, intensity, a, b, np.float32(distance_weight), np.float32(intensity_weight))
     return _sort_and_segment(n, a, b, w, c, min_verts)
 
 
@@ -395,6 +192,8 @@ def _knn_edges(points: np.ndarray, knn: int) -> tuple[np.ndarray, np.ndarray]:
     query = min(knn + 1, n)
     if query < 2:
         return np.empty(0, dtype=np.int32), np.empty(0, dtype=np.int32)
+    from scipy.spatial import cKDTree  # here: the mesh path (the segment command) starts faster without it
+
     _, idx = cKDTree(points).query(points, k=query)
     # Coincident points can push a point's own index out of first place: drop it wherever it is.
     not_self = idx != np.arange(n)[:, None]
