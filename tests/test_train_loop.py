@@ -115,3 +115,14 @@ def test_clip2scene_step_under_cpu_bf16_autocast(tmp_path):
     for name in low:
         assert math.isfinite(low[name]) and low[name] == pytest.approx(exact[name], rel=0.05), name
     assert all(torch.isfinite(p.grad).all() for p in method.parameters() if p.grad is not None)
+
+
+def test_cpu_threads_leave_the_loader_workers_their_cores(monkeypatch) -> None:
+    from train.engine.loop import cpu_threads
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert cpu_threads(num_workers=1) == 1  # a 2-core machine: one core trains, one loads
+    assert cpu_threads(num_workers=4) == 1  # never fewer than one
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert cpu_threads(num_workers=2) == 14
+    assert cpu_threads(num_workers=2, world=2) == 6  # two processes share what the four workers leave

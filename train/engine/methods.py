@@ -94,7 +94,8 @@ class Method:
     def run_info(self) -> dict[str, str]:
         """How the network runs, for the run log and the eval report."""
         device = self.device
-        where = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+        where = (f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda"
+                 else f"{device} ({torch.get_num_threads()} threads)")
         return {"device": where, "sparse backend": self.backend.describe(device), "precision": self.precision.name}
 
     def sparse_input(self, batch: Batch) -> Any:
