@@ -35,8 +35,19 @@ def test_fit_gt_drives_loss_down_and_eval_reports(tmp_path):
     assert (run / "eval" / "render" / "toy2.png").is_file() and (run / "eval" / "ply" / "toy2_pred.ply").is_file()
 
 
+@pytest.fixture
+def one_thread(monkeypatch):
+    """Bit-exact runs: one intra-op thread, which `fit` keeps because OMP_NUM_THREADS is set (with
+    several, a BLAS that sheds threads on a busy machine sums in another order: CI saw 2e-7 apart)."""
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("method", ["gt", "hicl"])
-def test_resume_equals_uninterrupted(tmp_path, method):
+def test_resume_equals_uninterrupted(tmp_path, method, one_thread):
     overrides = {**FAST, "train.hicl.queries_per_scene": 64, "train.hicl.feedback_warmup_epochs": 1,
                  "train.class_weights": "inverse-sqrt"}
     whole = fit(load_pipeline(make_toy_store(tmp_path / "a", method=method), overrides))
