@@ -297,6 +297,8 @@ class Pipeline:
     train: TrainConfig
     runs: tuple[RunConfig, ...] = ()  # an experiment's models; empty for a single-model pipeline
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    # The dotted-key overrides it was loaded with (CLI --set): its [[runs]] variants keep them.
+    overrides: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def partition(self, name: str) -> PartitionConfig:
         for p in self.partitions:
@@ -483,6 +485,7 @@ def load_pipeline(path: str | os.PathLike, overrides: dict[str, Any] | None = No
         train=section(TrainConfig, "train"),
         runs=runs,
         experiment=section(ExperimentConfig, "experiment"),
+        overrides=dict(overrides or {}),
     )
     _check_choices(pipeline)
     for run in runs:  # each run's overrides must make a valid pipeline too
@@ -496,13 +499,15 @@ def load_pipeline(path: str | os.PathLike, overrides: dict[str, Any] | None = No
 def run_pipeline(
     pipeline: Pipeline, run: RunConfig, overrides: dict[str, Any] | None = None, seed: int | None = None
 ) -> Pipeline:
-    """The pipeline of one [[runs]] entry: its overrides applied, its own out_dir; with `seed`,
-    that training seed and out_dir <run>/seed<seed>."""
+    """The pipeline of one [[runs]] entry: the overrides `pipeline` was loaded with, then
+    `overrides`, then the run's, applied; its own out_dir; with `seed`, that training seed and
+    out_dir <run>/seed<seed>."""
     out_dir = Path(pipeline.train.out_dir) / run.name
     extra = {} if seed is None else {"train.seed": seed}
     if seed is not None:
         out_dir = out_dir / f"seed{seed}"
-    return load_pipeline(pipeline.source, {**(overrides or {}), "train.out_dir": str(out_dir), **run.set, **extra,
+    return load_pipeline(pipeline.source, {**pipeline.overrides, **(overrides or {}), "train.out_dir": str(out_dir),
+                                           **run.set, **extra,
                                            "runs": []})
 
 

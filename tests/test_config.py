@@ -114,6 +114,9 @@ def test_base_inheritance_and_runs(tmp_path):
     assert [r.name for r in p.runs] == ["a", "b"]
     a = run_pipeline(p, p.runs[0])
     assert a.train.method == "pseudo-ce" and a.train.out_dir == "runs/x/a" and a.runs == ()
+    # a run keeps the --set overrides its pipeline was loaded with (preprocess checks every run's labeler)
+    b = run_pipeline(load_pipeline(child, {"labels.labeler": "simulated-clip", "train.epochs": 3}), p.runs[1])
+    assert (b.labels.labeler, b.train.epochs) == ("simulated-clip", 3)
 
 
 def test_clip2scene_needs_the_stored_pairs_and_features(tmp_path):
