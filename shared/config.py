@@ -496,17 +496,14 @@ def load_pipeline(path: str | os.PathLike, overrides: dict[str, Any] | None = No
     return pipeline
 
 
-def run_pipeline(
-    pipeline: Pipeline, run: RunConfig, overrides: dict[str, Any] | None = None, seed: int | None = None
-) -> Pipeline:
-    """The pipeline of one [[runs]] entry: the overrides `pipeline` was loaded with, then
-    `overrides`, then the run's, applied; its own out_dir; with `seed`, that training seed and
-    out_dir <run>/seed<seed>."""
+def run_pipeline(pipeline: Pipeline, run: RunConfig, seed: int | None = None) -> Pipeline:
+    """The pipeline of one [[runs]] entry: the overrides `pipeline` was loaded with, then the
+    run's, applied; its own out_dir; with `seed`, that training seed and out_dir <run>/seed<seed>."""
     out_dir = Path(pipeline.train.out_dir) / run.name
     extra = {} if seed is None else {"train.seed": seed}
     if seed is not None:
         out_dir = out_dir / f"seed{seed}"
-    return load_pipeline(pipeline.source, {**pipeline.overrides, **(overrides or {}), "train.out_dir": str(out_dir),
+    return load_pipeline(pipeline.source, {**pipeline.overrides, "train.out_dir": str(out_dir),
                                            **run.set, **extra,
                                            "runs": []})
 

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             runs = {r.name: r for r in pipeline.runs}
             if args.run not in runs:
                 raise ConfigError(f"{pipeline.source}: no [[runs]] entry named {args.run!r} (have {sorted(runs)})")
-            pipeline = run_pipeline(pipeline, runs[args.run], overrides)
+            pipeline = run_pipeline(pipeline, runs[args.run])
         if args.command == "attention":
             from train.reports.attention import attention_figure
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "experiment":
             from train.experiment import run_experiment
 
-            for name, result in run_experiment(pipeline, overrides, args.out).items():
+            for name, result in run_experiment(pipeline, args.out).items():
                 print(f"{name}: mIoU {100 * result.miou:.2f}")
         elif args.command == "fit":
             from train.engine.loop import fit

@@ -17,7 +17,6 @@ import logging
 import math
 from itertools import combinations
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -87,7 +86,7 @@ def noise_sentence(rows: dict[str, SeedResults]) -> str:
 
 
 def run_experiment(
-    pipeline: Pipeline, overrides: dict[str, Any] | None = None, out_dir: str | Path | None = None, render: int = 2
+    pipeline: Pipeline, out_dir: str | Path | None = None, render: int = 2
 ) -> dict[str, SeedResults]:
     """Train and evaluate every run once per seed of [experiment] seeds; write
     `<out>/table.{md,csv,json}` (mean ± std over seeds) and `<out>/experiment.json`."""
@@ -103,7 +102,7 @@ def run_experiment(
         networks, seconds = [], []
         for seed in seeds:
             several = len(seeds) > 1
-            p = run_pipeline(pipeline, run, overrides, seed if several else None)
+            p = run_pipeline(pipeline, run, seed if several else None)
             log.info("experiment %s: run %s (%s), seed %d", pipeline.source.stem, run.name, run.set, p.train.seed)
             checkpoint = Path(p.train.out_dir) / "last.pt"
             fit(p, resume=checkpoint.exists())
