@@ -7,9 +7,7 @@ views, transfer the label maps to the points, fuse them (see `transfer.py`).
 from __future__ import annotations
 
 import time
-import zlib
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator, Protocol
 
 import numpy as np
@@ -51,16 +49,19 @@ class SimulatedCLIPLabeler:
         self.sim = cfg.simulated
         self.confusions = confusion_matrix(class_names)
         self.text = simulated_text_embeddings(len(class_names), self.sim.feature_dim, self.sim.seed)
-        self._scene: tuple[str, SceneModel] | None = None  # the last scene's draws
-        self._raycaster: tuple[Scene, MeshRaycaster] | None = None
+        self._scene: tuple[str, SceneModel, MeshRaycaster] | None = None  # the last scene's draws and mesh
 
-    def scene_model(self, scene: Scene) -> SceneModel:
-        """The scene's systematic draws (objects, confusions, surface field), made once per scene."""
+    def _scene_state(self, scene: Scene) -> tuple[SceneModel, MeshRaycaster]:
+        """The scene's systematic draws (objects, confusions, surface field) and its ray-casting
+        structure, made once per scene, not per batch of views."""
         if self._scene is None or self._scene[0] != scene.scene_id:
             rng = np.random.default_rng(seed_for(self.sim.seed, scene.scene_id))
             model = scene_model(scene.xyz, scene.faces, scene.gt, scene.instance, self.confusions, self.sim, rng)
-            self._scene = (scene.scene_id, model)
-        return self._scene[1]
+            self._scene = (scene.scene_id, model, MeshRaycaster(scene.xyz, scene.faces))
+        return self._scene[1], self._scene[2]
+
+    def scene_model(self, scene: Scene) -> SceneModel:
+        return self._scene_state(scene)[0]
 
     def label_views(self, scene: Scene, views: list[View]) -> list[LabelMaps]:
         if scene.faces is None or scene.gt is None:
@@ -68,16 +69,13 @@ class SimulatedCLIPLabeler:
                 f"scene {scene.scene_id}: the simulated-clip labeler renders ground-truth label images "
                 f"and needs a mesh with per-vertex gt; use labels.labeler = \"maskclip\" for this dataset"
             )
-        model = self.scene_model(scene)
+        model, raycaster = self._scene_state(scene)
         vertex = np.arange(len(scene.xyz), dtype=np.int64)
-        if self._raycaster is None or self._raycaster[0] is not scene:  # one per scene, not per batch
-            self._raycaster = (scene, MeshRaycaster(scene.xyz, scene.faces))
         out = []
         for view in views:
             w, h = label_size(view.width, view.height, self.cfg.label_width)
             K = scale_intrinsic(view.intrinsic, (view.width, view.height), (w, h))
-            shown = render_vertex_labels(scene.xyz, scene.faces, vertex, view.world_to_camera, K, w, h,
-                                         self._raycaster[1])
+            shown = render_vertex_labels(scene.xyz, scene.faces, vertex, view.world_to_camera, K, w, h, raycaster)
             rng = np.random.default_rng(seed_for(self.sim.seed, scene.scene_id, view.name))
             jitter = self.sim.view_noise * rng.standard_normal(len(model.looks))
             out.append(
