@@ -51,7 +51,7 @@ $(EXP_DIR)/scannetv2_train.txt: | $(VENV_STAMP)
 
 synth-experiments: $(EXP_DIR)/scannetv2_train.txt  ## the experiments' 48 generated rooms (38 train, 10 val)
 
-demo: synth  ## generate → preprocess → train (short schedule) → evaluate, on the embedded default
+demo: synth $(KERNELS_STAMP)  ## generate → preprocess → train (short schedule) → evaluate, on the embedded default
 	$(PY) -m preprocess run pipelines/synthetic.toml $(ARGS)
 	$(PY) -m preprocess label-quality pipelines/synthetic.toml --out reports/synthetic
 	$(PY) -m train fit pipelines/synthetic.toml
