@@ -286,3 +286,22 @@ def test_simulated_labeler_needs_a_labelled_mesh(room):
         labeler.label_views(bare, bare.views[:1])
     with pytest.raises(ValueError, match="not one of"):
         make_labeler(LabelsConfig(labeler="sam"), SCANNET_NAMES)
+
+
+def test_labelling_a_scene_builds_one_ray_casting_structure(room, monkeypatch):
+    """Without depth frames the simulated labeler renders each view and the transfer renders it
+    again for occlusion: both cast at the scene's one structure (`Scene.raycaster`)."""
+    import preprocess.geometry.render as render_module
+
+    built = []
+
+    class Counted(render_module.MeshRaycaster):
+        def __init__(self, *args, **kwargs):
+            built.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(render_module, "MeshRaycaster", Counted)
+    scene = dataclasses.replace(room, views=[dataclasses.replace(v, load_depth=None) for v in room.views])
+    out = labels_for_scene(scene, _config(), SCANNET_NAMES)
+    assert len(scene.views) > 1 and (out["views"] > 0).mean() > 0.2
+    assert len(built) == 1

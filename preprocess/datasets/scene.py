@@ -7,10 +7,14 @@ Readers validate at the boundary (shapes, finite values, files present) and rais
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from preprocess.geometry.render import MeshRaycaster
 
 
 @dataclass(frozen=True)
@@ -55,3 +59,13 @@ class Scene:
     views: list[View] = field(default_factory=list)
     sources: list[Path] = field(default_factory=list)  # files whose content defines the scene
     meta: dict = field(default_factory=dict)  # axis_alignment, skipped frames, timestamps...
+
+    @cached_property
+    def raycaster(self) -> MeshRaycaster:
+        """The mesh's ray-casting structure, built on first use and shared by every stage and
+        view that renders this scene (building it costs more than casting a view)."""
+        if self.faces is None:
+            raise ValueError(f"scene {self.scene_id} has no mesh to cast rays at")
+        from preprocess.geometry.render import MeshRaycaster  # open3d, only where something renders
+
+        return MeshRaycaster(self.xyz, self.faces)

@@ -14,7 +14,6 @@ import numpy as np
 from PIL import Image
 
 from preprocess.datasets.scene import Scene, View
-from preprocess.geometry.render import MeshRaycaster
 from preprocess.labels.checks import teacher_fixes
 from preprocess.labels.maskclip import MaskCLIP, MaskCLIPWeightsError, load_clip
 from preprocess.labels.precomputed import read_label_maps, read_text_embeddings
@@ -49,19 +48,16 @@ class SimulatedCLIPLabeler:
         self.sim = cfg.simulated
         self.confusions = confusion_matrix(class_names)
         self.text = simulated_text_embeddings(len(class_names), self.sim.feature_dim, self.sim.seed)
-        self._scene: tuple[str, SceneModel, MeshRaycaster] | None = None  # the last scene's draws and mesh
+        self._scene: tuple[str, SceneModel] | None = None  # the last scene's draws
 
-    def _scene_state(self, scene: Scene) -> tuple[SceneModel, MeshRaycaster]:
-        """The scene's systematic draws (objects, confusions, surface field) and its ray-casting
-        structure, made once per scene, not per batch of views."""
+    def scene_model(self, scene: Scene) -> SceneModel:
+        """The scene's systematic draws (objects, confusions, surface field), made once per
+        scene, not per batch of views."""
         if self._scene is None or self._scene[0] != scene.scene_id:
             rng = np.random.default_rng(seed_for(self.sim.seed, scene.scene_id))
             model = scene_model(scene.xyz, scene.faces, scene.gt, scene.instance, self.confusions, self.sim, rng)
-            self._scene = (scene.scene_id, model, MeshRaycaster(scene.xyz, scene.faces))
-        return self._scene[1], self._scene[2]
-
-    def scene_model(self, scene: Scene) -> SceneModel:
-        return self._scene_state(scene)[0]
+            self._scene = (scene.scene_id, model)
+        return self._scene[1]
 
     def label_views(self, scene: Scene, views: list[View]) -> list[LabelMaps]:
         if scene.faces is None or scene.gt is None:
@@ -69,13 +65,13 @@ class SimulatedCLIPLabeler:
                 f"scene {scene.scene_id}: the simulated-clip labeler renders ground-truth label images "
                 f"and needs a mesh with per-vertex gt; use labels.labeler = \"maskclip\" for this dataset"
             )
-        model, raycaster = self._scene_state(scene)
+        model = self.scene_model(scene)
         vertex = np.arange(len(scene.xyz), dtype=np.int64)
         out = []
         for view in views:
             w, h = label_size(view.width, view.height, self.cfg.label_width)
             K = scale_intrinsic(view.intrinsic, (view.width, view.height), (w, h))
-            shown = render_vertex_labels(scene.xyz, scene.faces, vertex, view.world_to_camera, K, w, h, raycaster)
+            shown = render_vertex_labels(scene.xyz, scene.faces, vertex, view.world_to_camera, K, w, h, scene.raycaster)
             rng = np.random.default_rng(seed_for(self.sim.seed, scene.scene_id, view.name))
             jitter = self.sim.view_noise * rng.standard_normal(len(model.looks))
             out.append(

@@ -17,7 +17,6 @@ import numba
 import numpy as np
 
 from preprocess.datasets.scene import Scene, View
-from preprocess.geometry.render import MeshRaycaster
 from shared import schema
 
 NEAR = 1e-3  # metres; points closer to (or behind) the camera plane than this are dropped
@@ -249,38 +248,36 @@ def view_hits(
     score_map: np.ndarray,
     feature_map: np.ndarray | None = None,
     tolerance: float = 0.05,
-    raycaster: MeshRaycaster | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """(point index, label, score, patch or None) of the points of `scene` that `view` sees,
     read off label/score maps made at any size with the view's aspect ratio; patch is the row
     of `feature_map` (any (gh, gw, D) grid) flattened to (gh*gw, D) under each point's pixel
-    (occlusion: see `visible_pixels`; `raycaster`: the scene's mesh, built once for its views).
+    (occlusion: see `visible_pixels`).
     """
     h, w = label_map.shape
     if score_map.shape != label_map.shape:
         raise ValueError(f"view {view.name}: score map {score_map.shape} differs from label map {label_map.shape}")
-    idx, u, v = visible_pixels(scene, view, w, h, tolerance, raycaster)
+    idx, u, v = visible_pixels(scene, view, w, h, tolerance)
     patch = None if feature_map is None else patch_index(feature_map.shape[:2], u, v, w, h)
     return idx, label_map[v, u], score_map[v, u], patch
 
 
 def visible_pixels(
-    scene: Scene, view: View, width: int, height: int, tolerance: float = 0.05, raycaster: MeshRaycaster | None = None
+    scene: Scene, view: View, width: int, height: int, tolerance: float = 0.05
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(point index, column, row) of the points of `scene` that `view` sees in a map of
     `width` x `height` with the view's aspect ratio.
 
     Occlusion: from the view's depth frame where it has one, else from a depth map rendered
-    from the scene's mesh at the map's size (with `raycaster`, the scene's mesh built once, when
-    given), else (LiDAR) none.
+    from the scene's mesh at the map's size (`Scene.raycaster`, built once per scene), else
+    (LiDAR) none.
     """
     K = scale_intrinsic(view.intrinsic, (view.width, view.height), (width, height))
     depth = None
     if view.load_depth is not None:
         depth = view.load_depth()
     elif scene.faces is not None:
-        rays = raycaster or MeshRaycaster(scene.xyz, scene.faces)
-        depth = (rays.render(view.world_to_camera, K, width, height)[0], K)
+        depth = (scene.raycaster.render(view.world_to_camera, K, width, height)[0], K)
     u, v, visible = project(scene.xyz, view.world_to_camera, K, width, height, depth=depth, tolerance=tolerance)
     idx = np.flatnonzero(visible)
     return idx, u[idx], v[idx]
@@ -322,19 +319,15 @@ def transfer_labels(
     """Fuse per-view (label map, score map, feature map or None) of `views` onto the scene's
     points (see `view_hits` for visibility, `fuse` for the vote). `maps` may be a generator.
     keep_pairs: also return every (point, labelled pixel) pair the vote counted (`Pairs`), the
-    features as the views' patch rows rather than per pair (a ViT patch covers many pairs).
-    Views without depth frames share one ray-casting structure of the mesh."""
+    features as the views' patch rows rather than per pair (a ViT patch covers many pairs)."""
     if keep_pairs and len(views) > np.iinfo(np.uint16).max + 1:
         raise ValueError(f"transfer_labels: {len(views)} views; pairs number views with u16 (raise labels.frame_skip)")
-    raycaster = None
-    if scene.faces is not None and any(view.load_depth is None for view in views):
-        raycaster = MeshRaycaster(scene.xyz, scene.faces)
     parts: list[Pairs] = []
 
     def hits():
         rows = 0
         for k, (view, (label_map, score_map, feature_map)) in enumerate(zip(views, maps, strict=True)):
-            idx, label, score, patch = view_hits(scene, view, label_map, score_map, feature_map, tolerance, raycaster)
+            idx, label, score, patch = view_hits(scene, view, label_map, score_map, feature_map, tolerance)
             if keep_pairs:
                 parts.append(_view_pairs(k, idx, label, score, patch, feature_map, rows))
                 rows += 0 if parts[-1].patch_feat is None else len(parts[-1].patch_feat)

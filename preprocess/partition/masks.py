@@ -31,7 +31,6 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from preprocess.datasets.scene import Scene, View
-from preprocess.geometry.render import MeshRaycaster
 from preprocess.io.frames import check_aspect, read_id_png
 from preprocess.labels.transfer import visible_pixels
 from shared.config import MaskParams
@@ -164,13 +163,11 @@ def mask_partition(scene: Scene, params: MaskParams) -> tuple[np.ndarray, dict]:
     video; all cameras of a LiDAR sweep): (segment ids, extra attributes for the store)."""
     views = scene.views[:: params.frame_skip] if scene.faces is not None else list(scene.views)
     a, b = link_graph(scene.xyz, scene.faces, params.knn)
-    needs_render = scene.faces is not None and any(v.load_depth is None for v in views)
-    raycaster = MeshRaycaster(scene.xyz, scene.faces) if needs_render else None
 
     def masked_points() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for view in views:
             ids = view_masks(view, params)
-            idx, u, v = visible_pixels(scene, view, ids.shape[1], ids.shape[0], params.depth_tolerance, raycaster)
+            idx, u, v = visible_pixels(scene, view, ids.shape[1], ids.shape[0], params.depth_tolerance)
             yield idx, ids[v, u]
 
     agree, voted, masked = count_votes(len(scene.xyz), a, b, masked_points())
