@@ -9,7 +9,9 @@ Run: `.venv/bin/python benchmarks/bench_partitions.py [--repeats 5] [--runs 7] [
 2. Cut pursuit on the shared sample's SPG graph (`superpoint-reference/`) at each reg: energy
    and median wall seconds with 1 and 2 Numba threads; and PyPI `pycut-pursuit` (GPL, never a
    project dependency) on the same graph with 1 and 2 OpenMP threads where it is importable,
-   e.g. `pip install --target /tmp/cp pycut-pursuit` and PYTHONPATH=/tmp/cp; else "not measured".
+   else in the interpreter `--reference-python` names (its wheels need numpy < 2:
+   `python3 -m venv /tmp/cp && /tmp/cp/bin/pip install pycut-pursuit 'numpy<2'`, then
+   `--reference-python /tmp/cp/bin/python`), else "not measured".
 3. `python -m preprocess segment` on scene0000_00 as a whole process (start-up, imports,
    reading, segmenting, writing), `--runs` times: median wall and CPU seconds; and ScanNet's
    `segmentator` the same way where it is on PATH, else "not measured". Both outputs compared.
@@ -21,6 +23,7 @@ Run: `.venv/bin/python benchmarks/bench_partitions.py [--repeats 5] [--runs 7] [
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -158,27 +161,60 @@ def methods_table(repeats: int, synthetic_vertices: int) -> None:
             print(f"| {name} | {scene.scene_id} | {len(scene.xyz):,} | {count:,} | {median:.3f} | {fastest:.3f} |")
 
 
-def _pycut_pursuit() -> Callable | None:
+Run = Callable[[float, int], tuple[np.ndarray, float]]  # (reg, threads) -> (components, wall seconds)
+
+
+def _pycut_pursuit_here(x: np.ndarray, source: np.ndarray, target: np.ndarray, weight: np.ndarray) -> Run | None:
+    """pycut-pursuit called in this process, where it imports."""
     try:
         from pycut_pursuit.cp_d0_dist import cp_d0_dist
     except ImportError:
         return None
-    return cp_d0_dist
+    first_edge = np.zeros(len(x) + 1, np.uint32)
+    np.cumsum(np.bincount(source, minlength=len(x)), out=first_edge[1:])
+
+    def run(reg: float, threads: int) -> tuple[np.ndarray, float]:
+        edge_weights = (2 * reg * weight).astype(np.float32)  # SPG's mapping of reg
+        start = time.perf_counter()
+        components, _ = cp_d0_dist(x.shape[1], np.asfortranarray(x.T), first_edge, target.astype(np.uint32),
+                                   edge_weights=edge_weights, cp_dif_tol=1e-3, cp_it_max=15, verbose=False,
+                                   max_num_threads=threads)
+        return components.astype(np.int64), time.perf_counter() - start
+
+    return run
 
 
-def cut_pursuit_table(repeats: int) -> None:
+def _pycut_pursuit_elsewhere(python: str, stack: contextlib.ExitStack) -> Run:
+    """pycut-pursuit served by benchmarks/reference_cut_pursuit.py in another interpreter."""
+    worker = stack.enter_context(subprocess.Popen(
+        [python, str(REPO / "benchmarks" / "reference_cut_pursuit.py"), str(SPG_GRAPH)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+    if worker.stdout.readline().strip() != "ready":
+        raise SystemExit(f"{python} could not start benchmarks/reference_cut_pursuit.py: does pycut-pursuit "
+                         f"import there? ({python} -m pip install pycut-pursuit 'numpy<2')")
+    out = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "components.npy"
+
+    def run(reg: float, threads: int) -> tuple[np.ndarray, float]:
+        worker.stdin.write(f"{reg} {threads} {out}\n")
+        worker.stdin.flush()
+        seconds = float(worker.stdout.readline())
+        return np.load(out), seconds
+
+    stack.callback(worker.stdin.close)
+    return run
+
+
+def cut_pursuit_table(repeats: int, reference_python: str | None) -> None:
     """Ours on 1 and 2 Numba threads vs pycut-pursuit on 1 and 2 OpenMP threads, same graph.
     The configurations take turns (one call each, `repeats` rounds after a warm-up round), so
-    a machine whose speed drifts slows them alike."""
+    a machine whose speed drifts slows them alike; each call's wall time is taken around the
+    call alone, in its own interpreter."""
     if not SPG_GRAPH.is_dir():
         print(f"cut pursuit: {SPG_GRAPH} not found, not measured")
         return
     x = np.load(SPG_GRAPH / "features.npy")
     graph = np.load(SPG_GRAPH / "graph.npz")
     source, target, weight = graph["source"], graph["target"], graph["weight"]
-    reference = _pycut_pursuit()
-    first_edge = np.zeros(len(x) + 1, np.uint32)
-    np.cumsum(np.bincount(source, minlength=len(x)), out=first_edge[1:])
     threads = [t for t in (1, 2) if t <= numba.config.NUMBA_NUM_THREADS]
     print(f"\ncut pursuit on scene0000_00's SPG graph ({len(x):,} vertices, {len(source):,} edges), "
           f"median of {repeats} interleaved rounds after a warm-up; E = SPG's energy of the partition\n")
@@ -188,29 +224,31 @@ def cut_pursuit_table(repeats: int) -> None:
 
     def ours(reg: float, t: int) -> tuple[np.ndarray, float]:
         numba.set_num_threads(t)
-        return cut_pursuit(x, source, target, weight, reg)
+        start = time.perf_counter()
+        components, _ = cut_pursuit(x, source, target, weight, reg)
+        return components, time.perf_counter() - start
 
-    def theirs(reg: float, t: int) -> tuple[np.ndarray, float]:  # SPG's mapping: edge weights 2 * reg * w
-        components, _ = reference(x.shape[1], np.asfortranarray(x.T), first_edge, target.astype(np.uint32),
-                                  edge_weights=(2 * reg * weight).astype(np.float32), cp_dif_tol=1e-3,
-                                  cp_it_max=15, verbose=False, max_num_threads=t)
-        return components, partition_energy(x, source, target, weight, components.astype(np.int64), reg)
-
-    programs = {"ours (Numba)": ours} | ({"pycut-pursuit": theirs} if reference is not None else {})
-    for reg in REGS:
-        runs = [(name, t) for name in programs for t in threads]
-        times: dict[tuple[str, int], list[float]] = {run: [] for run in runs}
-        last = {}
-        for round_ in range(repeats + 1):
-            for name, t in runs:
-                start = time.perf_counter()
-                last[name, t] = programs[name](reg, t)
-                if round_:
-                    times[name, t].append(time.perf_counter() - start)
-        for (name, t), (components, energy) in last.items():
-            print(f"| {reg} | {name} | {t} | {components.max() + 1} | {energy:.1f} | {np.median(times[name, t]):.3f} |")
-        if reference is None:
-            print(f"| {reg} | pycut-pursuit | | | not measured (not importable) | |")
+    with contextlib.ExitStack() as stack:
+        if reference_python:
+            reference = _pycut_pursuit_elsewhere(reference_python, stack)
+        else:
+            reference = _pycut_pursuit_here(x, source, target, weight)
+        programs = {"ours (Numba)": ours} | ({"pycut-pursuit": reference} if reference is not None else {})
+        for reg in REGS:
+            runs = [(name, t) for name in programs for t in threads]
+            times: dict[tuple[str, int], list[float]] = {run: [] for run in runs}
+            last = {}
+            for round_ in range(repeats + 1):
+                for name, t in runs:
+                    last[name, t], seconds = programs[name](reg, t)
+                    if round_:
+                        times[name, t].append(seconds)
+            for (name, t), components in last.items():
+                energy = partition_energy(x, source, target, weight, components, reg)
+                print(f"| {reg} | {name} | {t} | {components.max() + 1} | {energy:.1f} | "
+                      f"{np.median(times[name, t]):.3f} |")
+            if reference is None:
+                print(f"| {reg} | pycut-pursuit | | | not measured (not importable here; see --reference-python) | |")
     numba.set_num_threads(before)
 
 
@@ -264,11 +302,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic-vertices", type=int, default=500_000)
     parser.add_argument("--sweeps", type=int, default=5, help="nuScenes keyframes to time (0: skip nuScenes)")
     parser.add_argument("--only", choices=("methods", "cut-pursuit", "segment", "nuscenes"), help="one of the four tables")
+    parser.add_argument("--reference-python", metavar="PYTHON",
+                        help="an interpreter where pycut-pursuit imports (its wheels need numpy < 2), to run the "
+                             "official cut pursuit there; default: import it here, else 'not measured'")
     args = parser.parse_args(argv)
     if args.only in (None, "methods"):
         methods_table(args.repeats, args.synthetic_vertices)
     if args.only in (None, "cut-pursuit"):
-        cut_pursuit_table(args.repeats)
+        cut_pursuit_table(args.repeats, args.reference_python)
     if args.only in (None, "segment"):
         segment_command_table(args.runs)
     if args.only in (None, "nuscenes") and args.sweeps > 0 and (NUSCENES / "v1.0-mini").is_dir():

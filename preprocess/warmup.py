@@ -70,7 +70,7 @@ def warm_up() -> list[str]:
     vccs(xyz, colors=rgb, voxel_resolution=0.05, seed_resolution=0.2)
     superpoints(xyz, k_nn=10, k_graph=5, reg=0.1)
     superpoints(xyz, colors=rgb, k_nn=10, k_graph=5, reg=0.1, voxel=0.05)
-    cut_pursuit(normals, np.arange(len(xyz) - 1), np.arange(1, len(xyz)), np.ones(len(xyz) - 1), reg=0.1, split_size=100)
+    cut_pursuit(normals, np.arange(len(xyz) - 1), np.arange(1, len(xyz)), np.ones(len(xyz) - 1), reg=0.1)
 
     camera = np.eye(4)
     camera[:3, 3] = [-0.4, -0.4, 1.5]

@@ -7,19 +7,30 @@ Minimises SPG's energy over piecewise-constant signals x (value of a component =
 Each iteration SPLITs every non-saturated component in two (2-means alternatives refined by
 min cuts; max-flow by Boykov-Kolmogorov), REDUCEs to the connected components of the graph
 minus the cut ("active") edges, then MERGEs adjacent components best gain first while that
-lowers E. The split runs on Numba's threads, over components and, for a component too large
-to share out, over pieces of it whose max-flows are then stitched into the component's exact
-one (Kohli & Torr's reuse of search trees), so the result does not depend on the threads. Written from the papers and the notes in docs/oversegmentation.md (c); the GPL
-reference code is not used. On scene0000_00's SPG graph it ends 0.1-0.4% below the official
-parallel cut pursuit's energy at reg 0.01-0.3 (tests/test_cut_pursuit.py).
+lowers E. The split runs on Numba's threads, one component per thread at a time, each
+max-flow on the component's own compact copy of its arcs; every min cut is exact, so the
+result does not depend on the threads. Unlike the official parallel cut pursuit, a large
+component is never cut into pieces split apart (its "balanced split"): tried on
+scene0000_00's SPG graph, pieces of 10,000-40,000 vertices raised the energy by 2-6% at reg
+0.3. A pair listed twice (mutual kNN) is fused into one edge first, leaving 56% of the arcs
+on that graph. Written from the papers and the notes in docs/oversegmentation.md (c); the
+GPL reference code is not used. On that graph it ends 0.1-0.4% below the official parallel
+cut pursuit's energy at reg 0.01-0.3 (tests/test_cut_pursuit.py), in 0.64-0.70x its time on
+two threads (benchmarks/bench_partitions.py --only cut-pursuit).
 """
 
 from __future__ import annotations
 
 import heapq
+import os
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import config, get_num_threads, njit, prange
+
+if "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
+    # Numba tries TBB first, and an older libtbb brought by another package only earns a
+    # warning on every run; OpenMP serves these loops as well.
+    config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -38,7 +49,6 @@ def cut_pursuit(
     kmeans_restarts: int = 3,
     kmeans_iterations: int = 3,
     seed: int = 0,
-    split_size: int = 0,
 ) -> tuple[np.ndarray, float]:
     """Partition the vertices of an undirected graph into components of constant value.
 
@@ -53,42 +63,37 @@ def cut_pursuit(
     kmeans_restarts, kmeans_iterations: k-means++ restarts and Lloyd steps of the 2-means that
         proposes the two alternatives of a split.
     seed: seeds k-means++; the result is a deterministic function of the inputs and the seed.
-    split_size: 0 (default): with several Numba threads (`numba.set_num_threads`,
-        NUMBA_NUM_THREADS), a component larger than one thread's share of a split step's work
-        is max-flowed in pieces of that share, pieces in parallel, then stitched; > 0: pieces of
-        at most this many vertices, whatever the threads. Every min cut stays exact, so the
-        partition does not depend on the pieces or the number of threads.
 
     Returns (components int32 (N,) numbered 0..K-1 in order of first vertex, energy E).
     """
     x, src, tgt, w = _validated(features, source, target, weights)
     if not np.isfinite(reg) or reg < 0:
         raise ValueError(f"reg must be a finite number >= 0, got {reg}")
-    if min(max_iterations, flow_rounds, kmeans_restarts, kmeans_iterations) < 1 or min(seed, tolerance, split_size) < 0:
+    if min(max_iterations, flow_rounds, kmeans_restarts, kmeans_iterations) < 1 or min(seed, tolerance) < 0:
         raise ValueError("max_iterations, flow_rounds, kmeans_restarts, kmeans_iterations must be >= 1, "
-                         f"seed, tolerance and split_size >= 0; got {max_iterations}, {flow_rounds}, {kmeans_restarts}, "
-                         f"{kmeans_iterations}, {seed}, {tolerance}, {split_size}")
+                         f"seed and tolerance >= 0; got {max_iterations}, {flow_rounds}, {kmeans_restarts}, "
+                         f"{kmeans_iterations}, {seed}, {tolerance}")
     n = x.shape[0]
     keep = src != tgt
-    src, tgt, cap = src[keep], tgt[keep], reg * w[keep]
+    src, tgt, cap = _coalesced(n, src[keep], tgt[keep], reg * w[keep])
     indptr, adj, arc_edge, rev = _forward_star(n, src, tgt)
+    arc_cap = cap[arc_edge]
 
-    one = np.ones(1, np.bool_)
-    comp, k = _components(np.zeros(n, np.int64), 1, one, indptr, adj, arc_edge, np.zeros(src.shape[0], np.bool_))
+    everything = np.zeros(n, np.int64), 1, np.arange(n), np.array([0, n]), np.ones(1, np.bool_)
+    comp, k = _components(*everything, indptr, adj, arc_edge, np.zeros(src.shape[0], np.bool_), 1)
     saturated = np.zeros(k, np.bool_)
     energy = _energy(x, comp, k, src, tgt, cap)
     for iteration in range(max_iterations):
-        active = comp[src] != comp[tgt]
+        order, start = _grouped(comp, k)
+        active = _cut_edges(comp, src, tgt)
         split = _split_all(
-            x, comp, k, saturated, indptr, adj, arc_edge, rev, cap, active,
-            flow_rounds, kmeans_restarts, kmeans_iterations, np.uint64(seed * 1_000_003 + iteration), split_size,
-            get_num_threads(),
+            x, comp, k, order, start, saturated, indptr, adj, arc_edge, rev, arc_cap, active,
+            flow_rounds, kmeans_restarts, kmeans_iterations, np.uint64(seed * 1_000_003 + iteration), get_num_threads(),
         )
         if not split.any():
             break
-        new_comp, new_k = _components(comp, k, split, indptr, adj, arc_edge, active)
-        new_comp, new_k = _merge(x, new_comp, new_k, src, tgt, cap)
-        new_energy = _energy(x, new_comp, new_k, src, tgt, cap)
+        new_comp, new_k = _components(comp, k, order, start, split, indptr, adj, arc_edge, active, get_num_threads())
+        new_comp, new_k, new_energy = _merge(x, new_comp, new_k, src, tgt, cap)
         if new_energy > energy:  # the greedy merge can leave a worse partition: keep the better
             break
         decrease = energy - new_energy
@@ -158,9 +163,48 @@ def _prange_only() -> dict[str, bool]:
 
 
 @njit(cache=True, nogil=True)
+def _coalesced(n, src, tgt, cap):
+    """The edges with each pair listed once, lower end first, its capacity the sum of the
+    pair's (mutual kNN lists most pairs twice): the same energy for every partition, and
+    about half the arcs for each split to search. Ordered by lower end, then first listing."""
+    m = src.shape[0]
+    start = np.zeros(n + 1, np.int64)
+    for e in range(m):
+        start[min(src[e], tgt[e]) + 1] += 1
+    for v in range(n):
+        start[v + 1] += start[v]
+    fill = start[:-1].copy()
+    higher = np.empty(m, np.int64)  # the edges' higher ends and capacities, by lower end
+    capacity = np.empty(m)
+    for e in range(m):
+        low = min(src[e], tgt[e])
+        higher[fill[low]] = max(src[e], tgt[e])
+        capacity[fill[low]] = cap[e]
+        fill[low] += 1
+    slot = np.full(n, -1, np.int64)  # slot[w]: w's edge from the current lower end, if >= first
+    out_src = np.empty(m, np.int64)
+    out_tgt = np.empty(m, np.int64)
+    out_cap = np.empty(m)
+    count = 0
+    for v in range(n):
+        first = count
+        for i in range(start[v], start[v + 1]):
+            w = higher[i]
+            if slot[w] >= first:
+                out_cap[slot[w]] += capacity[i]
+            else:
+                slot[w] = count
+                out_src[count] = v
+                out_tgt[count] = w
+                out_cap[count] = capacity[i]
+                count += 1
+    return out_src[:count], out_tgt[:count], out_cap[:count]
+
+
+@njit(cache=True, nogil=True)
 def _forward_star(n, src, tgt):
-    """Both arcs of every edge grouped by tail, in edge order (a stable counting sort): arc ->
-    (head, edge, the opposite arc)."""
+    """Both arcs of every edge grouped by tail, forward arcs first, each in edge order (a
+    stable counting sort): arc -> (head, edge, the opposite arc)."""
     m = src.shape[0]
     indptr = np.zeros(n + 1, np.int64)
     for e in range(m):
@@ -171,19 +215,31 @@ def _forward_star(n, src, tgt):
     fill = indptr[:-1].copy()
     adj = np.empty(2 * m, np.int64)
     arc_edge = np.empty(2 * m, np.int64)
-    position = np.empty(2 * m, np.int64)  # arc of "edge e forward" (j = e) and "backward" (j = m + e)
-    for j in range(2 * m):
-        e = j % m
-        tail, head = (src[e], tgt[e]) if j < m else (tgt[e], src[e])
-        a = fill[tail]
-        fill[tail] += 1
-        adj[a] = head
-        arc_edge[a] = e
-        position[j] = a
     rev = np.empty(2 * m, np.int64)
-    for j in range(2 * m):
-        rev[position[j]] = position[(j + m) % (2 * m)]
+    forward = np.empty(m, np.int64)
+    for e in range(m):
+        a = fill[src[e]]
+        fill[src[e]] += 1
+        adj[a] = tgt[e]
+        arc_edge[a] = e
+        forward[e] = a
+    for e in range(m):
+        b = fill[tgt[e]]
+        fill[tgt[e]] += 1
+        adj[b] = src[e]
+        arc_edge[b] = e
+        rev[b] = forward[e]
+        rev[forward[e]] = b
     return indptr, adj, arc_edge, rev
+
+
+@njit(cache=True, nogil=True, parallel=_prange_only())
+def _cut_edges(comp, src, tgt):
+    """Which edges join two components."""
+    cut = np.empty(src.shape[0], np.bool_)
+    for e in prange(src.shape[0]):
+        cut[e] = comp[src[e]] != comp[tgt[e]]
+    return cut
 
 
 def _unchanged(old: np.ndarray, k_old: int, new: np.ndarray, k_new: int) -> np.ndarray:
@@ -203,49 +259,54 @@ def _first_vertex_order(comp: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True, parallel=_prange_only())
-def _components(comp, k, split, indptr, adj, arc_edge, active):
+def _components(comp, k, order, start, split, indptr, adj, arc_edge, active, threads):
     """Connected components of the graph minus the active edges, numbered in order of their
     first vertex, given that they refine `comp` (k components, active edges between any two)
-    and that only the components flagged in `split` can have fallen apart. Components are
-    searched in parallel."""
+    and that only the components flagged in `split` can have fallen apart (order, start:
+    `_grouped(comp, k)`). Components are searched on `threads` threads, each marking the
+    vertices it reached in its own scratch."""
     n = comp.shape[0]
-    order, start = _grouped(comp, k)
-    local = np.zeros(n, np.int64)
-    first = np.empty(n, np.int64)  # component c's pieces' first vertices at first[start[c]:]
-    pieces = np.ones(k, np.int64)
-    for c in prange(k):
-        vs = order[start[c]:start[c + 1]]
-        first[start[c]] = vs[0]
-        if not split[c]:
-            continue
-        for v in vs:
-            local[v] = -1
-        queue = np.empty(vs.shape[0], np.int64)
-        count = 0
-        for root in vs:
-            if local[root] >= 0:
+    local = np.zeros(n, np.int64)  # which of its component's parts a vertex is in
+    first = np.empty(n, np.int64)  # component c's parts' first vertices at first[start[c]:]
+    parts = np.ones(k, np.int64)
+    sorder, sstart = _slots(_flagged_sizes(start, split), threads)
+    for s in prange(sstart.shape[0] - 1):
+        reached = np.zeros(n, np.bool_)
+        for c in sorder[sstart[s]:sstart[s + 1]]:
+            if not split[c]:
                 continue
-            local[root] = count
-            first[start[c] + count] = root
-            head, tail = 0, 1
-            queue[0] = root
-            while head < tail:
-                u = queue[head]
-                head += 1
-                for a in range(indptr[u], indptr[u + 1]):
-                    v = adj[a]
-                    if local[v] < 0 and not active[arc_edge[a]]:
-                        local[v] = count
-                        queue[tail] = v
-                        tail += 1
-            count += 1
-        pieces[c] = count
+            vs = order[start[c]:start[c + 1]]
+            queue = np.empty(vs.shape[0], np.int64)
+            count = 0
+            for root in vs:
+                if reached[root]:
+                    continue
+                reached[root] = True
+                first[start[c] + count] = root
+                local[root] = count
+                head, tail = 0, 1
+                queue[0] = root
+                while head < tail:
+                    u = queue[head]
+                    head += 1
+                    for a in range(indptr[u], indptr[u + 1]):
+                        v = adj[a]
+                        if not reached[v] and not active[arc_edge[a]]:
+                            reached[v] = True
+                            local[v] = count
+                            queue[tail] = v
+                            tail += 1
+                count += 1
+            parts[c] = count
     offset = np.zeros(k + 1, np.int64)
     for c in range(k):
-        offset[c + 1] = offset[c] + pieces[c]
+        offset[c + 1] = offset[c] + parts[c]
     firsts = np.empty(offset[k], np.int64)
     for c in range(k):
-        firsts[offset[c]:offset[c + 1]] = first[start[c]:start[c] + pieces[c]]
+        if split[c]:
+            firsts[offset[c]:offset[c + 1]] = first[start[c]:start[c] + parts[c]]
+        else:
+            firsts[offset[c]] = order[start[c]]
     rank = np.empty(offset[k], np.int64)
     rank[np.argsort(firsts)] = np.arange(offset[k])
     out = np.empty(n, np.int64)
@@ -306,18 +367,19 @@ def _sq_dist(x, i, center):
 
 
 @njit(cache=True, nogil=True)
-def _label_means(x, vs, label, centers):
+def _label_means(x, label, centers):
     """Means of the two label sets into centers; False (centers untouched) if a side is empty."""
+    n = x.shape[0]
     count0 = 0
-    for v in vs:
-        count0 += 1 - label[v]
-    count1 = vs.shape[0] - count0
+    for i in range(n):
+        count0 += 1 - label[i]
+    count1 = n - count0
     if count0 == 0 or count1 == 0:
         return False
     centers[:] = 0.0
-    for v in vs:
+    for i in range(n):
         for j in range(x.shape[1]):
-            centers[label[v], j] += x[v, j]
+            centers[label[i], j] += x[i, j]
     for j in range(x.shape[1]):
         centers[0, j] /= count0
         centers[1, j] /= count1
@@ -325,37 +387,38 @@ def _label_means(x, vs, label, centers):
 
 
 @njit(cache=True, nogil=True)
-def _terminal(x, v, centers):
-    """v's terminal capacity for the alternatives centers[0] (source side, > 0) and centers[1]."""
-    return 0.5 * (_sq_dist(x, v, centers[1]) - _sq_dist(x, v, centers[0]))
+def _terminal(x, i, centers):
+    """Row i's terminal capacity for the alternatives centers[0] (source side, > 0) and centers[1]."""
+    return 0.5 * (_sq_dist(x, i, centers[1]) - _sq_dist(x, i, centers[0]))
 
 
 @njit(cache=True, nogil=True)
-def _refit(x, vs, label, centers):
-    """Fit the alternatives to the labels of vs and return the capacity below which the
-    component's max-flows count one as saturated (1e-12 x its largest terminal capacity);
-    -1 if a side is empty."""
-    if not _label_means(x, vs, label, centers):
+def _refit(x, label, centers):
+    """Fit the alternatives to the labels and return the capacity below which the component's
+    max-flows count one as saturated (1e-12 x its largest terminal capacity); -1 if a side is
+    empty."""
+    if not _label_means(x, label, centers):
         return -1.0
     largest = 0.0
-    for v in vs:
-        largest = max(largest, abs(_terminal(x, v, centers)))
+    for i in range(x.shape[0]):
+        largest = max(largest, abs(_terminal(x, i, centers)))
     return 1e-12 * largest
 
 
 @njit(cache=True, nogil=True)
-def _two_means(x, vs, label, centers, restarts, iterations, state):
-    """k-means++ 2-means; leaves the best labelling in label. False if the values are constant."""
-    n = vs.shape[0]
+def _two_means(x, label, centers, restarts, iterations, state):
+    """k-means++ 2-means of the rows of x; leaves the best labelling in label. False if the rows
+    are all equal."""
+    n = x.shape[0]
     dist = np.empty(n)
     best = np.empty((2, x.shape[1]))
     best_sse = np.inf
     for _ in range(restarts):
         state, u = _uniform(state)
-        centers[0] = x[vs[min(int(u * n), n - 1)]]
+        centers[0] = x[min(int(u * n), n - 1)]
         total = 0.0
         for i in range(n):
-            dist[i] = _sq_dist(x, vs[i], centers[0])
+            dist[i] = _sq_dist(x, i, centers[0])
             total += dist[i]
         if total <= 0.0:
             return False
@@ -366,21 +429,54 @@ def _two_means(x, vs, label, centers, restarts, iterations, state):
             if acc > u * total:
                 pick = i
                 break
-        centers[1] = x[vs[pick]]
+        centers[1] = x[pick]
         for _ in range(iterations):
-            for v in vs:
-                label[v] = 1 if _sq_dist(x, v, centers[1]) < _sq_dist(x, v, centers[0]) else 0
-            if not _label_means(x, vs, label, centers):
+            for i in range(n):
+                label[i] = 1 if _sq_dist(x, i, centers[1]) < _sq_dist(x, i, centers[0]) else 0
+            if not _label_means(x, label, centers):
                 break
         sse = 0.0
-        for v in vs:
-            sse += min(_sq_dist(x, v, centers[0]), _sq_dist(x, v, centers[1]))
+        for i in range(n):
+            sse += min(_sq_dist(x, i, centers[0]), _sq_dist(x, i, centers[1]))
         if sse < best_sse:
             best_sse = sse
             best[:] = centers
-    for v in vs:
-        label[v] = 1 if _sq_dist(x, v, best[1]) < _sq_dist(x, v, best[0]) else 0
+    for i in range(n):
+        label[i] = 1 if _sq_dist(x, i, best[1]) < _sq_dist(x, i, best[0]) else 0
     return True
+
+
+@njit(cache=True, nogil=True)
+def _component_graph(vs, c, comp, indptr, adj, rev, arc_cap, local):
+    """The arcs of the vertices vs of component c, renumbered within it: (offsets, head,
+    opposite arc, capacity). Arc b of vertex i is its arc indptr[vs[i]] + b - offsets[i]; an arc
+    that leaves the component keeps its place but points at the extra vertex len(vs), with no
+    capacity. Small and contiguous, so one thread's max-flow stays in its cache; `local` is the
+    thread's scratch (one entry per vertex of the graph)."""
+    n = vs.shape[0]
+    offsets = np.empty(n + 1, np.int64)
+    offsets[0] = 0
+    for i in range(n):
+        v = vs[i]
+        local[v] = i
+        offsets[i + 1] = offsets[i] + indptr[v + 1] - indptr[v]
+    head = np.empty(offsets[n], np.int32)
+    opposite = np.empty(offsets[n], np.int32)
+    capacity = np.zeros(offsets[n])
+    for i in range(n):
+        v = vs[i]
+        b = offsets[i]
+        for a in range(indptr[v], indptr[v + 1]):
+            w = adj[a]
+            if comp[w] == c:
+                head[b] = local[w]
+                opposite[b] = offsets[local[w]] + rev[a] - indptr[w]
+                capacity[b] = arc_cap[a]
+            else:
+                head[b] = n
+                opposite[b] = b
+            b += 1
+    return offsets, head, opposite, capacity
 
 
 _FREE, _TERMINAL, _ORPHAN = -1, -2, -3
@@ -388,58 +484,42 @@ _FAR = 1 << 60
 
 
 @njit(cache=True, nogil=True)
-def _min_cut(vs, r, region, seam, warm, eps, indptr, adj, rev, res, tr, parent, sink, stamp, dist, queued, label):
-    """Boykov-Kolmogorov max-flow on the vertices vs of region r (arcs leaving the region are
-    ignored); label = 0 on the source side of the min cut. Returns how many labels changed.
+def _min_cut(offsets, head, rev, res, tr, eps, label):
+    """Boykov-Kolmogorov max-flow on a component's graph (see `_component_graph`); label = 0 on the source
+    side of the min cut. Returns how many labels changed.
 
     res: residual capacity per arc (rev pairs the two arcs of an edge); tr: terminal capacity,
-    > 0 from the source, < 0 to the sink; capacities <= eps count as saturated. parent[v] is the
-    arc from v to its tree parent. warm: res, tr and the search trees (parent, sink, dist) are
-    those left by max-flows on the pieces of the region that `seam` names (one id per piece);
-    the trees are kept and only the vertices at a seam grow, so only flow that crosses seams is
-    searched for (Kohli & Torr's reuse of search trees)."""
-    n = vs.shape[0]
+    > 0 from the source, < 0 to the sink; capacities <= eps count as saturated. parent[i] is the
+    arc from i to its tree parent."""
+    n = offsets.shape[0] - 1
+    parent = np.full(n + 1, _FREE, np.int64)  # n: where arcs leaving the component point, always free
+    sink = np.zeros(n + 1, np.bool_)
+    stamp = np.zeros(n + 1, np.int64)
+    dist = np.ones(n + 1, np.int64)
+    queued = np.zeros(n + 1, np.bool_)
     queue = np.empty(n, np.int64)
     orphans = np.empty(n, np.int64)
     q_head, q_len, o_head, o_len = 0, 0, 0, 0
-    for v in vs:
-        stamp[v] = 0
-        queued[v] = False
-        if not warm:
-            dist[v] = 1
-            parent[v] = _FREE
-            if tr[v] > eps or tr[v] < -eps:
-                parent[v] = _TERMINAL
-                sink[v] = tr[v] < 0
-                queued[v] = True
-                queue[q_len] = v
-                q_len += 1
-    if warm:  # the distance heuristic needs exact tree depths (BK's start: all stamps 0)
-        for v in vs:
-            dist[v] = 0
-        for v in vs:
-            depth = 0
-            i = v
-            while parent[i] != _FREE and dist[i] == 0 and parent[i] != _TERMINAL:
-                orphans[depth] = i
-                depth += 1
-                i = adj[parent[i]]
-            if parent[i] == _FREE:
-                continue
-            if dist[i] == 0:
-                dist[i] = 1
-            for t in range(depth - 1, -1, -1):
-                dist[orphans[t]] = dist[i] + depth - t
-        for v in vs:
-            if parent[v] == _FREE:
-                continue
-            for a in range(indptr[v], indptr[v + 1]):
-                j = adj[a]
-                if region[j] == r and seam[j] != seam[v]:
-                    queued[v] = True
-                    queue[q_len] = v
-                    q_len += 1
+    for i in range(n):  # first the paths source -> i -> j -> sink, without trees
+        if tr[i] <= eps:
+            continue
+        for a in range(offsets[i], offsets[i + 1]):
+            j = head[a]
+            if j < n and tr[j] < -eps and res[a] > eps:
+                push = min(tr[i], -tr[j], res[a])
+                tr[i] -= push
+                tr[j] += push
+                res[a] -= push
+                res[rev[a]] += push
+                if tr[i] <= eps:
                     break
+    for v in range(n):
+        if tr[v] > eps or tr[v] < -eps:
+            parent[v] = _TERMINAL
+            sink[v] = tr[v] < 0
+            queued[v] = True
+            queue[q_len] = v
+            q_len += 1
     time = 0
     current = -1
     while True:
@@ -450,7 +530,7 @@ def _min_cut(vs, r, region, seam, warm, eps, indptr, adj, rev, res, tr, parent, 
                 i = -1
         while i < 0 and q_len > 0:
             i = queue[q_head]
-            q_head = (q_head + 1) % n
+            q_head = q_head + 1 if q_head + 1 < n else 0
             q_len -= 1
             queued[i] = False
             if parent[i] == _FREE:
@@ -459,12 +539,10 @@ def _min_cut(vs, r, region, seam, warm, eps, indptr, adj, rev, res, tr, parent, 
             break
         # Grow i's tree; stop at the first arc that reaches the other tree.
         middle = -1
-        for a in range(indptr[i], indptr[i + 1]):
-            j = adj[a]
-            if region[j] != r:
-                continue
+        for a in range(offsets[i], offsets[i + 1]):
             if (res[rev[a]] if sink[i] else res[a]) <= eps:
                 continue
+            j = head[a]
             if parent[j] == _FREE:
                 sink[j] = sink[i]
                 parent[j] = rev[a]
@@ -472,7 +550,8 @@ def _min_cut(vs, r, region, seam, warm, eps, indptr, adj, rev, res, tr, parent, 
                 dist[j] = dist[i] + 1
                 if not queued[j]:
                     queued[j] = True
-                    queue[(q_head + q_len) % n] = j
+                    tail = q_head + q_len
+                    queue[tail if tail < n else tail - n] = j
                     q_len += 1
             elif sink[j] != sink[i]:
                 middle = rev[a] if sink[i] else a
@@ -489,61 +568,61 @@ def _min_cut(vs, r, region, seam, warm, eps, indptr, adj, rev, res, tr, parent, 
         queued[i] = True
         # Augment along source -> ... -> tail(middle) -> head(middle) -> ... -> sink.
         b = res[middle]
-        x = adj[rev[middle]]
+        x = head[rev[middle]]
         while parent[x] != _TERMINAL:
             b = min(b, res[rev[parent[x]]])
-            x = adj[parent[x]]
+            x = head[parent[x]]
         b = min(b, tr[x])
-        x = adj[middle]
+        x = head[middle]
         while parent[x] != _TERMINAL:
             b = min(b, res[parent[x]])
-            x = adj[parent[x]]
+            x = head[parent[x]]
         b = min(b, -tr[x])
         res[middle] -= b
         res[rev[middle]] += b
-        x = adj[rev[middle]]
+        x = head[rev[middle]]
         while parent[x] != _TERMINAL:
             p = parent[x]
             res[p] += b
             res[rev[p]] -= b
             if res[rev[p]] <= eps:
                 parent[x] = _ORPHAN
-                o_head = (o_head - 1) % n
+                o_head = o_head - 1 if o_head > 0 else n - 1
                 orphans[o_head] = x
                 o_len += 1
-            x = adj[p]
+            x = head[p]
         tr[x] -= b
         if tr[x] <= eps:
             parent[x] = _ORPHAN
-            o_head = (o_head - 1) % n
+            o_head = o_head - 1 if o_head > 0 else n - 1
             orphans[o_head] = x
             o_len += 1
-        x = adj[middle]
+        x = head[middle]
         while parent[x] != _TERMINAL:
             p = parent[x]
             res[rev[p]] += b
             res[p] -= b
             if res[p] <= eps:
                 parent[x] = _ORPHAN
-                o_head = (o_head - 1) % n
+                o_head = o_head - 1 if o_head > 0 else n - 1
                 orphans[o_head] = x
                 o_len += 1
-            x = adj[p]
+            x = head[p]
         tr[x] += b
         if tr[x] >= -eps:
             parent[x] = _ORPHAN
-            o_head = (o_head - 1) % n
+            o_head = o_head - 1 if o_head > 0 else n - 1
             orphans[o_head] = x
             o_len += 1
         # Adopt orphans: a new parent in the same tree still rooted at the terminal, or free it.
         while o_len > 0:
             i = orphans[o_head]
-            o_head = (o_head + 1) % n
+            o_head = o_head + 1 if o_head + 1 < n else 0
             o_len -= 1
             best_arc, best_d = -1, _FAR
-            for a0 in range(indptr[i], indptr[i + 1]):
-                j = adj[a0]
-                if region[j] != r or parent[j] == _FREE or sink[j] != sink[i]:
+            for a0 in range(offsets[i], offsets[i + 1]):
+                j = head[a0]
+                if parent[j] == _FREE or sink[j] != sink[i]:
                     continue
                 if (res[a0] if sink[i] else res[rev[a0]]) <= eps:
                     continue
@@ -562,7 +641,7 @@ def _min_cut(vs, r, region, seam, warm, eps, indptr, adj, rev, res, tr, parent, 
                     if p == _ORPHAN:
                         d = _FAR
                         break
-                    k = adj[p]
+                    k = head[p]
                 if d < _FAR:
                     if d < best_d:
                         best_arc, best_d = a0, d
@@ -571,28 +650,30 @@ def _min_cut(vs, r, region, seam, warm, eps, indptr, adj, rev, res, tr, parent, 
                         stamp[k] = time
                         dist[k] = d
                         d -= 1
-                        k = adj[parent[k]]
+                        k = head[parent[k]]
             if best_arc >= 0:
                 parent[i] = best_arc
                 stamp[i] = time
                 dist[i] = best_d + 1
                 continue
             parent[i] = _FREE
-            for a0 in range(indptr[i], indptr[i + 1]):
-                j = adj[a0]
-                if region[j] != r or parent[j] == _FREE or sink[j] != sink[i]:
+            for a0 in range(offsets[i], offsets[i + 1]):
+                j = head[a0]
+                if parent[j] == _FREE or sink[j] != sink[i]:
                     continue
                 if (res[a0] if sink[i] else res[rev[a0]]) > eps and not queued[j]:
                     queued[j] = True
-                    queue[(q_head + q_len) % n] = j
+                    tail = q_head + q_len
+                    queue[tail if tail < n else tail - n] = j
                     q_len += 1
                 p = parent[j]
-                if p >= 0 and adj[p] == i:
+                if p >= 0 and head[p] == i:
                     parent[j] = _ORPHAN
-                    orphans[(o_head + o_len) % n] = j
+                    tail = o_head + o_len
+                    orphans[tail if tail < n else tail - n] = j
                     o_len += 1
     changed = 0
-    for v in vs:
+    for v in range(n):
         side = 0 if parent[v] != _FREE and not sink[v] else 1
         changed += side != label[v]
         label[v] = side
@@ -600,183 +681,106 @@ def _min_cut(vs, r, region, seam, warm, eps, indptr, adj, rev, res, tr, parent, 
 
 
 @njit(cache=True, nogil=True)
-def _regions(comp, order, start, runnable, indptr, adj, split_size):
-    """The vertices of the components to split, grouped into regions that are cut separately.
-
-    A component of at most `split_size` vertices (or any, when split_size is 0) is one region,
-    its vertices in `order`'s (ascending) order. A larger one is cut into about equal runs of
-    its breadth-first order from its first vertex, so the pieces are compact and one large
-    component can keep several threads busy. Returns (region per vertex, -1 outside; vertices
-    by region; region offsets; component of each region)."""
-    n = comp.shape[0]
-    k = start.shape[0] - 1
-    region = np.full(n, -1, np.int64)
-    rorder = np.empty(n, np.int64)
-    pieces = np.zeros(k, np.int64)
-    for c in range(k):
-        size = start[c + 1] - start[c]
-        if runnable[c]:
-            pieces[c] = 1 if split_size <= 0 or size <= split_size else (size + split_size - 1) // split_size
-    rstart = np.zeros(pieces.sum() + 1, np.int64)
-    rcomp = np.empty(pieces.sum(), np.int64)
-    seen = np.zeros(n, np.bool_)
-    r, m = 0, 0
-    for c in range(k):
-        if pieces[c] == 0:
-            continue
-        vs = order[start[c]:start[c + 1]]
-        size = vs.shape[0]
-        run = rorder[m:m + size]
-        if pieces[c] == 1:
-            run[:] = vs
-        else:
-            run[0] = vs[0]
-            seen[vs[0]] = True
-            head, tail = 0, 1
-            while head < tail:
-                u = run[head]
-                head += 1
-                for a in range(indptr[u], indptr[u + 1]):
-                    v = adj[a]
-                    if comp[v] == c and not seen[v]:
-                        seen[v] = True
-                        run[tail] = v
-                        tail += 1
-            for i in range(pieces[c]):  # sorted runs: vertex order is memory order
-                run[i * size // pieces[c]:(i + 1) * size // pieces[c]].sort()
-        for i in range(pieces[c]):
-            rcomp[r] = c
-            rstart[r + 1] = m + (i + 1) * size // pieces[c]
-            region[rorder[rstart[r]:rstart[r + 1]]] = r
-            r += 1
-        m += size
-    return region, rorder, rstart, rcomp
+def _split_component(x, vs, c, comp, indptr, adj, rev, arc_edge, arc_cap, local, active, flow_rounds, restarts,
+                     iterations, state):
+    """Split the vertices vs (ascending) of component c in two: 2-means proposes two values,
+    then `flow_rounds` min cuts, the values re-fitted to the labels in between. Activates the
+    edges the split cuts; returns whether there was one."""
+    n = vs.shape[0]
+    xs = np.empty((n, x.shape[1]))
+    for i in range(n):
+        xs[i] = x[vs[i]]
+    label = np.zeros(n, np.int64)
+    centers = np.empty((2, x.shape[1]))
+    if not _two_means(xs, label, centers, restarts, iterations, state):
+        return False
+    eps = _refit(xs, label, centers)
+    if eps < 0.0:
+        return False
+    offsets, head, opposite, capacity = _component_graph(vs, c, comp, indptr, adj, rev, arc_cap, local)
+    tr = np.empty(n)
+    for round_ in range(flow_rounds):
+        for i in range(n):
+            tr[i] = _terminal(xs, i, centers)
+        if _min_cut(offsets, head, opposite, capacity.copy(), tr, eps, label) == 0:
+            break  # same labels, same values: another round would repeat the cut
+        if round_ + 1 < flow_rounds:
+            eps = _refit(xs, label, centers)
+            if eps < 0.0:
+                return False
+    cut = False
+    for i in range(n):
+        for b in range(offsets[i], offsets[i + 1]):
+            j = head[b]
+            if i < j < n and label[i] != label[j]:  # each edge from its lower end (vs ascends)
+                active[arc_edge[indptr[vs[i]] + b - offsets[i]]] = True
+                cut = True
+    return cut
 
 
 @njit(cache=True, nogil=True)
-def _slots(rstart, slots):
-    """Regions dealt to `slots` threads, largest first to the least loaded (LPT): (regions by
-    slot, slot offsets). Which thread cuts a region never changes its result."""
-    nr = rstart.shape[0] - 1
-    size = rstart[1:] - rstart[:-1]
+def _flagged_sizes(start, flags):
+    """The sizes of the flagged groups (offsets `start`), 0 for the others."""
+    sizes = np.zeros(flags.shape[0], np.int64)
+    for c in range(flags.shape[0]):
+        if flags[c]:
+            sizes[c] = start[c + 1] - start[c]
+    return sizes
+
+
+@njit(cache=True, nogil=True)
+def _slots(sizes, slots):
+    """Jobs of these sizes dealt to `slots` threads, largest first to the least loaded (LPT):
+    (jobs by slot, slot offsets). Which thread does a job never changes its result."""
     load = np.zeros(slots, np.int64)
-    slot = np.empty(nr, np.int64)
-    for r in np.argsort(-size, kind="mergesort"):
+    slot = np.empty(sizes.shape[0], np.int64)
+    for r in np.argsort(-sizes, kind="mergesort"):
         s = np.argmin(load)
         slot[r] = s
-        load[s] += size[r]
+        load[s] += sizes[r]
     return _grouped(slot, slots)
 
 
 @njit(cache=True, nogil=True)
 def _grouped(group, k):
-    """The indices of `group` (values in 0..k-1) ordered by group, stably, and each group's offset
-    into that order (k+1 offsets)."""
-    order = np.argsort(group, kind="mergesort")
+    """The indices of `group` (values in 0..k-1) ordered by group, stably (a counting sort), and
+    each group's offset into that order (k+1 offsets)."""
     start = np.zeros(k + 1, np.int64)
     for i in range(group.shape[0]):
         start[group[i] + 1] += 1
     for c in range(k):
         start[c + 1] += start[c]
+    fill = start[:-1].copy()
+    order = np.empty(group.shape[0], np.int64)
+    for i in range(group.shape[0]):
+        order[fill[group[i]]] = i
+        fill[group[i]] += 1
     return order, start
 
 
-_SKIP, _CUTTING, _SETTLED, _FAILED = 0, 1, 2, 3
-_MIN_PIECE = 2048  # vertices; below this a piece's own max-flow costs less than stitching it
-
-
 @njit(cache=True, nogil=True, parallel=_prange_only())
-def _split_all(x, comp, k, saturated, indptr, adj, arc_edge, rev, cap, active, flow_rounds, restarts,
-               iterations, seed, split_size, threads):
+def _split_all(x, comp, k, order, start, saturated, indptr, adj, arc_edge, rev, arc_cap, active, flow_rounds, restarts,
+               iterations, seed, threads):
     """Split every non-saturated component in two, activating the edges the split cuts; flag the
     components that did not split as saturated. Returns which components split.
 
-    A component's two alternatives come from 2-means over its vertices and are re-fitted to its
-    labels between min-cut rounds. Each round's min cut is exact, and found in two phases:
-    max-flow inside each region (see `_regions`), regions in parallel on `threads` threads; then,
-    for a component of several regions, max-flow on the whole component starting from the
-    flow the regions pushed, which only has to route what crosses region borders. Any maximum
-    flow leaves the same vertices reachable from the source, so the labels are those of one
-    max-flow over the whole component, whatever the regions and the number of threads."""
-    n, d = x.shape
-    order, start = _grouped(comp, k)
-    state = np.full(k, _SKIP, np.int64)
-    label = np.zeros(n, np.int64)
-    centers = np.empty((k, 2, d))
-    eps = np.zeros(k)
-    for c in prange(k):
-        vs = order[start[c]:start[c + 1]]
-        if saturated[c] or vs.shape[0] < 2:
-            continue
-        rng = (seed * np.uint64(0x100000001B3)) ^ np.uint64(vs[0])
-        state[c] = _FAILED
-        if _two_means(x, vs, label, centers[c], restarts, iterations, rng):
-            eps[c] = _refit(x, vs, label, centers[c])
-            if eps[c] >= 0.0:
-                state[c] = _CUTTING
-    if split_size == 0 and threads > 1:  # each thread's share of the work, pieces not too small
-        work = 0
-        for c in range(k):
-            work += start[c + 1] - start[c] if state[c] == _CUTTING else 0
-        split_size = max(_MIN_PIECE, (work + threads - 1) // threads)
-    region, rorder, rstart, rcomp = _regions(comp, order, start, state == _CUTTING, indptr, adj, split_size)
-    sorder, sstart = _slots(rstart, threads)
-    pieces = np.zeros(k, np.int64)
-    for r in range(rcomp.shape[0]):
-        pieces[rcomp[r]] += 1
-    res = np.zeros(adj.shape[0])
-    tr = np.zeros(n)
-    parent = np.zeros(n, np.int64)
-    sink = np.zeros(n, np.bool_)
-    stamp = np.zeros(n, np.int64)
-    dist = np.zeros(n, np.int64)
-    queued = np.zeros(n, np.bool_)
-    before = np.zeros(n, np.int64)
-    for round_ in range(flow_rounds):
-        for s in prange(sstart.shape[0] - 1):  # capacities from the alternatives, then max-flow, by region
-            for r in sorder[sstart[s]:sstart[s + 1]]:
-                c = rcomp[r]
-                if state[c] != _CUTTING:
-                    continue
-                vs = rorder[rstart[r]:rstart[r + 1]]
-                for v in vs:
-                    before[v] = label[v]
-                    tr[v] = _terminal(x, v, centers[c])
-                    for a in range(indptr[v], indptr[v + 1]):
-                        res[a] = cap[arc_edge[a]]
-                _min_cut(vs, r, region, region, False, eps[c], indptr, adj, rev, res, tr, parent, sink, stamp, dist,
-                         queued, label)
-        for c in prange(k):  # stitch the pieces' flows; the alternatives for the next round
-            if state[c] != _CUTTING:
+    Components are dealt to `threads` threads, each with its own scratch (threads writing near
+    each other's data would slow each other down); the result never depends on the threads.
+    order, start: `_grouped(comp, k)`."""
+    runnable = np.zeros(k, np.bool_)
+    for c in range(k):
+        runnable[c] = not saturated[c] and start[c + 1] - start[c] >= 2
+    sorder, sstart = _slots(_flagged_sizes(start, runnable), threads)
+    split = np.zeros(k, np.bool_)
+    for s in prange(sstart.shape[0] - 1):
+        local = np.empty(x.shape[0], np.int64)
+        for c in sorder[sstart[s]:sstart[s + 1]]:
+            if not runnable[c]:
                 continue
             vs = order[start[c]:start[c + 1]]
-            if pieces[c] > 1:
-                _min_cut(vs, c, comp, region, True, eps[c], indptr, adj, rev, res, tr, parent, sink, stamp, dist,
-                         queued, label)
-            moved = 0
-            for v in vs:
-                moved += label[v] != before[v]
-            if moved == 0:
-                state[c] = _SETTLED  # same labels, same alternatives: another round would repeat the cut
-            elif round_ + 1 < flow_rounds:
-                eps[c] = _refit(x, vs, label, centers[c])
-                if eps[c] < 0.0:
-                    state[c] = _FAILED
-    cut = np.zeros(rcomp.shape[0], np.bool_)
-    for s in prange(sstart.shape[0] - 1):  # each edge is activated from its lower end only
-        for r in sorder[sstart[s]:sstart[s + 1]]:
-            c = rcomp[r]
-            if state[c] != _CUTTING and state[c] != _SETTLED:
-                continue
-            for v in rorder[rstart[r]:rstart[r + 1]]:
-                for a in range(indptr[v], indptr[v + 1]):
-                    w = adj[a]
-                    if v < w and comp[w] == c and label[w] != label[v]:
-                        active[arc_edge[a]] = True
-                        cut[r] = True
-    split = np.zeros(k, np.bool_)
-    for r in range(rcomp.shape[0]):
-        split[rcomp[r]] |= cut[r]
+            state = (seed * np.uint64(0x100000001B3)) ^ np.uint64(vs[0])
+            split[c] = _split_component(x, vs, c, comp, indptr, adj, rev, arc_edge, arc_cap, local, active,
+                                        flow_rounds, restarts, iterations, state)
     for c in range(k):
         if not saturated[c]:
             saturated[c] = not split[c]
@@ -793,42 +797,46 @@ def _merge_gain(sums, counts, u, v, weight):
 
 
 @njit(cache=True, nogil=True)
+def _reduced_graph(comp, k, src, tgt, cap):
+    """One edge per pair of adjacent components, weighted by the summed capacities of the edges
+    between them, in order of (lower, higher) component: (lower ends, higher ends, weights).
+    The pairs are gathered in an open-addressing table, so only the few distinct pairs are
+    sorted, not every edge between components."""
+    border = 0
+    for e in range(src.shape[0]):
+        border += comp[src[e]] != comp[tgt[e]]
+    bits = 1
+    while (1 << bits) < 2 * border + 2:
+        bits += 1
+    mask = (1 << bits) - 1
+    keys = np.full(mask + 1, -1, np.int64)
+    weights = np.zeros(mask + 1)
+    for e in range(src.shape[0]):
+        a, b = comp[src[e]], comp[tgt[e]]
+        if a == b:
+            continue
+        key = min(a, b) * k + max(a, b)
+        slot = np.int64((np.uint64(key) * _GOLDEN) >> np.uint64(64 - bits))
+        while keys[slot] != key and keys[slot] >= 0:
+            slot = (slot + 1) & mask
+        if keys[slot] < 0:
+            keys[slot] = key
+        weights[slot] += cap[e]
+    used = np.flatnonzero(keys >= 0)
+    used = used[np.argsort(keys[used])]
+    return keys[used] // k, keys[used] % k, weights[used]
+
+
+@njit(cache=True, nogil=True)
 def _merge(x, comp, k, src, tgt, cap):
-    """Greedy best-first merging of adjacent components while it lowers the energy.
+    """Greedy best-first merging of adjacent components while it lowers the energy. Returns
+    (components numbered 0..K-1, K, energy).
 
     Merging u and v changes E by -(reg * w_border - 1/2 * W_u W_v / (W_u + W_v) ||x_u - x_v||^2)."""
     n, d = x.shape
     sums, counts = _component_sums(x, comp, k)
-    # Reduced graph: one edge per adjacent pair, weight = summed capacities of its border.
-    keys = np.empty(src.shape[0], np.int64)
-    m = 0
-    for e in range(src.shape[0]):
-        a, b = comp[src[e]], comp[tgt[e]]
-        if a != b:
-            keys[m] = min(a, b) * k + max(a, b)
-            m += 1
-    keys = keys[:m]
-    border = np.zeros(m)
-    m = 0
-    for e in range(src.shape[0]):
-        a, b = comp[src[e]], comp[tgt[e]]
-        if a != b:
-            border[m] = cap[e]
-            m += 1
-    order = np.argsort(keys)
-    eu = np.empty(m, np.int64)
-    ev = np.empty(m, np.int64)
-    rw = np.zeros(m)
-    r = -1
-    last = -1
-    for i in order:
-        if keys[i] != last:
-            r += 1
-            last = keys[i]
-            eu[r] = last // k
-            ev[r] = last % k
-        rw[r] += border[i]
-    m = r + 1
+    eu, ev, rw = _reduced_graph(comp, k, src, tgt, cap)
+    m = eu.shape[0]
     head = np.full(k, -1, np.int64)
     nxt = np.empty(2 * m, np.int64)
     for e in range(m):
@@ -899,8 +907,18 @@ def _merge(x, comp, k, src, tgt, cap):
         parent[c] = root
         if new_id[root] < 0:
             new_id[root] = kept
+            sums[root] /= counts[root]
             kept += 1
     out = np.empty(n, np.int64)
+    fidelity = 0.0
     for i in range(n):
-        out[i] = new_id[parent[comp[i]]]
-    return out, kept
+        root = parent[comp[i]]
+        out[i] = new_id[root]
+        for j in range(d):
+            r = x[i, j] - sums[root, j]
+            fidelity += r * r
+    boundary = 0.0
+    for e in range(m):
+        if not dead[e]:
+            boundary += rw[e]
+    return out, kept, 0.5 * fidelity + boundary
