@@ -15,7 +15,7 @@ scene0000_00's SPG graph, pieces of 10,000-40,000 vertices raised the energy by 
 0.3. A pair listed twice (mutual kNN) is fused into one edge first, leaving 56% of the arcs
 on that graph. Written from the papers and the notes in docs/oversegmentation.md (c); the
 GPL reference code is not used. On that graph it ends 0.1-0.4% below the official parallel
-cut pursuit's energy at reg 0.01-0.3 (tests/test_cut_pursuit.py), in 0.64-0.70x its time on
+cut pursuit's energy at reg 0.01-0.3 (tests/test_cut_pursuit.py), in 0.64-0.72x its time on
 two threads (benchmarks/bench_partitions.py --only cut-pursuit).
 """
 
@@ -79,8 +79,9 @@ def cut_pursuit(
     indptr, adj, arc_edge, rev = _forward_star(n, src, tgt)
     arc_cap = cap[arc_edge]
 
-    everything = np.zeros(n, np.int64), 1, np.arange(n), np.array([0, n]), np.ones(1, np.bool_)
-    comp, k = _components(*everything, indptr, adj, arc_edge, np.zeros(src.shape[0], np.bool_), 1)
+    one = np.zeros(n, np.int64)  # one component, split into the graph's connected ones
+    comp, k = _components(one, 1, *_grouped(one, 1), np.ones(1, np.bool_), indptr, adj, arc_edge,
+                          np.zeros(src.shape[0], np.bool_), 1)
     saturated = np.zeros(k, np.bool_)
     energy = _energy(x, comp, k, src, tgt, cap)
     for iteration in range(max_iterations):
@@ -167,36 +168,24 @@ def _coalesced(n, src, tgt, cap):
     """The edges with each pair listed once, lower end first, its capacity the sum of the
     pair's (mutual kNN lists most pairs twice): the same energy for every partition, and
     about half the arcs for each split to search. Ordered by lower end, then first listing."""
-    m = src.shape[0]
-    start = np.zeros(n + 1, np.int64)
-    for e in range(m):
-        start[min(src[e], tgt[e]) + 1] += 1
-    for v in range(n):
-        start[v + 1] += start[v]
-    fill = start[:-1].copy()
-    higher = np.empty(m, np.int64)  # the edges' higher ends and capacities, by lower end
-    capacity = np.empty(m)
-    for e in range(m):
-        low = min(src[e], tgt[e])
-        higher[fill[low]] = max(src[e], tgt[e])
-        capacity[fill[low]] = cap[e]
-        fill[low] += 1
+    lower, higher = np.minimum(src, tgt), np.maximum(src, tgt)
+    order, start = _grouped(lower, n)
     slot = np.full(n, -1, np.int64)  # slot[w]: w's edge from the current lower end, if >= first
-    out_src = np.empty(m, np.int64)
-    out_tgt = np.empty(m, np.int64)
-    out_cap = np.empty(m)
+    out_src = np.empty(src.shape[0], np.int64)
+    out_tgt = np.empty(src.shape[0], np.int64)
+    out_cap = np.empty(src.shape[0])
     count = 0
     for v in range(n):
         first = count
-        for i in range(start[v], start[v + 1]):
-            w = higher[i]
+        for e in order[start[v]:start[v + 1]]:
+            w = higher[e]
             if slot[w] >= first:
-                out_cap[slot[w]] += capacity[i]
+                out_cap[slot[w]] += cap[e]
             else:
                 slot[w] = count
                 out_src[count] = v
                 out_tgt[count] = w
-                out_cap[count] = capacity[i]
+                out_cap[count] = cap[e]
                 count += 1
     return out_src[:count], out_tgt[:count], out_cap[:count]
 
