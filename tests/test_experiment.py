@@ -132,7 +132,8 @@ def toy(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("experiment")
     path = make_toy_store(tmp, method="pseudo-ce", epochs=2, eval_every_epochs=1)
-    text = path.read_text().replace("[labels]", '[[partitions]]\nname = "fine"\nmethod = "felzenszwalb"\nk = 0.02\n[labels]')
+    text = path.read_text().replace("[labels]", '[[partitions]]\nname = "fine"\nmethod = "felzenszwalb"\nk = 0.02\n'
+                                    '[[partitions]]\nname = "renamed"\nmethod = "felzenszwalb"\n[labels]')
     path.write_text(text + EXPERIMENT)
     _add_partition(load_pipeline(path), "fine")
     reports = tmp / "reports"
@@ -163,7 +164,8 @@ def test_config_hash_follows_the_model_not_the_paths(toy):
     path, _ = toy
     base = load_pipeline(path)
     h = config_hash(base)
-    same = {"train.out_dir": "elsewhere", "train.num_workers": 3, "train.checkpoint_every": 7}
+    same = {"train.out_dir": "elsewhere", "train.num_workers": 3, "train.checkpoint_every": 7,
+            "train.partition": "renamed"}  # the default's sets under another name: same store keys
     assert config_hash(load_pipeline(path, same)) == h
     for change in ({"train.lr": 0.01}, {"train.seed": 1}, {"train.partition": "fine"}):
         assert config_hash(load_pipeline(path, change)) != h, change
@@ -246,3 +248,35 @@ def test_an_experiment_trains_each_run_once_per_seed(tmp_path):
     table = (tmp_path / "report" / "table.md").read_text()
     assert "| ce | " in table and " ± " in table and "ce vs gt" in table and "ce " in info["teacher"][0]
     assert not (tmp_path / "report" / "learning_curves.png").exists()  # no validation during training
+
+
+def test_the_synthetic_experiments_are_what_their_rows_say():
+    """The comparison's rows, the budget's thirds, and the runs the experiments share (trained
+    once: equal settings and the same partition parameters give equal config hashes)."""
+    from shared.config import run_pipeline
+    from train.engine.methods import METHODS
+    from train.run_record import hashed_settings
+
+    def runs(name):
+        p = load_pipeline(f"pipelines/synthetic-{name}.toml")
+        return {r.name: run_pipeline(p, r, 0) for r in p.runs}
+
+    compare = runs("compare")
+    assert list(compare) == ["pseudo-ce", "refined-ce", "hicl", "clip2scene", "clip2scene-no-switch"]
+    for name, p in compare.items():
+        fields = METHODS[p.train.method].fields_for(p.train)
+        assert ("refined" in fields) == (name in ("refined-ce", "hicl")), name  # CE targets: refined or raw
+        assert name.startswith("clip2scene") or p.train.head == "linear"
+    terms = ("intra_set", "intra_scene", "inter_scene", "feedback")
+    assert not any(getattr(compare["refined-ce"].train.hicl, t) for t in terms)
+    epochs = compare["hicl"].train.epochs
+    assert compare["hicl"].train.hicl.feedback_warmup_epochs == compare["clip2scene"].train.clip2scene.switch_epoch \
+        == round(epochs / 3)
+    assert compare["clip2scene"].train.clip2scene.switch_prob > 0
+    assert compare["clip2scene-no-switch"].train.clip2scene.switch_prob == 0
+    shared = [(compare["refined-ce"], runs("components")["refine"], runs("budget")["refined-ce"]),
+              (compare["hicl"], runs("components")["feedback"], runs("partition")["felzenszwalb"],
+               runs("threshold")["k0.01"], runs("budget")["hicl"])]
+    for same in shared:
+        assert all(hashed_settings(p) == hashed_settings(same[0]) for p in same)
+        assert all(p.partition(p.train.partition).params == same[0].partition(same[0].train.partition).params for p in same)

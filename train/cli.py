@@ -54,7 +54,8 @@ def parser() -> argparse.ArgumentParser:
     at.add_argument("--point", type=int, help="query point index (default: the central chair point)")
     at.add_argument("--out", default="reports/figures", help="folder for attention.png")
     for name in ("eval", "attention"):
-        sub.choices[name].add_argument("--run", help="use the [[runs]] entry of this name (its out_dir and overrides)")
+        sub.choices[name].add_argument("--run", help="use the [[runs]] entry of this name (its overrides and its "
+                                                     "first seed's out_dir)")
     ex = sub.choices["experiment"]
     ex.add_argument("--out", help="folder for the table (default reports/<pipeline stem>)")
     ex.add_argument("--runs", type=_names, metavar="NAME,...", help="train only these [[runs]] entries (no table)")
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             runs = {r.name: r for r in pipeline.runs}
             if args.run not in runs:
                 raise ConfigError(f"{pipeline.source}: no [[runs]] entry named {args.run!r} (have {sorted(runs)})")
-            pipeline = run_pipeline(pipeline, runs[args.run])
+            pipeline = run_pipeline(pipeline, runs[args.run], pipeline.experiment.seeds[0])
         if args.command == "attention":
             from train.reports.attention import attention_figure
 

@@ -144,10 +144,11 @@ def train_run(pipeline: Pipeline, run: RunConfig, seed: int, out: Path, render: 
     return record
 
 
-def run_experiment(pipeline: Pipeline, out_dir: str | Path | None = None, render: int = 2,
+def run_experiment(pipeline: Pipeline, out_dir: str | Path | None = None, render: int = 1,
                    runs: list[str] | None = None, seeds: list[int] | None = None) -> dict[str, SeedResults]:
     """Train (or reuse) the chosen runs and seeds (all where None); with the whole experiment,
-    write its table (`gather`). Returns the model rows of what was chosen."""
+    write its table (`gather`). The first seed of each run renders `render` val scenes (the
+    report shows the first). Returns the model rows of what was chosen."""
     if not pipeline.runs:
         raise ConfigError(f"{pipeline.source}: an experiment needs [[runs]] entries (see pipelines/*-compare.toml)")
     out = Path(out_dir) if out_dir is not None else report_dir(pipeline)

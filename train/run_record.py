@@ -34,8 +34,9 @@ from train.engine.data import open_store
 # trained again, as STAGE_VERSIONS does for the store's outputs.
 TRAINER_VERSION = 1
 # Train keys that change no model: a path, loader processes (samples are a function of seed,
-# epoch and index: train/engine/data.py), how often a checkpoint is written.
-NOT_HASHED = frozenset({"out_dir", "num_workers", "checkpoint_every"})
+# epoch and index: train/engine/data.py), how often a checkpoint is written, and the partition's
+# name (its store key is hashed instead: the threshold ablation's "k0.01" is the default's sets).
+NOT_HASHED = frozenset({"out_dir", "num_workers", "checkpoint_every", "partition"})
 RECORD = "record.json"
 
 

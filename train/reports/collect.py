@@ -15,7 +15,7 @@ from shared.errors import UserError
 from train.reports.curves import CURVES
 
 # Block order follows the seed paper; a folder's kind is read from the files it holds.
-ORDER = ("compare", "threshold", "partition", "components", "label_quality", "cost", "figures")
+ORDER = ("budget", "compare", "threshold", "partition", "components", "label_quality", "cost", "figures")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
