@@ -225,6 +225,21 @@ def test_table_from_records_names_missing_and_stale_runs(toy):
         gather(load_pipeline(path, {"train.lr": 0.01}), stale)
 
 
+def test_cli_gathers_the_table_and_refuses_mixed_options(toy, capsys):
+    from train.cli import main
+
+    path, reports = toy
+    assert main(["experiment", str(path), "--out", str(reports / "cli"), "--table-only"]) == 2
+    assert "no finished run" in capsys.readouterr().err  # nothing recorded in that folder
+    assert main(["experiment", str(path), "--out", str(reports / "exp"), "--table-only"]) == 0
+    assert capsys.readouterr().out.startswith("ce: mIoU ")
+    assert main(["experiment", str(path), "--table-only", "--runs", "ce"]) == 2
+    assert "leave out --runs and --seeds" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["experiment", str(path), "--seeds", "0,one"])
+    assert "--seeds expects integers" in capsys.readouterr().err
+
+
 def test_experiment_refuses_unknown_runs_and_seeds(toy):
     from shared.errors import ConfigError
 

@@ -45,6 +45,11 @@ def report_dir(pipeline: Pipeline) -> Path:
     return Path("reports") / pipeline.source.stem
 
 
+def record_folder(out: Path, run: RunConfig, seed: int) -> Path:
+    """Where one (run, seed) of the experiment reported in `out` is evaluated and recorded."""
+    return out / run.name / f"seed{seed}"
+
+
 def _training_log(log_csv: Path) -> tuple[float, int]:
     """Wall time the run spent training (loader wait + steps) and its last step, from its log: a
     resumed or re-scored run reports its real cost, not the seconds of the last invocation."""
@@ -115,7 +120,7 @@ def train_run(pipeline: Pipeline, run: RunConfig, seed: int, out: Path, render: 
     under the same hash), evaluated and recorded."""
     p = run_pipeline(pipeline, run, seed)
     wanted = config_hash(p)
-    folder = out / run.name / f"seed{seed}"
+    folder = record_folder(out, run, seed)
     found = find_record(folder, wanted, out.parent)
     if found is not None:
         record, where = found
@@ -183,7 +188,7 @@ def collect_records(pipeline: Pipeline, out: Path) -> Gathered:
     for run in pipeline.runs:
         found.records[run.name] = []
         for seed in pipeline.experiment.seeds:
-            record = RunRecord.read(out / run.name / f"seed{seed}")
+            record = RunRecord.read(record_folder(out, run, seed))
             if record is None:
                 found.missing.append(f"{run.name} seed {seed}")
                 continue
