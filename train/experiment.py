@@ -239,10 +239,10 @@ def gather(pipeline: Pipeline, out_dir: str | Path | None = None) -> dict[str, S
                           + f"; run python -m train experiment {pipeline.source}")
     seeds = pipeline.experiment.seeds
     labeler = pipeline.labels.labeler
-    note = (f"Pipeline: {pipeline.source}; labeler: {labeler}"
-            + (" (simulated-CLIP: a model of MaskCLIP run on ground truth, not real CLIP)" if labeler == "simulated-clip" else "")
-            + f"; {pipeline.train.epochs} epochs per model, {len(seeds)} training seed{'s' * (len(seeds) > 1)} {seeds}: "
-            "model rows show the mean mIoU ± its std over seeds and per-class means.")
+    simulated = " (simulated-CLIP: a model of MaskCLIP run on ground truth, not real CLIP)"
+    note = (f"Pipeline: {pipeline.source}; labeler: {labeler}" + (simulated if labeler == "simulated-clip" else "")
+            + f"; {pipeline.train.epochs} epochs per model, {len(seeds)} training seed{'s' * (len(seeds) > 1)} "
+            f"{seeds}: model rows show the mean mIoU ± its std over seeds and per-class means.")
     gaps = _gaps_sentence(found)
     verdict = noise_sentence(rows)
     teacher = ("Against the pseudo-labels (one-sample t-test of the seeds' mIoUs against the labels' score, "

@@ -37,7 +37,8 @@ def plot_learning_curves(runs: dict[str, list[Curve]], lines: dict[str, float], 
         if not seeds:
             continue
         steps, mean, std = mean_curve(seeds)
-        (line,) = ax.plot(steps, mean, marker="o", markersize=3, label=f"{label} ({len(seeds)} seed{'s' * (len(seeds) > 1)})")
+        name = f"{label} ({len(seeds)} seed{'s' * (len(seeds) > 1)})"
+        (line,) = ax.plot(steps, mean, marker="o", markersize=3, label=name)
         ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
     styles = ("--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1)))
     for i, (name, value) in enumerate(lines.items()):
