@@ -7,7 +7,7 @@ SYNTH_SCENES ?= 10
 CHECKPOINT ?=
 ARGS ?=
 
-.PHONY: setup test test-fast demo synth synth-experiments preprocess train eval bench clean compare ablation-threshold \
+.PHONY: setup test test-fast demo synth synth-experiments preprocess train eval bench clean budget compare ablation-threshold \
 	ablation-partition ablation-components cost figures report experiments gt-check gpu-check
 
 VENV_STAMP := .venv/.installed
@@ -74,6 +74,9 @@ define experiment
 	$(PY) -m train experiment pipelines/$(DATASET)-$(1).toml
 endef
 
+budget:  ## learning curves of gt, CE on refined labels and HICL at the budget (DATASET=synthetic)
+	$(call experiment,budget)
+
 compare:  ## make compare DATASET=synthetic|scannet|nuscenes
 	$(call experiment,compare)
 
@@ -98,7 +101,7 @@ figures:  ## partitions side by side (Fig. 1), attention maps (Fig. 2)
 report:  ## gather every table and figure into reports/REPORT.md
 	$(PY) -m train report --readme README.md
 
-experiments: compare ablation-threshold ablation-partition ablation-components cost figures report
+experiments: budget compare ablation-threshold ablation-partition ablation-components cost figures report
 
 GT_DIR ?= data/synthetic-gt
 $(GT_DIR)/scannetv2_train.txt: | $(VENV_STAMP)

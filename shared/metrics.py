@@ -1,23 +1,32 @@
 """Semantic segmentation metrics and the per-class tables of every report.
 
 Convention (design.md; written into every table): the confusion matrix counts points whose
-ground truth is a benchmark class (ignored points are dropped first); IoU_c = TP/(TP+FP+FN);
-mIoU is the mean over classes whose union is non-zero; a class with neither ground truth nor
-prediction is "n/a" and left out of the mean.
+ground truth is a benchmark class (ignored points are dropped first); IoU_c = TP/(TP+FP+FN) for
+every class with ground-truth points among them; mIoU is the mean over those classes. A class
+without ground truth there is "n/a" in every row, so rows scored on the same points average over
+the same classes: a model that falsely predicts such a class is not scored 0 on it while another
+shows n/a (its false predictions already count as misses of the points' true classes).
+
+Differences between models trained with several seeds are tested here too: Welch's t-test
+between two models' per-seed mIoUs, a one-sample t-test of a model against a fixed score (the
+pseudo-labels it learned from), both two-sided.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 CONVENTION = (
     "IoU = TP/(TP+FP+FN) over points with a benchmark ground-truth class (ignored points dropped); "
-    "mIoU = mean over classes with a non-empty union; n/a = class neither present nor predicted."
+    "mIoU = mean over the classes with ground truth among those points, the same classes for every row "
+    "scored on them; n/a = class without ground truth there (predicting it counts as missing the true class)."
 )
 
 
@@ -43,6 +52,20 @@ class IoUResult:
     names: tuple[str, ...]
     iou: np.ndarray  # (C,) float, NaN = n/a
     confusion: np.ndarray  # (C, C)
+    missed: np.ndarray | None = None  # (C,) points of each class left unlabelled (in no column)
+
+    @classmethod
+    def from_counts(cls, names: tuple[str, ...] | list[str], confusion: np.ndarray,
+                    missed: np.ndarray | None = None) -> "IoUResult":
+        """The result of these counts (what `counts()` wrote, e.g. a committed run record)."""
+        cm = np.asarray(confusion, dtype=np.int64)
+        missed = np.zeros(len(cm), dtype=np.int64) if missed is None else np.asarray(missed, dtype=np.int64)
+        return cls(tuple(names), iou_from_confusion(cm, missed), cm, missed)
+
+    def counts(self) -> dict[str, list]:
+        """The exact counts, JSON-ready: every number of the result follows from them."""
+        missed = np.zeros(len(self.names), dtype=np.int64) if self.missed is None else self.missed
+        return {"confusion": self.confusion.tolist(), "missed": missed.tolist()}
 
     @property
     def miou(self) -> float:
@@ -96,17 +119,51 @@ class SeedResults:
 Row = IoUResult | SeedResults
 
 
+# ----------------------------------------------------------------------------- tests of differences
+# scipy is imported where a test runs: training (validation imports this module) needs only numpy.
+def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of Welch's t-test (no equal-variance assumption) that two models'
+    per-seed scores share their mean; NaN with fewer than two seeds on a side or no spread at all."""
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    from scipy.stats import ttest_ind
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(ttest_ind(np.asarray(a, float), np.asarray(b, float), equal_var=False).pvalue)
+
+
+def one_sample_p(values: Sequence[float], reference: float) -> float:
+    """Two-sided p-value of a one-sample t-test that per-seed scores have mean `reference` (a
+    fixed score such as the pseudo-labels'); NaN with fewer than two seeds."""
+    if len(values) < 2:
+        return float("nan")
+    from scipy.stats import ttest_1samp
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(ttest_1samp(np.asarray(values, float), reference).pvalue)
+
+
+def p_text(p: float) -> str:
+    """A p-value as the tables write it."""
+    if np.isnan(p):
+        return "p n/a"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
 def _pct(v: float) -> float | None:
     return None if np.isnan(v) else round(100.0 * float(v), 2)
 
 
 def iou_from_confusion(cm: np.ndarray, missed: np.ndarray | None = None) -> np.ndarray:
+    """Per-class IoU; NaN (n/a) for a class without ground-truth points (the module's class set)."""
     tp = np.diag(cm).astype(np.float64)
     fn = cm.sum(1) - tp + (0 if missed is None else missed)
     fp = cm.sum(0) - tp
     union = tp + fp + fn
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, tp / union, np.nan)
+        return np.where(tp + fn > 0, tp / union, np.nan)
 
 
 class IoUAccumulator:
@@ -124,7 +181,7 @@ class IoUAccumulator:
         self.missed += missed
 
     def result(self) -> IoUResult:
-        return IoUResult(self.names, iou_from_confusion(self.cm, self.missed), self.cm.copy())
+        return IoUResult.from_counts(self.names, self.cm.copy(), self.missed.copy())
 
 
 # ----------------------------------------------------------------------------- tables

@@ -14,6 +14,17 @@ from shared.errors import ConfigError, UserError
 log = logging.getLogger("train")
 
 
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(n) for n in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds expects integers separated by commas, got {text!r}") from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -43,9 +54,14 @@ def parser() -> argparse.ArgumentParser:
     at.add_argument("--point", type=int, help="query point index (default: the central chair point)")
     at.add_argument("--out", default="reports/figures", help="folder for attention.png")
     for name in ("eval", "attention"):
-        sub.choices[name].add_argument("--run", help="use the [[runs]] entry of this name (its out_dir and overrides)")
+        sub.choices[name].add_argument("--run", help="use the [[runs]] entry of this name (its overrides and its "
+                                                     "first seed's out_dir)")
     ex = sub.choices["experiment"]
     ex.add_argument("--out", help="folder for the table (default reports/<pipeline stem>)")
+    ex.add_argument("--runs", type=_names, metavar="NAME,...", help="train only these [[runs]] entries (no table)")
+    ex.add_argument("--seeds", type=_seeds, metavar="K,...", help="train only these seeds of experiment.seeds (no table)")
+    ex.add_argument("--table-only", action="store_true",
+                    help="train nothing: gather the table from the recorded runs, naming the missing ones")
     rep = sub.add_parser("report", help="gather every table and figure under reports/ into reports/REPORT.md")
     rep.add_argument("--reports", default="reports", help="folder holding the experiments' outputs")
     rep.add_argument("--readme", help="also put the report between the results markers of this README")
@@ -75,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             runs = {r.name: r for r in pipeline.runs}
             if args.run not in runs:
                 raise ConfigError(f"{pipeline.source}: no [[runs]] entry named {args.run!r} (have {sorted(runs)})")
-            pipeline = run_pipeline(pipeline, runs[args.run])
+            pipeline = run_pipeline(pipeline, runs[args.run], pipeline.experiment.seeds[0])
         if args.command == "attention":
             from train.reports.attention import attention_figure
 
@@ -83,9 +99,13 @@ def main(argv: list[str] | None = None) -> int:
             out = attention_figure(pipeline, checkpoint, Path(args.out) / "attention.png", args.scene, args.other, args.point)
             print(f"wrote {out}")
         elif args.command == "experiment":
-            from train.experiment import run_experiment
+            from train.experiment import gather, run_experiment
 
-            for name, result in run_experiment(pipeline, args.out).items():
+            if args.table_only and (args.runs or args.seeds):
+                raise ConfigError("--table-only gathers the whole experiment: leave out --runs and --seeds")
+            rows = (gather(pipeline, args.out) if args.table_only
+                    else run_experiment(pipeline, args.out, runs=args.runs, seeds=args.seeds))
+            for name, result in rows.items():
                 print(f"{name}: mIoU {100 * result.miou:.2f}")
         elif args.command == "fit":
             from train.engine.loop import fit

@@ -32,6 +32,7 @@ from train.engine.methods import METHODS, Method, build_method
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "last.pt"
+VAL_LOG = "val.csv"  # the learning curve: one row per validation (train.eval_every_epochs)
 
 
 # ----------------------------------------------------------------------------- setup helpers
@@ -147,12 +148,14 @@ class Trainer:
 
         self.writer: Any | None = None
         self.csv: CSVLog | None = None
+        self.val_csv: CSVLog | None = None
         if self.rank == 0:
             log.info("fit %s: %s", self.cfg.method, "; ".join(f"{k} {v}" for k, v in self.method.run_info().items()))
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self.writer = tensorboard_writer(self.out_dir / "tb", self.step if resumed else None)
             columns = ["step", "epoch", "lr", "loss", *self.method.loss_names, "points_per_s", "data_s", "step_s"]
             self.csv = CSVLog(self.out_dir / "log.csv", columns, self.step if resumed else None)
+            self.val_csv = CSVLog(self.out_dir / VAL_LOG, ["step", "epoch", "mIoU"], self.step if resumed else None)
 
     # ------------------------------------------------------------------ checkpoint state
     def state(self) -> dict[str, Any]:
@@ -264,12 +267,13 @@ class Trainer:
             if self.writer is not None:
                 self.writer.add_scalar("val/mIoU", result.miou, self.step)
             log.info("epoch %d: val mIoU %.2f", self.epoch, 100 * result.miou)
+            self.val_csv.write({"step": self.step, "epoch": self.epoch, "mIoU": result.miou})
         if self.world > 1:
             dist.barrier()
 
 
 def fit(pipeline: Pipeline, resume: bool = False, max_steps: int | None = None) -> list[float]:
-    """Train the pipeline's method; writes `<out_dir>/last.pt`, `log.csv` and `tb/`."""
+    """Train the pipeline's method; writes `<out_dir>/last.pt`, `log.csv`, `val.csv` (validations) and `tb/`."""
     trainer = Trainer(pipeline, resume=resume, max_steps=max_steps)
     try:
         return trainer.run()

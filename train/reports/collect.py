@@ -12,9 +12,10 @@ import os
 from pathlib import Path
 
 from shared.errors import UserError
+from train.reports.curves import CURVES
 
 # Block order follows the seed paper; a folder's kind is read from the files it holds.
-ORDER = ("compare", "threshold", "partition", "components", "label_quality", "cost", "figures")
+ORDER = ("budget", "compare", "threshold", "partition", "components", "label_quality", "cost", "figures")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -32,7 +33,10 @@ def _experiment(folder: Path, root: Path) -> list[str]:
     lines = [f"Reproduce: `{info['command']}` (labeler: **{info['labeler']}**, {info['epochs']} epochs per model, "
              f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} each)", "", (folder / "table.md").read_text().strip(), ""]
     lines += [f"- `{r['name']}`: overrides `{r['set']}`, trained in {r['train_seconds']} s per seed"
+              + (f" ({r['steps']} steps)" if "steps" in r else "")
               + (f"; mIoU per seed {r['mIoU_seeds']}" if len(r.get("mIoU_seeds", [])) > 1 else "") for r in info["runs"]]
+    if (folder / CURVES).is_file():
+        lines += ["", _image(folder / CURVES, root)]
     if folder.name.endswith("compare"):  # qualitative comparison (seed Figs. 3 and 4): one scene per model
         renders = [next(iter(sorted((folder / r["name"]).glob("**/render/*.png"))), None) for r in info["runs"]]
         lines += [""] + [_image(png, root) for png in renders if png is not None]

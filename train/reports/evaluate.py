@@ -1,9 +1,9 @@
 """Evaluation: network predictions on voxels, mapped back to every original point, scored on val.
 
-Convention (design.md; written into every report): the confusion matrix counts points whose
-ground truth is a benchmark class, ignored points dropped first; IoU_c = TP/(TP+FP+FN); mIoU is
-the mean over classes with a non-empty union; a class with neither ground truth nor prediction
-is "n/a" and left out of the mean. The pseudo-labels of the same scenes are scored alongside
+Convention (shared/metrics.py; written into every report): the confusion matrix counts points
+whose ground truth is a benchmark class, ignored points dropped first; IoU_c = TP/(TP+FP+FN);
+mIoU is the mean over the classes with ground truth among those points, so every row scored on
+them averages over the same classes; any other class is "n/a". The pseudo-labels of the same scenes are scored alongside
 (raw, and refined by the intra-set vote; over all points, unseen ones counting as misses, and
 over the points some view saw), so a report shows what the network added, and so is the voxel
 ceiling: the score of the best possible per-voxel prediction at the run's voxel size.
@@ -20,7 +20,7 @@ import torch
 
 from shared.config import Pipeline
 from shared.errors import MissingData
-from shared.metrics import IoUAccumulator, IoUResult, SeedResults
+from shared.metrics import IoUAccumulator, IoUResult, SeedResults, one_sample_p, p_text
 from shared.refine import set_labels
 from shared.schema import class_names
 from train.engine.checkpoint import load_checkpoint
@@ -99,13 +99,15 @@ def load_model(pipeline: Pipeline, checkpoint: str | Path, dataset: SceneDataset
 
 def teacher_sentence(label: str, model: SeedResults, references: dict[str, IoUResult]) -> str:
     """Whether a model beats the raw and the refined pseudo-labels it learned from, on the same
-    val points (unseen points count as misses for the labels; the network predicts them all)."""
+    val points (unseen points count as misses for the labels; the network predicts them all),
+    with several seeds the p-value of a one-sample t-test against the labels' fixed score."""
     parts = []
     for kind, result in references.items():
         if kind.endswith("seen points only") or kind.startswith("voxel ceiling"):
             continue
         side = "above" if model.miou > result.miou else "below"
-        parts.append(f"{side} its {kind} ({100 * result.miou:.2f})")
+        test = f"; {p_text(one_sample_p(model.mious, result.miou))}" if len(model.runs) > 1 else ""
+        parts.append(f"{side} its {kind} ({100 * result.miou:.2f}{test})")
     spread = f" ± {100 * model.std:.2f}" if len(model.runs) > 1 else ""
     return f"{label} {100 * model.miou:.2f}{spread}: " + ", ".join(parts) + "."
 
