@@ -77,3 +77,8 @@ class ProjectionHead(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.net(feats), dim=1)
+
+
+# The classifier heads a checkpoint names (train/engine/checkpoint.py), so inference rebuilds one
+# from the checkpoint alone.
+CLASSIFIERS: dict[str, type[nn.Module]] = {"linear": LinearHead, "text": TextHead, "dot-text": DotTextHead}

@@ -18,7 +18,7 @@ from shared.config import Pipeline
 from shared.errors import UserError
 from shared.schema import class_names
 from train.engine.data import SceneDataset, make_loader
-from train.reports.evaluate import load_model
+from train.reports.evaluate import load_method
 from shared.viz import render_topdown, save_panels
 
 
@@ -27,7 +27,7 @@ def point_embeddings(pipeline: Pipeline, checkpoint: str | Path, scenes: list[in
     """Per-point embeddings (N, D) of the chosen scenes of a split, from the HICL embedding head."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dataset = SceneDataset(pipeline, split, with_gt=True, fields=())
-    method = load_model(pipeline, checkpoint, dataset, device)
+    method = load_method(pipeline, checkpoint, dataset, device)
     if "embed" not in method.model.heads:
         raise UserError(f"{checkpoint}: method {pipeline.train.method!r} has no embedding head; attention maps need a hicl model")
     method.model.eval()

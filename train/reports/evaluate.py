@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from shared.config import Pipeline
-from shared.errors import MissingData
+from shared.errors import CheckpointError, MissingData
 from shared.metrics import IoUAccumulator, IoUResult, SeedResults
 from shared.refine import set_labels
 from shared.schema import class_names
@@ -79,14 +79,15 @@ def _mismatch(expected: dict, found: dict) -> tuple[list[str], list[str]]:
     return missing, sorted(k for k in found if k not in expected)
 
 
-def load_model(pipeline: Pipeline, checkpoint: str | Path, dataset: SceneDataset, device: torch.device) -> Method:
-    """The pipeline's method with the checkpoint's network weights."""
-    state = load_checkpoint(checkpoint, device)
+def load_method(pipeline: Pipeline, checkpoint: str | Path, dataset: SceneDataset, device: torch.device) -> Method:
+    """The pipeline's method with the checkpoint's network weights (for scoring on the store;
+    `train.load_model` runs a checkpoint without the pipeline)."""
+    state = load_checkpoint(checkpoint)
     method = build_method(pipeline, dataset, device)
     missing, unexpected = _mismatch(method.model.state_dict(), state["model"])
     if missing or unexpected:
-        trained = state.get("train_config", {})
-        raise RuntimeError(
+        trained = state["train_config"]
+        raise CheckpointError(
             f"{checkpoint}: weights do not fit the network of {pipeline.source} (trained with method="
             f"{trained.get('method')!r}, width={trained.get('width')!r}, head={trained.get('head')!r}; "
             f"{len(missing)} tensors missing, e.g. {missing[:3]}, {len(unexpected)} unexpected, e.g. "
@@ -125,7 +126,7 @@ def evaluate(
     out = Path(out_dir) if out_dir is not None else Path(pipeline.train.out_dir) / "eval"
     names = class_names(pipeline)
     dataset = SceneDataset(pipeline, "val", with_gt=True, fields=())
-    method = load_model(pipeline, checkpoint, dataset, device)
+    method = load_method(pipeline, checkpoint, dataset, device)
     log.info("eval %s: %s", checkpoint, "; ".join(f"{k} {v}" for k, v in method.run_info().items()))
     try:
         pseudo = SceneDataset(pipeline, "val", with_gt=True, fields=("pseudo", "refined"))
