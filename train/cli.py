@@ -1,4 +1,5 @@
-"""`python -m train fit|eval PIPELINE.toml ...`: argument parsing and clear errors at the boundary."""
+"""`python -m train fit|eval|experiment|attention PIPELINE.toml ...`, `predict|query CHECKPOINT ...`,
+`report`: argument parsing and clear errors at the boundary."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from shared.cli import parse_overrides
 from shared.config import AMP_SETTINGS, SPARSE_BACKENDS, load_pipeline
 from shared.errors import ConfigError, UserError
+from train.inference.submission import FORMATS
 
 log = logging.getLogger("train")
 
@@ -46,6 +48,28 @@ def parser() -> argparse.ArgumentParser:
         sub.choices[name].add_argument("--run", help="use the [[runs]] entry of this name (its out_dir and overrides)")
     ex = sub.choices["experiment"]
     ex.add_argument("--out", help="folder for the table (default reports/<pipeline stem>)")
+    ev.add_argument("--tta", type=int, default=1, help="average the predictions of this many turns about the vertical axis")
+    pr = sub.add_parser("predict", help="label new scans (PLY mesh or points, .npy, .pth, ScanNet scene folder, "
+                                        "nuScenes .pcd.bin) from a checkpoint alone")
+    pr.add_argument("checkpoint", help="a checkpoint `fit` wrote (last.pt or best.pt)")
+    pr.add_argument("inputs", nargs="+", metavar="INPUT", help="scan files or folders (folders are searched for scans)")
+    pr.add_argument("--out", required=True, help="output folder: <scene>/<scene>.ply, labels.npy, ...")
+    pr.add_argument("--format", choices=FORMATS, help="also write the benchmark's submission files")
+    pr.add_argument("--split", default="test", help="nuScenes: the evaluation set of the submission (default test)")
+    pr.add_argument("--classes", help='open vocabulary: "sofa,lamp,plant" or a file of one name per line (text heads only)')
+    pr.add_argument("--probs", action="store_true", help="also write probs.npy (float16 class probabilities per point)")
+    pr.add_argument("--features", action="store_true", help="also write features.npy (float16 decoder features per point)")
+    qu = sub.add_parser("query", help="per-point similarity of a scan with text phrases (PLY and PNG)")
+    qu.add_argument("checkpoint")
+    qu.add_argument("scene", help="a scan (any input predict takes)")
+    qu.add_argument("phrases", nargs="+", metavar="PHRASE", help='e.g. "a red chair"')
+    qu.add_argument("--out", default="query", help="output folder (default ./query)")
+    for s in (pr, qu):
+        s.add_argument("--tta", type=int, default=1, help="average over this many turns about the vertical axis")
+        s.add_argument("--clip-weights", default="", help="a local open_clip checkpoint for the text tower "
+                                                          "(default: the weights the model was trained with)")
+        s.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: CUDA where available)")
+        s.add_argument("--backend", choices=SPARSE_BACKENDS, default="auto", help="sparse-conv backend")
     rep = sub.add_parser("report", help="gather every table and figure under reports/ into reports/REPORT.md")
     rep.add_argument("--reports", default="reports", help="folder holding the experiments' outputs")
     rep.add_argument("--readme", help="also put the report between the results markers of this README")
@@ -55,11 +79,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    overrides = parse_overrides(getattr(args, "set", []))
-    for key in ("backend", "amp"):
-        if getattr(args, key, None):
-            overrides[f"train.{key}"] = getattr(args, key)
     try:
+        if args.command in ("predict", "query"):
+            return run_inference(args)
+        overrides = parse_overrides(getattr(args, "set", []))
+        for key in ("backend", "amp"):
+            if getattr(args, key, None):
+                overrides[f"train.{key}"] = getattr(args, key)
         if args.command == "report":
             from train.reports.collect import splice_into_readme, write_report_md
 
@@ -95,9 +121,33 @@ def main(argv: list[str] | None = None) -> int:
             from train.reports.evaluate import evaluate
 
             checkpoint = args.checkpoint or str(Path(pipeline.train.out_dir) / "last.pt")
-            for name, result in evaluate(pipeline, checkpoint, args.out, args.render).items():
-                print(f"{name}: mIoU {100 * result.miou:.2f}")
+            for name, result in evaluate(pipeline, checkpoint, args.out, args.render, args.tta).items():
+                print(f"{name}: mIoU {100 * result.miou:.2f}, mAcc {100 * result.macc:.2f}, allAcc {100 * result.all_acc:.2f}")
     except UserError as e:  # anything else is a bug and keeps its traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def run_inference(args: argparse.Namespace) -> int:
+    """predict / query: a checkpoint alone, no pipeline file. 0 when every input was labelled, 1
+    when some could not be (each said in one line), 2 when nothing could be done."""
+    from train.inference.model import load_model
+
+    model = load_model(args.checkpoint, args.device, args.backend)
+    if args.command == "query":
+        from train.inference.query import query_scene
+
+        for path in query_scene(model, args.scene, args.phrases, args.out, args.tta, args.clip_weights):
+            print(f"wrote {path}")
+        return 0
+    from train.inference.predict import PredictOptions, parse_classes, predict_files
+
+    options = PredictOptions(benchmark=args.format, classes=parse_classes(args.classes) if args.classes else None,
+                             tta=args.tta, probs=args.probs, features=args.features, split=args.split,
+                             clip_weights=args.clip_weights)
+    done, failed = predict_files(model, args.inputs, args.out, options)
+    print(f"labelled {len(done)} of {len(done) + len(failed)} scans into {args.out}"
+          + (f"; {len(failed)} skipped (see above)" if failed else ""))
+    return 0 if not failed else (1 if done else 2)
+

@@ -1,15 +1,17 @@
 """Attention maps like the seed's Figure 2: for one query point, its correlation with every
-point of the same scene and of another scene, red (high) to blue (low).
+point of the same scene and of another scene, red (high) to blue (low), in oblique renders with
+a colour bar.
 
-The correlation is the one the intra-/inter-scene losses train: softmax over points of
-f_q · f_i / τ with the network's L2-normalised embeddings, shown on a per-scene min-max scale.
+The correlation is the one the intra-/inter-scene losses train: softmax over a scene's points of
+f_q · f_i / τ with the network's L2-normalised embeddings. Within a scene that order is the
+order of the cosine f_q · f_i, which is what is shown, on one scale for both scenes, so the bar
+reads the same in both panels (the softmax's scale depends on each scene's number of points).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,8 +20,8 @@ from shared.config import Pipeline
 from shared.errors import UserError
 from shared.schema import class_names
 from train.engine.data import SceneDataset, make_loader
-from train.reports.evaluate import load_method
-from shared.viz import render_topdown, save_panels
+from shared.viz import colour_values, oblique_camera, render_view, save_figure
+from train.reports.evaluate import load_method, stored_faces
 
 
 @torch.no_grad()
@@ -49,10 +51,7 @@ def correlation(query: np.ndarray, embeddings: np.ndarray, tau: float) -> np.nda
     return w / w.sum()
 
 
-def _colour(values: np.ndarray) -> np.ndarray:
-    lo, hi = values.min(), values.max()
-    scaled = (values - lo) / max(hi - lo, 1e-12)
-    return (matplotlib.colormaps["coolwarm"](scaled)[:, :3] * 255).astype(np.uint8)
+CMAP = "turbo"
 
 
 def attention_figure(
@@ -60,7 +59,8 @@ def attention_figure(
     point: int | None = None, query_class: str = "chair",
 ) -> Path:
     """Write the two-panel figure; the query is `point`, or a point of `query_class` (ground
-    truth) nearest the scene's centre of that class, or else the scene's first point."""
+    truth) nearest the scene's centre of that class, or else the scene's first point. It is
+    drawn as a black patch (the points within 8 cm)."""
     dataset, emb = point_embeddings(pipeline, checkpoint, [scene, other])
     if scene not in emb or other not in emb:
         raise UserError(f"the val split has {len(dataset)} scenes; choose --scene/--other below that")
@@ -75,14 +75,16 @@ def attention_figure(
         else:
             point = 0
     query = emb[scene][point]
-    tau = pipeline.train.hicl.tau
+    cosine = {i: emb[i] @ query for i in (scene, other)}
+    lo, hi = min(float(c.min()) for c in cosine.values()), max(float(c.max()) for c in cosine.values())
     panels = {}
     for title, i in ((f"intra-scene ({dataset.scenes[scene]})", scene), (f"inter-scene ({dataset.scenes[other]})", other)):
         xyz = dataset.read(i)["xyz"]
-        colours = _colour(np.log(correlation(query, emb[i], tau)))
-        if i == scene:  # mark the query with a black cross of points
-            near = np.linalg.norm(xyz[:, :2] - xyz[point, :2], axis=1) < 0.08
-            colours[near] = 0
-        panels[title] = render_topdown(xyz, colours)
+        colours = colour_values(cosine[i], CMAP, lo, hi)
+        if i == scene:
+            colours[np.linalg.norm(xyz - xyz[point], axis=1) < 0.08] = 0
+        view = render_view(xyz, oblique_camera(xyz, 480), stored_faces(dataset, i))
+        panels[title] = view.image(colours)
     label = names[data["gt"][point]] if data["gt"][point] >= 0 else "unlabelled"
-    return save_panels(out_png, panels, legend=[f"query point {point} ({label}); red = high correlation, blue = low"])
+    return save_figure(out_png, panels, colorbar=(CMAP, lo, hi, f"cosine f_q · f_i of the embeddings with the query "
+                                                                 f"point {point} ({label}, black); blue low, red high"))

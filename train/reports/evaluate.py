@@ -22,31 +22,39 @@ from shared.config import Pipeline
 from shared.errors import CheckpointError, MissingData
 from shared.metrics import IoUAccumulator, IoUResult, SeedResults
 from shared.refine import set_labels
-from shared.schema import class_names
+from shared.classes import class_table
+from shared.schema import POINTS, class_names
 from train.engine.checkpoint import load_checkpoint
-from train.engine.data import SceneDataset, make_loader
+from train.engine.data import SceneDataset
 from train.engine.methods import Method, build_method
+from train.inference.model import voxel_turns
 
 log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
 def predict(
-    method: Method, dataset: SceneDataset, device: torch.device
+    method: Method, dataset: SceneDataset, device: torch.device, tta: int = 1
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(scene index, per-point class prediction (N,), voxel of each point (N,)) for every scene
-    of `dataset`, in order."""
-    model = method.model
+    of `dataset`, in order: every point gets its voxel's prediction (one fixed point per voxel);
+    with `tta` > 1 the class probabilities of that many turns about the vertical axis are
+    averaged per point (`voxel_turns`)."""
+    model, cfg = method.model, method.cfg
     was_training = model.training
     model.eval()
-    loader = make_loader(dataset, batch_size=1, num_workers=method.cfg.num_workers)
     try:
-        for i, batch in enumerate(loader):
-            batch = batch.to(device)
-            with method.precision.autocast():
-                logits = model(method.sparse_input(batch))["logits"]
-            voxel_pred = logits.argmax(dim=1).cpu().numpy()
-            yield i, voxel_pred[batch.inverse[0]], batch.inverse[0]
+        for i in range(len(dataset)):
+            data = dataset.read(i)
+            probs, first = None, None
+            for feats, coords, inverse in voxel_turns(data["xyz"], data["rgb"], data.get("normal"), cfg.input_features,
+                                                      cfg.voxel_size, tta):
+                x = method.backend.SparseTensor(torch.from_numpy(feats).to(device), torch.from_numpy(coords).to(device))
+                with method.precision.autocast():
+                    logits = model(x)["logits"]
+                p = torch.softmax(logits.float(), dim=1)[torch.from_numpy(inverse).to(device)]
+                probs, first = (p, inverse) if probs is None else (probs + p, first)
+            yield i, probs.argmax(dim=1).cpu().numpy(), first
     finally:
         model.train(was_training)
 
@@ -112,13 +120,15 @@ def teacher_sentence(label: str, model: SeedResults, references: dict[str, IoURe
 
 
 def evaluate(
-    pipeline: Pipeline, checkpoint: str | Path, out_dir: str | Path | None = None, render: int = 4
+    pipeline: Pipeline, checkpoint: str | Path, out_dir: str | Path | None = None, render: int = 4, tta: int = 1
 ) -> dict[str, IoUResult]:
     """Score the checkpoint on the val split and write the report folder (default <out_dir>/eval).
 
     Writes results.{md,csv,json}, confusion.png, run.json, and for the first `render` scenes a
-    coloured PLY of the prediction and a top-down panel (input, ground truth, pseudo-labels,
-    prediction). Returns the table rows: the network, the pseudo-labels where stored, the voxel ceiling.
+    coloured PLY of the prediction and oblique renders (input, ground truth, pseudo-labels,
+    prediction, correct/wrong) in the dataset's palette. `tta` > 1 averages that many turns about
+    the vertical axis. Returns the table rows: the network, the pseudo-labels where stored, the
+    voxel ceiling.
     """
     from train.reports.tables import write_report  # matplotlib: only the report needs it
 
@@ -144,7 +154,7 @@ def evaluate(
             rows[name] = IoUAccumulator(names)
             rows[f"{name}, seen points only"] = IoUAccumulator(names)
     rows[f"voxel ceiling ({pipeline.train.voxel_size * 100:g} cm voxels)"] = ceiling
-    for i, pred, inverse in predict(method, dataset, device):
+    for i, pred, inverse in predict(method, dataset, device, tta):
         data = (pseudo or dataset).read(i)
         network.add(pred, data["gt"])
         ceiling.add(voxel_ceiling(data["gt"], inverse, len(names)), data["gt"])
@@ -154,7 +164,7 @@ def evaluate(
                 rows[name].add(labels, data["gt"])  # unseen points count as misses
                 rows[f"{name}, seen points only"].add(labels[seen], data["gt"][seen])
         if i < render:
-            _render_scene(out, dataset, i, pred, data, len(names), list(names))
+            render_scene(out, dataset, i, pred, data, names, class_table(pipeline.dataset.name).palette)
     results = {name: acc.result() for name, acc in rows.items()}
     verdict = teacher_sentence(pipeline.train.method, SeedResults((results[pipeline.train.method],)),
                                dict(list(results.items())[1:]))
@@ -163,7 +173,8 @@ def evaluate(
         "versus the pseudo-labels": verdict, "checkpoint": str(checkpoint), "pipeline": str(pipeline.source),
         "method": pipeline.train.method,
         "val scenes": len(dataset), "voxel size": pipeline.train.voxel_size,
-        "prediction": "on voxels (first point per voxel), mapped back to every original point",
+        "prediction": "on voxels (first point per voxel), mapped back to every original point"
+                      + (f"; class probabilities averaged over {tta} turns about the vertical axis" if tta > 1 else ""),
         **method.run_info(),
     }
     for path in write_report(out, results, info):
@@ -171,18 +182,31 @@ def evaluate(
     return results
 
 
-def _render_scene(out: Path, dataset: SceneDataset, i: int, pred: np.ndarray, data: dict[str, np.ndarray],
-                  num_classes: int, legend: list[str]) -> None:
+def stored_faces(dataset: SceneDataset, i: int) -> np.ndarray | None:
+    """The triangles of scene i where the store has them (meshes), for pictures."""
+    scene = dataset.scenes[i]
+    return dataset.store.read(scene, POINTS, ["faces"])["faces"] if dataset.store.has_array(scene, POINTS, "faces") else None
+
+
+def render_scene(out: Path, dataset: SceneDataset, i: int, pred: np.ndarray, data: dict[str, np.ndarray],
+                 names: tuple[str, ...], palette: np.ndarray) -> Path:
+    """`ply/<scene>_pred.ply` and `render/<scene>.png`: oblique renders of the scene (its mesh
+    where the store has the faces) coloured by its colours, ground truth, pseudo-labels where
+    read, prediction, and correct/wrong, with a legend of the classes shown."""
     from shared.ply import write_ply
-    from shared.viz import colour_labels, render_topdown, save_panels  # matplotlib: only renders need it
+    from shared.viz import (CORRECT, UNLABELLED, WRONG, colour_labels, correct_wrong, legend_of, oblique_camera,
+                            render_view, save_figure)
 
     scene = dataset.scenes[i]
     xyz = data["xyz"]
-    pred_rgb = colour_labels(pred, num_classes)
-    write_ply(out / "ply" / f"{scene}_pred.ply", xyz, pred_rgb, label=pred.astype(np.int32))
-    panels = {"input": render_topdown(xyz, data["rgb"]),
-              "ground truth": render_topdown(xyz, colour_labels(data["gt"], num_classes))}
+    write_ply(out / "ply" / f"{scene}_pred.ply", xyz, colour_labels(pred, palette), label=pred.astype(np.int32))
+    view = render_view(xyz, oblique_camera(xyz, 420), stored_faces(dataset, i), data.get("normal"))
+    panels = {"input": view.image(data["rgb"], smooth=True), "ground truth": view.image(colour_labels(data["gt"], palette))}
+    shown = [data["gt"], pred]
     if "label" in data:
-        panels["pseudo-labels"] = render_topdown(xyz, colour_labels(data["label"], num_classes))
-    panels["prediction"] = render_topdown(xyz, pred_rgb)
-    save_panels(out / "render" / f"{scene}.png", panels, legend)
+        panels["pseudo-labels"] = view.image(colour_labels(data["label"], palette))
+        shown.append(data["label"])
+    panels["prediction"] = view.image(colour_labels(pred, palette))
+    panels["correct / wrong"] = view.image(correct_wrong(pred, data["gt"]))
+    legend = legend_of(shown, names, palette) + [("correct", CORRECT), ("wrong", WRONG), ("no benchmark class", UNLABELLED)]
+    return save_figure(out / "render" / f"{scene}.png", panels, legend, title=scene, columns=3)
