@@ -7,8 +7,9 @@ what a dataset of the user's own files can read.
 - a `.pth` file (loaded without running pickled code): Pointcept's dict ({"coord", "color",
   "normal"}) or OpenScene's tuple (coords, colours in [-1, 1][, labels]);
 - a nuScenes LiDAR sweep (`.pcd.bin`, no colours);
-- a folder: a ScanNet scene (`<scene>/<scene>_vh_clean_2.ply`) or Pointcept's scene folder
-  (coord.npy[, color.npy, normal.npy]).
+- a folder: a ScanNet scene (`<scene>/<scene>_vh_clean_2.ply`, with its ground truth where
+  `<scene>_vh_clean_2.labels.ply` is beside it) or Pointcept's scene folder (coord.npy[,
+  color.npy, normal.npy]).
 `scan_inputs(paths)` expands other folders into the files above inside them.
 
 Every problem is a `DatasetError` naming the file and the fix, so a caller labelling many files
@@ -43,6 +44,8 @@ class Scan:
     rgb: np.ndarray | None = None  # (N, 3) u8
     normal: np.ndarray | None = None  # (N, 3) f32, unit
     faces: np.ndarray | None = None  # (F, 3) i32
+    gt: np.ndarray | None = None  # (N,) ground-truth class per point, into `gt_classes` (-1: none)
+    gt_classes: tuple[str, ...] = ()
 
     def with_normals(self, knn: int = 30) -> "Scan":
         """This scan with normals: its own, else from its faces, else k-NN PCA oriented toward the
@@ -86,7 +89,7 @@ def read_scan(path: str | os.PathLike) -> Scan:
     if path.is_dir():
         mesh = path / SCANNET_MESH.format(path.name)
         if mesh.is_file():
-            return replace(_read_ply(mesh), name=path.name, source=path)
+            return replace(_read_ply(mesh), name=path.name, source=path, **_scannet_gt(mesh))
         if (path / "coord.npy").is_file():
             return _read_pointcept_folder(path)
         raise DatasetError(f"{path}: a folder that holds no scan (expected {SCANNET_MESH.format(path.name)}, "
@@ -99,6 +102,20 @@ def read_scan(path: str | os.PathLike) -> Scan:
     if reader is None:
         raise DatasetError(f"{path}: unknown scan format; give a .ply, .npy, .pth or .pcd.bin file or a ScanNet scene folder")
     return reader(path)
+
+
+def _scannet_gt(mesh: Path) -> dict:
+    """A ScanNet mesh's ground truth (the nyu40 `label` of `_vh_clean_2.labels.ply`) as benchmark
+    classes, where that file is present and matches the mesh."""
+    from shared.classes import SCANNET
+
+    labels = mesh.with_name(mesh.name.replace(".ply", ".labels.ply"))
+    if not labels.is_file():
+        return {}
+    raw = read_ply(labels)
+    if "label" not in raw or len(raw["xyz"]) != len(read_ply(mesh)["xyz"]):
+        raise DatasetError(f"{labels}: no per-vertex 'label' for every vertex of {mesh.name}; download it again")
+    return {"gt": SCANNET.map_raw(raw["label"]).astype(np.int64), "gt_classes": SCANNET.names}
 
 
 def _read_ply(path: Path) -> Scan:

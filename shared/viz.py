@@ -310,6 +310,28 @@ def _quantise(path: Path, keep: list[np.ndarray] = (), colours: int = 256) -> No
     rgb.quantize(palette=holder, dither=Image.Dither.NONE).save(path, optimize=True)
 
 
+def segmentation_figure(path: str | Path, xyz: np.ndarray, prediction: np.ndarray, names: tuple[str, ...] | list[str],
+                        palette: np.ndarray, faces: np.ndarray | None = None, normals: np.ndarray | None = None,
+                        rgb: np.ndarray | None = None, gt: np.ndarray | None = None,
+                        others: dict[str, np.ndarray] | None = None, title: str | None = None, width: int = 420) -> Path:
+    """Oblique renders of one scan: its colours, the ground truth, `others` (e.g. pseudo-labels),
+    the prediction, and where the prediction is right or wrong, in `palette`, with a legend of
+    the classes shown (labels index `names`; -1: no class)."""
+    view = render_view(xyz, oblique_camera(xyz, width), faces, normals)
+    panels, shown = {}, [prediction]
+    if rgb is not None:
+        panels["input"] = view.image(rgb, smooth=True)
+    for name, labels in {**({"ground truth": gt} if gt is not None else {}), **(others or {})}.items():
+        panels[name] = view.image(colour_labels(labels, palette))
+        shown.append(labels)
+    panels["prediction"] = view.image(colour_labels(prediction, palette))
+    legend = legend_of(shown, names, palette)
+    if gt is not None:
+        panels["correct / wrong"] = view.image(correct_wrong(prediction, gt))
+        legend += [("correct", CORRECT), ("wrong", WRONG), ("no benchmark class", UNLABELLED)]
+    return save_figure(path, panels, legend, title=title, columns=3)
+
+
 def legend_of(labels: list[np.ndarray], names: tuple[str, ...] | list[str], palette: np.ndarray
               ) -> list[tuple[str, np.ndarray]]:
     """(name, colour) of every class that occurs in any of `labels`, in class order."""

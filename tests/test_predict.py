@@ -33,7 +33,7 @@ TRAIN = """
 [labels.simulated]
 feature_dim = 32
 [train]
-method = "pseudo-ce"
+method = "{method}"
 head = "{head}"
 voxel_size = 0.1
 epochs = 2
@@ -51,14 +51,14 @@ TOKEN = "0123456789abcdef0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
-    """Two generated rooms, preprocessed; a text-head and a linear-head model trained on them;
+    """Two generated rooms, preprocessed; a text-head (pseudo-ce) and a linear-head (hicl) model trained on them;
     the val room's predictions by `evaluate`'s path; then the pipeline files and store deleted."""
     root = tmp_path_factory.mktemp("rooms")
     generate(root, scenes=2, seed=3, resolution=0.12, min_vertices=0, frames=8, width=160, height=120)
     out = {"root": root}
     for head in ("text", "linear"):
         path = root / f"{head}.toml"
-        path.write_text(PIPELINE.format(root=root, store=root / "store.zarr", k=0.01) + TRAIN.format(root=root, head=head))
+        path.write_text(PIPELINE.format(root=root, store=root / "store.zarr", k=0.01) + TRAIN.format(root=root, head=head, method={"text": "pseudo-ce", "linear": "hicl"}[head]))
         pipeline = load_pipeline(path)
         if head == "text":
             run(pipeline, scheduler="inline", progress=False)
@@ -195,7 +195,8 @@ def test_open_vocabulary_queries_in_the_simulated_text_space(trained, tmp_path, 
     names.write_text("# my classes\nchair\nfloor\nwall\ntable\n")
     mesh = trained["root"] / "scans" / trained["val_scene"]
     assert main(["predict", str(trained["text"]), str(mesh), "--out", str(tmp_path / "o"), "--classes", str(names),
-                 "--format", "scannet"]) == 0
+                 "--format", "scannet", "--render"]) == 0
+    assert 0 < (tmp_path / "o" / trained["val_scene"] / f"{trained['val_scene']}.png").stat().st_size < 300_000
     assert np.array_equal(np.load(tmp_path / "o" / trained["val_scene"] / "labels.npy"), picked)
     txt = np.loadtxt(tmp_path / "o" / "scannet" / f"{trained['val_scene']}.txt", dtype=np.int64)
     assert np.array_equal(txt, np.array([5, 2, 1, 7])[picked])  # nyu40 ids of chair, floor, wall, table
@@ -242,3 +243,15 @@ def test_a_bad_checkpoint_is_one_line(tmp_path, capsys, kind):
     expected = {"pickled callable": "refused: it holds the pickled Python object print,",
                 "corrupt": "not a readable checkpoint", "foreign": "not a hicl3d checkpoint"}[kind]
     assert len(err) == 1 and err[0].startswith(f"error: {path}: {expected}")
+
+
+def test_attention_from_a_checkpoint_and_two_scans(trained, tmp_path, capsys):
+    scans = trained["root"] / "scans"
+    scene, other = sorted(p.name for p in scans.iterdir())
+    assert main(["attention", str(trained["linear"]), "--scans", str(scans / scene), str(scans / other),
+                 "--out", str(tmp_path)]) == 0
+    assert 0 < (tmp_path / "attention.png").stat().st_size < 300_000
+    assert main(["attention", str(trained["text"]), "--scans", str(scans / scene), str(scans / other),
+                 "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a pseudo-ce model has no embedding head" in err[0]

@@ -35,7 +35,8 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="report folder (default <train.out_dir>/eval)")
     ev.add_argument("--render", type=int, default=4, help="scenes to render as PLY and top-down PNG")
     at = sub.add_parser("attention", help="correlation of a query point with two scenes (seed Fig. 2)")
-    at.add_argument("pipeline")
+    at.add_argument("pipeline", metavar="SOURCE", help="a pipeline TOML (two of its val scenes) or a checkpoint (with --scans)")
+    at.add_argument("--scans", nargs=2, metavar=("SCENE", "OTHER"), help="with a checkpoint: the two scans (any predict input)")
     at.add_argument("--set", action="append", metavar="KEY=VALUE", default=[])
     at.add_argument("--backend", choices=SPARSE_BACKENDS)
     at.add_argument("--amp", choices=AMP_SETTINGS)
@@ -59,6 +60,8 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--classes", help='open vocabulary: "sofa,lamp,plant" or a file of one name per line (text heads only)')
     pr.add_argument("--probs", action="store_true", help="also write probs.npy (float16 class probabilities per point)")
     pr.add_argument("--features", action="store_true", help="also write features.npy (float16 decoder features per point)")
+    pr.add_argument("--render", action="store_true", help="also write <scene>.png: oblique renders of the prediction "
+                                                          "(and of the ground truth and the mistakes where the scan has it)")
     qu = sub.add_parser("query", help="per-point similarity of a scan with text phrases (PLY and PNG)")
     qu.add_argument("checkpoint")
     qu.add_argument("scene", help="a scan (any input predict takes)")
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        if args.command in ("predict", "query"):
+        if args.command in ("predict", "query") or (args.command == "attention" and not args.pipeline.endswith(".toml")):
             return run_inference(args)
         overrides = parse_overrides(getattr(args, "set", []))
         for key in ("backend", "amp"):
@@ -103,10 +106,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"{pipeline.source}: no [[runs]] entry named {args.run!r} (have {sorted(runs)})")
             pipeline = run_pipeline(pipeline, runs[args.run])
         if args.command == "attention":
-            from train.reports.attention import attention_figure
+            from train.inference.model import load_model
+            from train.reports.attention import attention_figure, store_scans
 
             checkpoint = args.checkpoint or str(Path(pipeline.train.out_dir) / "last.pt")
-            out = attention_figure(pipeline, checkpoint, Path(args.out) / "attention.png", args.scene, args.other, args.point)
+            scan, other = store_scans(pipeline, [args.scene, args.other])
+            out = attention_figure(load_model(checkpoint, backend=pipeline.train.backend), scan, other,
+                                   Path(args.out) / "attention.png", args.point, tau=pipeline.train.hicl.tau)
             print(f"wrote {out}")
         elif args.command == "experiment":
             from train.experiment import run_experiment
@@ -130,10 +136,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_inference(args: argparse.Namespace) -> int:
-    """predict / query: a checkpoint alone, no pipeline file. 0 when every input was labelled, 1
-    when some could not be (each said in one line), 2 when nothing could be done."""
+    """predict / query / attention with a checkpoint: no pipeline file. 0 when every input was
+    labelled, 1 when some could not be (each said in one line), 2 when nothing could be done."""
     from train.inference.model import load_model
 
+    if args.command == "attention":
+        from shared.scans import read_scan
+        from train.reports.attention import attention_figure
+
+        if not args.scans:
+            raise UserError(f"attention {args.pipeline}: with a checkpoint, name the two scans: --scans SCENE OTHER")
+        scan, other = (read_scan(path) for path in args.scans)
+        print(f"wrote {attention_figure(load_model(args.pipeline), scan, other, Path(args.out) / 'attention.png', args.point)}")
+        return 0
     model = load_model(args.checkpoint, args.device, args.backend)
     if args.command == "query":
         from train.inference.query import query_scene
@@ -144,7 +159,7 @@ def run_inference(args: argparse.Namespace) -> int:
     from train.inference.predict import PredictOptions, parse_classes, predict_files
 
     options = PredictOptions(benchmark=args.format, classes=parse_classes(args.classes) if args.classes else None,
-                             tta=args.tta, probs=args.probs, features=args.features, split=args.split,
+                             tta=args.tta, probs=args.probs, features=args.features, render=args.render, split=args.split,
                              clip_weights=args.clip_weights)
     done, failed = predict_files(model, args.inputs, args.out, options)
     print(f"labelled {len(done)} of {len(done) + len(failed)} scans into {args.out}"

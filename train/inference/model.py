@@ -24,7 +24,7 @@ from shared.text_space import encode_names
 from train.engine.checkpoint import load_checkpoint
 from train.engine.data import input_features, voxelize
 from train.models import MinkUNet
-from train.models.heads import CLASSIFIERS
+from train.models.heads import CLASSIFIERS, ProjectionHead
 from train.sparse import select_backend
 
 
@@ -55,6 +55,7 @@ class TrainedModel:
         self.text_space: dict[str, Any] | None = card["text_space"]
         self.method: str = card["method"]
         self.pipeline: dict[str, str] = card["pipeline"]
+        self.settings: dict[str, Any] = state["train_config"]  # the [train] section it was trained with
         net = card["network"]
         self.device = torch.device(device)
         backend_ops = select_backend(backend, self.device)
@@ -64,7 +65,11 @@ class TrainedModel:
         self.head = (head_cls(channels, net["num_classes"]) if net["text_dim"] is None
                      else head_cls(channels, torch.zeros(net["num_classes"], net["text_dim"])))
         self._SparseTensor = backend_ops.SparseTensor
-        for prefix, module in (("backbone.", self.backbone), ("heads.logits.", self.head)):
+        # HICL's embedding head (the space its correlation terms shape), for attention maps.
+        embed = state["model"].get("heads.embed.net.2.weight")
+        self.embed_head = None if embed is None else ProjectionHead(channels, dim=embed.shape[0])
+        modules = [("backbone.", self.backbone), ("heads.logits.", self.head)]
+        for prefix, module in modules + ([("heads.embed.", self.embed_head)] if self.embed_head is not None else []):
             weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
             try:
                 module.load_state_dict(weights)
@@ -131,6 +136,14 @@ class TrainedModel:
             s = self.head(feats, text).float()[inverse]
             total = s if total is None else total + s
         return (total / tta).cpu().numpy()
+
+    @torch.no_grad()
+    def embeddings_scan(self, scan: Scan) -> np.ndarray:
+        """(N, D) f32 unit embeddings of every point from HICL's embedding head."""
+        if self.embed_head is None:
+            raise UserError(f"{self.source}: a {self.method} model has no embedding head; attention maps need a hicl model")
+        feats, inverse = next(self._turns(scan, 1))
+        return self.embed_head(feats).float()[inverse].cpu().numpy()
 
     # ------------------------------------------------------------------------------ arrays API
     def predict(self, xyz: np.ndarray, rgb: np.ndarray | None = None, normals: np.ndarray | None = None,

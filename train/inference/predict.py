@@ -3,7 +3,9 @@
 Per scan, under `<out>/<scene>/`: `<scene>.ply` (the points, or the mesh with its faces,
 coloured by predicted class in the model's palette, with a `label` vertex property), and
 `labels.npy` (int16 class index per point, into `<out>/classes.txt`), optionally `probs.npy`
-(float16 (N, K) class probabilities) and `features.npy` (float16 (N, C) decoder features).
+(float16 (N, K) class probabilities), `features.npy` (float16 (N, C) decoder features) and
+`<scene>.png` (oblique renders of the prediction, with the ground truth and the mistakes where
+the scan has ground truth, e.g. a ScanNet scene folder).
 `--format scannet|nuscenes` also writes the benchmark's submission files
 (train/inference/submission.py). Inputs stream one at a time under a progress bar; a bad one is
 one line on stderr and the others are still labelled.
@@ -21,8 +23,8 @@ from tqdm import tqdm
 
 from shared.errors import UserError
 from shared.ply import write_ply
-from shared.scans import read_scan, scan_inputs
-from shared.viz import colour_labels, palette_for
+from shared.scans import Scan, read_scan, scan_inputs
+from shared.viz import colour_labels, palette_for, segmentation_figure
 from train.inference.model import TrainedModel
 from train.inference.submission import benchmark_ids, write_nuscenes, write_nuscenes_meta, write_scannet
 
@@ -34,6 +36,7 @@ class PredictOptions:
     tta: int = 1  # turns about the vertical axis whose probabilities are averaged
     probs: bool = False  # write probs.npy
     features: bool = False  # write features.npy
+    render: bool = False  # write <scene>.png: oblique renders of the prediction (and ground truth where the scan has it)
     split: str = "test"  # nuScenes: the evaluation set the submission is for
     clip_weights: str = ""  # a local open_clip checkpoint for --classes (else the one the model recorded)
 
@@ -78,6 +81,8 @@ def predict_files(model: TrainedModel, inputs: list[str], out: str | Path, optio
                 np.save(folder / "probs.npy", prediction.probs.astype(np.float16))
             if options.features:
                 np.save(folder / "features.npy", model.features_scan(scan, options.tta).astype(np.float16))
+            if options.render:
+                render(folder / f"{name}.png", scan, labels, classes, palette, model.normal_knn)
             if options.benchmark == "scannet":
                 write_scannet(out / "scannet", scan, labels, ids)
             elif options.benchmark == "nuscenes":
@@ -94,6 +99,17 @@ def predict_files(model: TrainedModel, inputs: list[str], out: str | Path, optio
     if options.benchmark == "nuscenes" and done:
         write_nuscenes_meta(out / "nuscenes", options.split, use_external=model.method != "gt")
     return done, failed
+
+
+def render(path: Path, scan: Scan, labels: np.ndarray, classes: tuple[str, ...], palette: np.ndarray, knn: int) -> Path:
+    """The scan's colours and prediction as oblique renders; its ground truth and the mistakes
+    too where the scan has ground truth (matched to the predicted classes by name)."""
+    gt = None
+    if scan.gt is not None:
+        to_predicted = np.array([classes.index(n) if n in classes else -1 for n in scan.gt_classes] + [-1])
+        gt = to_predicted[scan.gt]  # -1 (no class) indexes the appended -1
+    shown = scan if scan.faces is not None or scan.kind == "sweep" else scan.with_normals(knn)
+    return segmentation_figure(path, scan.xyz, labels, classes, palette, scan.faces, shown.normal, scan.rgb, gt, title=scan.name)
 
 
 def _unique(name: str, taken: set[str]) -> str:

@@ -194,19 +194,10 @@ def render_scene(out: Path, dataset: SceneDataset, i: int, pred: np.ndarray, dat
     where the store has the faces) coloured by its colours, ground truth, pseudo-labels where
     read, prediction, and correct/wrong, with a legend of the classes shown."""
     from shared.ply import write_ply
-    from shared.viz import (CORRECT, UNLABELLED, WRONG, colour_labels, correct_wrong, legend_of, oblique_camera,
-                            render_view, save_figure)
+    from shared.viz import colour_labels, segmentation_figure
 
     scene = dataset.scenes[i]
-    xyz = data["xyz"]
-    write_ply(out / "ply" / f"{scene}_pred.ply", xyz, colour_labels(pred, palette), label=pred.astype(np.int32))
-    view = render_view(xyz, oblique_camera(xyz, 420), stored_faces(dataset, i), data.get("normal"))
-    panels = {"input": view.image(data["rgb"], smooth=True), "ground truth": view.image(colour_labels(data["gt"], palette))}
-    shown = [data["gt"], pred]
-    if "label" in data:
-        panels["pseudo-labels"] = view.image(colour_labels(data["label"], palette))
-        shown.append(data["label"])
-    panels["prediction"] = view.image(colour_labels(pred, palette))
-    panels["correct / wrong"] = view.image(correct_wrong(pred, data["gt"]))
-    legend = legend_of(shown, names, palette) + [("correct", CORRECT), ("wrong", WRONG), ("no benchmark class", UNLABELLED)]
-    return save_figure(out / "render" / f"{scene}.png", panels, legend, title=scene, columns=3)
+    write_ply(out / "ply" / f"{scene}_pred.ply", data["xyz"], colour_labels(pred, palette), label=pred.astype(np.int32))
+    return segmentation_figure(out / "render" / f"{scene}.png", data["xyz"], pred, names, palette,
+                               stored_faces(dataset, i), data.get("normal"), data["rgb"], data["gt"],
+                               {"pseudo-labels": data["label"]} if "label" in data else None, title=scene)
