@@ -255,7 +255,7 @@ def save_figure(path: str | Path, panels: dict[str, np.ndarray], legend: list[tu
     h, w = next(iter(panels.values())).shape[:2]
     pw, ph, band, gap = w / dpi, h / dpi, 0.28, 0.06  # inches
     per_row = 8 if columns * pw > 9 else 5
-    footer = (0.15 + 0.2 * -(-len(legend) // per_row)) if legend else (0.6 if colorbar else 0.0)
+    footer = (0.12 + 0.19 * -(-len(legend) // per_row)) if legend else (0.6 if colorbar else 0.0)
     header = 0.35 if title else 0.0
     fig_w = columns * pw + (columns - 1) * gap
     fig_h = header + rows * (band + ph) + (rows - 1) * gap + footer
@@ -274,15 +274,16 @@ def save_figure(path: str | Path, panels: dict[str, np.ndarray], legend: list[tu
 
         handles = [Patch(facecolor=np.asarray(c) / 255, edgecolor="0.3", linewidth=0.4, label=n) for n, c in legend]
         fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(legend), per_row),
-                   fontsize=8, frameon=False, handlelength=1.2, columnspacing=1.0, borderaxespad=0.1)
+                   fontsize=8, frameon=False, handlelength=1.2, handleheight=0.9, columnspacing=1.0, labelspacing=0.25,
+                   borderaxespad=0.05, borderpad=0.1)
     if colorbar:
         import matplotlib.cm
         from matplotlib.colors import Normalize
 
         cmap, vmin, vmax, label = colorbar
-        ax = fig.add_axes((0.2, 0.3 / fig_h, 0.6, 0.14 / fig_h))
+        ax = fig.add_axes((0.2, 0.22 / fig_h, 0.6, 0.13 / fig_h))
         bar = fig.colorbar(matplotlib.cm.ScalarMappable(Normalize(vmin, vmax), cmap), cax=ax, orientation="horizontal")
-        bar.set_label(label, fontsize=8, labelpad=1)
+        bar.set_label(label, fontsize=8, labelpad=3)
         bar.ax.tick_params(labelsize=7)
         bar.ax.xaxis.set_label_position("top")
     path = Path(path)
@@ -329,7 +330,7 @@ def segmentation_figure(path: str | Path, xyz: np.ndarray, prediction: np.ndarra
     if gt is not None:
         panels["correct / wrong"] = view.image(correct_wrong(prediction, gt))
         legend += [("correct", CORRECT), ("wrong", WRONG), ("no benchmark class", UNLABELLED)]
-    return save_figure(path, panels, legend, title=title, columns=3)
+    return save_figure(path, panels, legend, title=title, columns=2 if len(panels) == 4 else 3)
 
 
 def legend_of(labels: list[np.ndarray], names: tuple[str, ...] | list[str], palette: np.ndarray

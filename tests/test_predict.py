@@ -125,7 +125,7 @@ def test_predict_from_the_checkpoint_alone(trained, tmp_path, capsys):
     assert np.array_equal(np.load(out / "room" / "labels.npy"), np.load(out / "cloud" / "labels.npy"))
 
 
-def test_python_api(trained):
+def test_python_api(trained, tmp_path):
     from train import load_model
 
     model = load_model(trained["text"], "cpu")
@@ -137,6 +137,10 @@ def test_python_api(trained):
     voted, voted_probs = model.predict(scan.xyz, scan.rgb, faces=scan.faces, tta=4)
     assert voted.shape == labels.shape and np.allclose(voted_probs.sum(axis=1), 1, atol=1e-5)
     assert "pseudo-ce, 20 synthetic classes, 10 cm voxels, inputs rgb+normal+height" in repr(model)
+    small = tmp_path / "model.pt"
+    assert main(["export", str(trained["text"]), str(small)]) == 0
+    assert small.stat().st_size < 0.6 * trained["text"].stat().st_size
+    assert np.array_equal(load_model(small, "cpu").predict(scan.xyz, scan.rgb, faces=scan.faces)[0], labels)
 
 
 def test_eval_reports_pointcept_accuracies_and_oblique_renders(trained):

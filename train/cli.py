@@ -43,7 +43,8 @@ def parser() -> argparse.ArgumentParser:
     at.add_argument("--checkpoint", help="checkpoint file (default <train.out_dir>/last.pt)")
     at.add_argument("--scene", type=int, default=0, help="index of the query scene in the val split")
     at.add_argument("--other", type=int, default=1, help="index of the other scene in the val split")
-    at.add_argument("--point", type=int, help="query point index (default: the central chair point)")
+    at.add_argument("--point", type=int, help="query point index (default: the central point of --query-class)")
+    at.add_argument("--query-class", default="chair", help="ground-truth class of the default query point")
     at.add_argument("--out", default="reports/figures", help="folder for attention.png")
     for name in ("eval", "attention"):
         sub.choices[name].add_argument("--run", help="use the [[runs]] entry of this name (its out_dir and overrides)")
@@ -73,6 +74,9 @@ def parser() -> argparse.ArgumentParser:
                                                           "(default: the weights the model was trained with)")
         s.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: CUDA where available)")
         s.add_argument("--backend", choices=SPARSE_BACKENDS, default="auto", help="sparse-conv backend")
+    exp = sub.add_parser("export", help="a checkpoint's copy with only what inference needs (to share a model)")
+    exp.add_argument("checkpoint")
+    exp.add_argument("out", help="the file to write, e.g. model.pt")
     rep = sub.add_parser("report", help="gather every table and figure under reports/ into reports/REPORT.md")
     rep.add_argument("--reports", default="reports", help="folder holding the experiments' outputs")
     rep.add_argument("--readme", help="also put the report between the results markers of this README")
@@ -89,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("backend", "amp"):
             if getattr(args, key, None):
                 overrides[f"train.{key}"] = getattr(args, key)
+        if args.command == "export":
+            from train.engine.checkpoint import export_model
+
+            print(f"wrote {export_model(args.checkpoint, args.out)}")
+            return 0
         if args.command == "report":
             from train.reports.collect import splice_into_readme, write_report_md
 
@@ -112,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint = args.checkpoint or str(Path(pipeline.train.out_dir) / "last.pt")
             scan, other = store_scans(pipeline, [args.scene, args.other])
             out = attention_figure(load_model(checkpoint, backend=pipeline.train.backend), scan, other,
-                                   Path(args.out) / "attention.png", args.point, tau=pipeline.train.hicl.tau)
+                                   Path(args.out) / "attention.png", args.point, args.query_class, pipeline.train.hicl.tau)
             print(f"wrote {out}")
         elif args.command == "experiment":
             from train.experiment import run_experiment
@@ -147,7 +156,9 @@ def run_inference(args: argparse.Namespace) -> int:
         if not args.scans:
             raise UserError(f"attention {args.pipeline}: with a checkpoint, name the two scans: --scans SCENE OTHER")
         scan, other = (read_scan(path) for path in args.scans)
-        print(f"wrote {attention_figure(load_model(args.pipeline), scan, other, Path(args.out) / 'attention.png', args.point)}")
+        out = attention_figure(load_model(args.pipeline), scan, other, Path(args.out) / "attention.png", args.point,
+                               args.query_class)
+        print(f"wrote {out}")
         return 0
     model = load_model(args.checkpoint, args.device, args.backend)
     if args.command == "query":

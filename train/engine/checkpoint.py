@@ -118,6 +118,17 @@ def inference_record(pipeline: Pipeline, method: Method) -> dict[str, Any]:
     }
 
 
+# What a checkpoint keeps for inference only (`export_model`): no optimiser moments, RNGs or memory bank.
+INFERENCE_KEYS = ("model", "inference", "train_config", "step", "epoch", "best_miou")
+
+
+def export_model(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """A copy of checkpoint `src` with only what inference needs (a third of the bytes: AdamW's
+    moments are twice the weights), to share a trained model; `train.load_model` reads either."""
+    state = load_checkpoint(src)
+    return save_checkpoint({key: state[key] for key in INFERENCE_KEYS}, dst)
+
+
 def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch (CPU and every CUDA device) generator states, as plain values."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()

@@ -47,7 +47,7 @@ def query_point(scan: Scan, query_class: str) -> int:
 def attention_figure(model: TrainedModel, scan: Scan, other: Scan, out_png: str | Path, point: int | None = None,
                      query_class: str = "chair", tau: float | None = None) -> Path:
     """Write the two-panel figure; the query is `point`, or a point of `query_class` (see
-    `query_point`), drawn black (the points within 8 cm). `tau`: the checkpoint's by default."""
+    `query_point`), drawn black (the points within 15 cm). `tau`: the checkpoint's by default."""
     tau = tau if tau is not None else model.settings["hicl"]["tau"]
     point = query_point(scan, query_class) if point is None else point
     embeddings = {name: model.embeddings_scan(s) for name, s in (("scene", scan), ("other", other))}
@@ -58,7 +58,7 @@ def attention_figure(model: TrainedModel, scan: Scan, other: Scan, out_png: str 
     for title, name, s in ((f"intra-scene ({scan.name})", "scene", scan), (f"inter-scene ({other.name})", "other", other)):
         colours = colour_values(attention[name], CMAP, lo, hi)
         if name == "scene":
-            colours[np.linalg.norm(s.xyz - s.xyz[point], axis=1) < 0.08] = 0
+            colours[np.linalg.norm(s.xyz - s.xyz[point], axis=1) < 0.15] = 0
         shown = s.with_normals(model.normal_knn) if s.faces is None else s
         panels[title] = render_view(s.xyz, oblique_camera(s.xyz, 480), s.faces, shown.normal).image(colours)
     label = scan.gt_classes[scan.gt[point]] if scan.gt is not None and scan.gt[point] >= 0 else "unlabelled"
