@@ -33,6 +33,8 @@ def test_fit_gt_drives_loss_down_and_eval_reports(tmp_path):
     assert "| gt |" in report and "pseudo-labels" in report and "| voxel ceiling (10 cm voxels) |" in report
     assert "n/a" in report
     assert (run / "eval" / "render" / "toy2.png").is_file() and (run / "eval" / "ply" / "toy2_pred.ply").is_file()
+    (run / "broken.pt").write_bytes((run / "last.pt").read_bytes()[:1000])
+    assert main(["eval", str(pipeline.source), "--checkpoint", str(run / "broken.pt")]) == 2  # one line, no traceback
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -78,10 +78,6 @@ class TrainedModel:
                                       f"({str(e).splitlines()[0]}); the file is damaged") from None
             module.to(self.device).eval()
 
-    @property
-    def has_text_head(self) -> bool:
-        return self.text_space is not None
-
     def __repr__(self) -> str:
         return (f"TrainedModel({self.source}: {self.method}, {len(self.classes)} {self.dataset} classes, "
                 f"{self.voxel_size * 100:g} cm voxels, inputs {'+'.join(self.input_features)})")
@@ -106,44 +102,37 @@ class TrainedModel:
             yield self.backbone.forward_features(x), torch.from_numpy(inverse).to(self.device)
 
     @torch.no_grad()
+    def _average(self, scan: Scan, tta: int, per_voxel: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
+        """(N, ...) f32: `per_voxel` of the decoder features, taken to every point through its
+        voxel, averaged over the turns."""
+        total = None
+        for feats, inverse in self._turns(scan, tta):
+            value = per_voxel(feats).float()[inverse]
+            total = value if total is None else total + value
+        return (total / tta).cpu().numpy()
+
     def predict_scan(self, scan: Scan, tta: int = 1, text: torch.Tensor | None = None,
                      classes: tuple[str, ...] | None = None) -> Prediction:
         """Labels and class probabilities of every point of `scan`; `text` (K, D) embeddings of
         `classes` replace the training classes (see `embed`)."""
-        probs = None
-        for feats, inverse in self._turns(scan, tta):
-            logits = self.head(feats) if text is None else self.head(feats, text)
-            p = torch.softmax(logits.float(), dim=1)[inverse]
-            probs = p if probs is None else probs + p
-        probs = (probs / tta).cpu().numpy()
+        logits = self.head if text is None else (lambda feats: self.head(feats, text))
+        probs = self._average(scan, tta, lambda feats: torch.softmax(logits(feats).float(), dim=1))
         return Prediction(classes or self.classes, probs.argmax(axis=1), probs)
 
-    @torch.no_grad()
     def features_scan(self, scan: Scan, tta: int = 1) -> np.ndarray:
         """(N, C) f32 decoder features of every point (its voxel's), averaged over the turns."""
-        total = None
-        for feats, inverse in self._turns(scan, tta):
-            f = feats.float()[inverse]
-            total = f if total is None else total + f
-        return (total / tta).cpu().numpy()
+        return self._average(scan, tta, lambda feats: feats)
 
-    @torch.no_grad()
     def similarity_scan(self, scan: Scan, text: torch.Tensor, tta: int = 1) -> np.ndarray:
         """(N, K) the head's logits of every point against each text embedding (a text head: the
         scaled cosine of the projected feature with the phrase), averaged over the turns."""
-        total = None
-        for feats, inverse in self._turns(scan, tta):
-            s = self.head(feats, text).float()[inverse]
-            total = s if total is None else total + s
-        return (total / tta).cpu().numpy()
+        return self._average(scan, tta, lambda feats: self.head(feats, text))
 
-    @torch.no_grad()
     def embeddings_scan(self, scan: Scan) -> np.ndarray:
         """(N, D) f32 unit embeddings of every point from HICL's embedding head."""
         if self.embed_head is None:
             raise UserError(f"{self.source}: a {self.method} model has no embedding head; attention maps need a hicl model")
-        feats, inverse = next(self._turns(scan, 1))
-        return self.embed_head(feats).float()[inverse].cpu().numpy()
+        return self._average(scan, 1, self.embed_head)
 
     # ------------------------------------------------------------------------------ arrays API
     def predict(self, xyz: np.ndarray, rgb: np.ndarray | None = None, normals: np.ndarray | None = None,
