@@ -259,3 +259,15 @@ def test_attention_from_a_checkpoint_and_two_scans(trained, tmp_path, capsys):
                  "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "a pseudo-ce model has no embedding head" in err[0]
+
+
+@pytest.mark.realdata
+def test_predict_a_real_scannet_scene(trained, scannet_scene0000, tmp_path):
+    """The real scene0000_00 folder: every vertex gets one nyu40 id in the submission file, and
+    the picture shows its ground truth (read from _vh_clean_2.labels.ply)."""
+    assert main(["predict", str(trained["text"]), str(scannet_scene0000), "--out", str(tmp_path), "--format", "scannet",
+                 "--render"]) == 0
+    ids = np.loadtxt(tmp_path / "scannet" / "scene0000_00.txt", dtype=np.int64)
+    assert ids.shape == (81369,) and set(ids.tolist()) <= set(SCANNET_NYU40_IDS)
+    assert read_scan(scannet_scene0000).gt_classes == SCANNET_NAMES
+    assert 0 < (tmp_path / "scene0000_00" / "scene0000_00.png").stat().st_size < 300_000

@@ -91,3 +91,18 @@ def test_missing_unknown_and_empty_inputs(tmp_path):
         read_scan(scan_inputs([tmp_path / "empty"])[0])
     with pytest.raises(DatasetError, match=r"faces must be \(F, 3\) vertex ids below 4"):
         scan_from_arrays(XYZ[:4], faces=np.array([[0, 1, 9]]))
+
+
+@pytest.mark.realdata
+def test_a_real_sweep_is_named_by_its_sample_data_token(shared_data):
+    import json
+
+    from shared.lidar import sample_data_token
+
+    root = shared_data / "nuscenes"
+    sweep = sorted((root / "samples" / "LIDAR_TOP").glob("*.pcd.bin"))[0]
+    records = json.loads((root / "v1.0-mini" / "sample_data.json").read_text())
+    token = sample_data_token(sweep)
+    assert [r["filename"] for r in records if r["token"] == token] == [f"samples/LIDAR_TOP/{sweep.name}"]
+    scan = read_scan(sweep)
+    assert scan.kind == "sweep" and len(scan.xyz) == sweep.stat().st_size // 20
