@@ -1,5 +1,5 @@
-"""`python -m train fit|eval|experiment|attention PIPELINE.toml ...`, `predict|query CHECKPOINT ...`,
-`report`: argument parsing and clear errors at the boundary."""
+"""`python -m train fit|eval|experiment|attention PIPELINE.toml ...`, `predict|query|export
+CHECKPOINT ...`, `report`: argument parsing and clear errors at the boundary."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def parser() -> argparse.ArgumentParser:
     ev = sub.choices["eval"]
     ev.add_argument("--checkpoint", help="checkpoint file (default <train.out_dir>/last.pt)")
     ev.add_argument("--out", help="report folder (default <train.out_dir>/eval)")
-    ev.add_argument("--render", type=int, default=4, help="scenes to render as PLY and top-down PNG")
+    ev.add_argument("--render", type=int, default=4, help="scenes to write as coloured PLY and oblique renders (PNG)")
+    ev.add_argument("--tta", type=int, default=1, help="average the predictions of this many turns about the vertical axis")
     at = sub.add_parser("attention", help="correlation of a query point with two scenes (seed Fig. 2)")
     at.add_argument("pipeline", metavar="SOURCE", help="a pipeline TOML (two of its val scenes) or a checkpoint (with --scans)")
     at.add_argument("--scans", nargs=2, metavar=("SCENE", "OTHER"), help="with a checkpoint: the two scans (any predict input)")
@@ -50,7 +51,6 @@ def parser() -> argparse.ArgumentParser:
         sub.choices[name].add_argument("--run", help="use the [[runs]] entry of this name (its out_dir and overrides)")
     ex = sub.choices["experiment"]
     ex.add_argument("--out", help="folder for the table (default reports/<pipeline stem>)")
-    ev.add_argument("--tta", type=int, default=1, help="average the predictions of this many turns about the vertical axis")
     pr = sub.add_parser("predict", help="label new scans (PLY mesh or points, .npy, .pth, ScanNet scene folder, "
                                         "nuScenes .pcd.bin) from a checkpoint alone")
     pr.add_argument("checkpoint", help="a checkpoint `fit` wrote (last.pt or best.pt)")
