@@ -39,7 +39,7 @@ import numba
 import numpy as np
 
 from preprocess.datasets.scene import Scene
-from preprocess.io.ply import read_ply
+from shared.ply import read_ply
 from preprocess.partition.cut_pursuit import cut_pursuit, partition_energy
 from preprocess.partition.felzenszwalb import felzenszwalb
 from preprocess.partition.superpoints import superpoints
@@ -123,7 +123,7 @@ def seconds(call: Callable[[], object], repeats: int) -> tuple[float, float, obj
 def nuscenes_table(repeats: int, sweeps: int) -> list[str]:
     """Rows for every partition of pipelines/nuscenes-sample.toml on scene-0916 keyframes."""
     from preprocess.datasets.nuscenes import list_nuscenes_samples, read_nuscenes_sample
-    from preprocess.geometry.normals import point_normals
+    from shared.normals import point_normals
     from preprocess.stages import compute_partition
     from shared.config import load_pipeline
 

@@ -138,7 +138,8 @@ def maskclip_seconds_per_frame(frames: int) -> float:
     import numpy as np
     import torch
 
-    from preprocess.labels.maskclip import MaskCLIP, load_clip
+    from preprocess.labels.maskclip import MaskCLIP
+    from shared.text_space import load_clip
     from shared.classes import class_table
     from shared.config import MaskCLIPConfig
 

@@ -87,7 +87,7 @@ def bench_rows(device: torch.device, backends: list[str], quick: bool) -> list[R
 
 def fit_rows(device: torch.device, backends: list[str], quick: bool, tmp: Path) -> tuple[list[Row], bool]:
     from train.engine.data import SceneDataset
-    from train.reports.evaluate import load_model, validate
+    from train.reports.evaluate import load_method, validate
     from train.engine.loop import fit
 
     points, scenes, steps = (3000, 3, 4) if quick else (60000, 7, 40)
@@ -118,7 +118,7 @@ def fit_rows(device: torch.device, backends: list[str], quick: bool, tmp: Path) 
                      + ("" if finite else " NON-FINITE LOSS")))
         dataset = SceneDataset(pipeline, "val", with_gt=True, fields=())
         start = time.perf_counter()
-        result = validate(pipeline, load_model(pipeline, out / "last.pt", dataset, device), device)
+        result = validate(pipeline, load_method(pipeline, out / "last.pt", dataset, device), device)
         rows.append((f"eval {name} {precision}", f"{len(dataset)} held-out room(s)",
                      f"mIoU {100 * result.miou:.2f} in {time.perf_counter() - start:.1f} s"))
     return rows, ok

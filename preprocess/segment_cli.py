@@ -5,7 +5,7 @@ Writes ScanNet's `.segs.json` next to the mesh, under the name the C++ tool give
 tools that expect ScanNet's files can consume ours. Like the original, `segIndices` are vertex
 ids (one representative vertex per segment: its smallest id), not 0..S-1.
 
-The mesh is read here rather than with `preprocess.io.ply.read_ply` because a drop-in must see
+The mesh is read here rather than with `shared.ply.read_ply` because a drop-in must see
 the faces exactly as the C++ does: read_ply drops degenerate faces, which the original keeps
 (their NaN normals change which vertices merge).
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from plyfile import PlyData
 
-from preprocess.io.ply import check_element_counts
+from shared.ply import check_element_counts
 from preprocess.partition.felzenszwalb import felzenszwalb
 
 

@@ -130,7 +130,7 @@ def ingest_output(pipeline: Pipeline, scene_id: str) -> Output:
 
 def scene_arrays(scene: Scene, normal_knn: int) -> dict[str, np.ndarray]:
     """The store's `points` arrays of a scene (normals computed here)."""
-    from preprocess.geometry.normals import mesh_normals, point_normals  # open3d: only where normals are made
+    from shared.normals import mesh_normals, point_normals  # open3d: only where normals are made
 
     if scene.faces is not None and len(scene.faces):
         normal = mesh_normals(scene.xyz, scene.faces)

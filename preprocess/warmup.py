@@ -29,7 +29,7 @@ PACKAGES = ("preprocess", "shared")
 def _tiny_room() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A 0.8 m open box meshed at 5 cm, as the store holds a scene: xyz f32, faces i32, rgb u8,
     and its normals f32."""
-    from preprocess.geometry.normals import mesh_normals
+    from shared.normals import mesh_normals
 
     n = 17
     s, t = np.meshgrid(np.linspace(0, 0.8, n), np.linspace(0, 0.8, n), indexing="ij")

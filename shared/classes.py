@@ -20,6 +20,7 @@ class ClassTable:
     dataset: str
     names: tuple[str, ...]
     raw_to_train: np.ndarray  # int16 lookup, index = raw id
+    palette: np.ndarray  # (C, 3) u8, the benchmark's own colours, in `names` order
 
     @property
     def num_classes(self) -> int:
@@ -34,12 +35,15 @@ class ClassTable:
         return out
 
 
-def _table(dataset: str, names: tuple[str, ...], raw_ids: list[tuple[int, ...]], size: int) -> ClassTable:
+def _table(dataset: str, names: tuple[str, ...], raw_ids: list[tuple[int, ...]], size: int,
+           colours: tuple[tuple[int, int, int], ...]) -> ClassTable:
     lut = np.full(size, IGNORE, dtype=np.int16)
     for train_id, ids in enumerate(raw_ids):
         lut[list(ids)] = train_id
     lut.setflags(write=False)
-    return ClassTable(dataset, names, lut)
+    palette = np.array(colours, dtype=np.uint8)
+    palette.setflags(write=False)
+    return ClassTable(dataset, names, lut, palette)
 
 
 SCANNET_NAMES = (
@@ -50,7 +54,15 @@ SCANNET_NAMES = (
 # nyu40 ids of the ScanNet v2 benchmark classes, in SCANNET_NAMES order.
 SCANNET_NYU40_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39)
 
-SCANNET = _table("scannet", SCANNET_NAMES, [(i,) for i in SCANNET_NYU40_IDS], size=41)
+# ScanNet's colours of those nyu40 ids (ScanNet's BenchmarkScripts util `create_color_palette`).
+SCANNET_COLOURS = (
+    (174, 199, 232), (152, 223, 138), (31, 119, 180), (255, 187, 120), (188, 189, 34), (140, 86, 75),
+    (255, 152, 150), (214, 39, 40), (197, 176, 213), (148, 103, 189), (196, 156, 148), (23, 190, 207),
+    (247, 182, 210), (219, 219, 141), (255, 127, 14), (158, 218, 229), (44, 160, 44), (112, 128, 144),
+    (227, 119, 194), (82, 84, 163),
+)
+
+SCANNET = _table("scannet", SCANNET_NAMES, [(i,) for i in SCANNET_NYU40_IDS], size=41, colours=SCANNET_COLOURS)
 
 NUSCENES_RAW_NAMES = (
     "noise", "animal", "human.pedestrian.adult", "human.pedestrian.child",
@@ -73,7 +85,14 @@ NUSCENES_RAW_IDS = [
     (9,), (14,), (15, 16), (17,), (18,), (21,), (2, 3, 4, 6), (12,), (22,), (23,),
     (24,), (25,), (26,), (27,), (28,), (30,),
 ]
-NUSCENES = _table("nuscenes", NUSCENES_NAMES, NUSCENES_RAW_IDS, size=len(NUSCENES_RAW_NAMES))
+# The nuScenes devkit's colours (nuscenes/utils/color_map.py) of each class's main raw class
+# (bus: vehicle.bus.rigid, pedestrian: human.pedestrian.adult).
+NUSCENES_COLOURS = (
+    (112, 128, 144), (220, 20, 60), (255, 69, 0), (255, 158, 0), (233, 150, 70), (255, 61, 99), (0, 0, 230),
+    (47, 79, 79), (255, 140, 0), (255, 99, 71), (0, 207, 191), (175, 0, 75), (75, 0, 75), (112, 180, 60),
+    (222, 184, 135), (0, 175, 0),
+)
+NUSCENES = _table("nuscenes", NUSCENES_NAMES, NUSCENES_RAW_IDS, size=len(NUSCENES_RAW_NAMES), colours=NUSCENES_COLOURS)
 
 TABLES = {"scannet": SCANNET, "synthetic": SCANNET, "nuscenes": NUSCENES}
 

@@ -22,3 +22,7 @@ class DatasetError(UserError, ValueError):
 
 class MissingData(UserError, RuntimeError):
     """The store lacks something a command needs (the message names the preprocess command)."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint file that is corrupt, foreign, from a newer version or holds pickled code."""

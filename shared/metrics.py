@@ -28,6 +28,12 @@ CONVENTION = (
     "mIoU = mean over the classes with ground truth among those points, the same classes for every row "
     "scored on them; n/a = class without ground truth there (predicting it counts as missing the true class)."
 )
+# Pointcept's accuracies (its SemSegEvaluator), over the same points: a class's accuracy is its
+# recall; Pointcept averages every class (an absent one counting 0), here absent ones are n/a.
+ACCURACY_CONVENTION = (
+    "acc_c = TP/(points of class c); mAcc = mean over classes present in the ground truth; "
+    "allAcc = correct points / all points with a benchmark class."
+)
 
 
 def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -72,9 +78,33 @@ class IoUResult:
         valid = ~np.isnan(self.iou)
         return float(self.iou[valid].mean()) if valid.any() else float("nan")
 
+    @property
+    def class_points(self) -> np.ndarray:
+        """(C,) points of each ground-truth class (the unlabelled ones included)."""
+        return self.confusion.sum(axis=1) + (0 if self.missed is None else self.missed)
+
+    @property
+    def acc(self) -> np.ndarray:
+        """(C,) per-class accuracy (recall), NaN where the class has no ground-truth point."""
+        points = self.class_points
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(points > 0, np.diag(self.confusion) / points, np.nan)
+
+    @property
+    def macc(self) -> float:
+        valid = ~np.isnan(self.acc)
+        return float(self.acc[valid].mean()) if valid.any() else float("nan")
+
+    @property
+    def all_acc(self) -> float:
+        points = self.class_points.sum()
+        return float(np.trace(self.confusion) / points) if points else float("nan")
+
     def as_dict(self) -> dict:
         return {
             "mIoU": _pct(self.miou),
+            "mAcc": _pct(self.macc),
+            "allAcc": _pct(self.all_acc),
             "classes": {n: _pct(v) for n, v in zip(self.names, self.iou)},
         }
 
@@ -227,3 +257,11 @@ def write_tables(rows: dict[str, Row], out_stem: str | Path, note: str = "") -> 
     js = stem.with_suffix(".json")
     js.write_text(json.dumps({"convention": CONVENTION, "note": note, "rows": {m: r.as_dict() for m, r in rows.items()}}, indent=2))
     return [md, csv_path, js]
+
+
+def summary_table(rows: dict[str, IoUResult]) -> str:
+    """Pointcept's one-line summary per row: mIoU, mAcc, allAcc (markdown)."""
+    lines = ["| Method | mIoU | mAcc | allAcc |", "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {_cell(r.miou)} | {_cell(r.macc)} | {_cell(r.all_acc)} |" for name, r in rows.items()]
+    return "\n".join(lines + ["", f"_{ACCURACY_CONVENTION}_"])
+

@@ -33,7 +33,7 @@ from plyfile import PlyData, PlyElement
 from preprocess.datasets.nuscenes import read_nuscenes_sample
 from preprocess.datasets.scannet import read_scannet_scene
 from shared.errors import DatasetError
-from preprocess.io.ply import read_ply
+from shared.ply import read_ply
 from preprocess.segment_cli import read_mesh
 
 T = TypeVar("T")

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from preprocess.labels.labelers import make_labeler, text_embeddings
-from preprocess.labels.maskclip import MaskCLIP, MaskCLIPWeightsError, load_clip
+from preprocess.labels.maskclip import MaskCLIP
+from shared.text_space import CLIPWeightsError, load_clip
 from shared.config import LabelsConfig, MaskCLIPConfig
 
 NAMES = ["wall", "floor", "chair", "table"]
@@ -107,16 +108,16 @@ def test_last_block_is_value_path_only(maskclip):
 
 
 def test_missing_weights_name_the_fix(tmp_path):
-    with pytest.raises(MaskCLIPWeightsError, match="missing.pt' not found: set labels.maskclip.pretrained"):
+    with pytest.raises(CLIPWeightsError, match="missing.pt' not found: set labels.maskclip.pretrained"):
         load_clip("ViT-B-16", str(tmp_path / "missing.pt"), "cpu")
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(MaskCLIPWeightsError, match="could not load CLIP weights.*set labels.maskclip.pretrained"):
+    with pytest.raises(CLIPWeightsError, match="could not load CLIP weights.*set labels.maskclip.pretrained"):
         load_clip("ViT-B-16", str(bad), "cpu")
     cfg = LabelsConfig(labeler="maskclip", maskclip=MaskCLIPConfig(pretrained=str(tmp_path / "missing.pt")))
-    with pytest.raises(MaskCLIPWeightsError):
+    with pytest.raises(CLIPWeightsError):
         make_labeler(cfg, NAMES)
-    with pytest.raises(MaskCLIPWeightsError):
+    with pytest.raises(CLIPWeightsError):
         text_embeddings(cfg, NAMES)
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from preprocess.__main__ import main
 from preprocess.datasets.nuscenes import Boxes, box_ids, list_nuscenes_samples, load_boxes, read_nuscenes_sample
-from preprocess.geometry.normals import point_normals
+from shared.normals import point_normals
 from preprocess.partition.metrics import knn_edges, partition_report
 from preprocess.stages import compute_partition
 from shared.config import load_pipeline

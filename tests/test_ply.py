@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from shared.errors import DatasetError
-from preprocess.io.ply import read_ply
-from shared.ply import write_ply
+from shared.ply import read_ply, write_ply
 
 XYZ = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
 RGB = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [9, 9, 9]], dtype=np.uint8)

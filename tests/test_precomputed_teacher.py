@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from preprocess.datasets.registry import read_scene
-from preprocess.geometry.render import MeshRaycaster
+from shared.render import MeshRaycaster
 from preprocess.labels.labelers import PrecomputedLabeler
 from preprocess.labels.transfer import scale_intrinsic
 from preprocess.pipeline import run

@@ -18,11 +18,11 @@ from preprocess.labels.simulated import (
     render_vertex_labels,
     scene_model,
     simulate_view,
-    simulated_text_embeddings,
     softmax,
     view_logits,
 )
 from preprocess.labels.transfer import label_size, scale_intrinsic
+from shared.text_space import simulated_text_embeddings
 from preprocess.partition.felzenszwalb import felzenszwalb
 from preprocess.reports import LabelQuality
 from shared.classes import SCANNET_NAMES
@@ -291,7 +291,7 @@ def test_simulated_labeler_needs_a_labelled_mesh(room):
 def test_labelling_a_scene_builds_one_ray_casting_structure(room, monkeypatch):
     """Without depth frames the simulated labeler renders each view and the transfer renders it
     again for occlusion: both cast at the scene's one structure (`Scene.raycaster`)."""
-    import preprocess.geometry.render as render_module
+    import shared.render as render_module
 
     built = []
 

@@ -11,7 +11,7 @@ from preprocess.datasets.registry import list_scenes, read_scene, split_of
 from preprocess.datasets.scannet import read_scannet_scene
 from shared.errors import DatasetError
 from preprocess.__main__ import main as preprocess_main
-from preprocess.geometry.render import render
+from shared.render import render
 from preprocess.synth import NYU40, generate, generate_scene, make_room
 from preprocess.synth.cli import main
 from shared.classes import SCANNET_NAMES

@@ -33,6 +33,8 @@ def test_fit_gt_drives_loss_down_and_eval_reports(tmp_path):
     assert "| gt |" in report and "pseudo-labels" in report and "| voxel ceiling (10 cm voxels) |" in report
     assert "n/a" in report
     assert (run / "eval" / "render" / "toy2.png").is_file() and (run / "eval" / "ply" / "toy2_pred.ply").is_file()
+    (run / "broken.pt").write_bytes((run / "last.pt").read_bytes()[:1000])
+    assert main(["eval", str(pipeline.source), "--checkpoint", str(run / "broken.pt")]) == 2  # one line, no traceback
 
 
 @pytest.fixture
@@ -137,3 +139,18 @@ def test_cpu_threads_leave_the_loader_workers_their_cores(monkeypatch) -> None:
     monkeypatch.setattr("os.cpu_count", lambda: 16)
     assert cpu_threads(num_workers=2) == 14
     assert cpu_threads(num_workers=2, world=2) == 6  # two processes share what the four workers leave
+
+
+def test_best_checkpoint_kept_beside_last_when_validating(tmp_path, one_thread):
+    from train.engine.checkpoint import load_checkpoint
+    from train.engine.data import SceneDataset
+    from train.reports.evaluate import load_method, validate
+
+    pipeline = load_pipeline(make_toy_store(tmp_path, method="gt"), {**FAST, "train.eval_every_epochs": 1})
+    fit(pipeline)
+    run = tmp_path / "run"
+    best, last = load_checkpoint(run / "best.pt"), load_checkpoint(run / "last.pt")
+    assert best["step"] <= last["step"] and best["best_miou"] == last["best_miou"] > 0
+    dataset = SceneDataset(pipeline, "val", with_gt=True, fields=())
+    rescored = validate(pipeline, load_method(pipeline, run / "best.pt", dataset, torch.device("cpu")), torch.device("cpu"))
+    assert rescored.miou == best["best_miou"]

@@ -8,7 +8,7 @@ import pytest
 from preprocess.datasets.nuscenes import read_nuscenes_sample
 from preprocess.datasets.scannet import read_scannet_scene
 from preprocess.datasets.scene import Scene, View
-from preprocess.geometry.render import render
+from shared.render import render
 from preprocess.labels.simulated import render_vertex_labels
 from preprocess.labels.transfer import fuse, label_size, patch_index, project, scale_intrinsic, transfer_labels
 from shared.schema import PAIRS_POINT, PATCH_FEAT

@@ -25,6 +25,7 @@ from PIL import Image
 
 from preprocess.datasets.scene import Scene, View
 from shared.errors import DatasetError
+from shared.lidar import read_lidar_points
 from shared.classes import NUSCENES, NUSCENES_RAW_NAMES
 
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT")
@@ -151,22 +152,6 @@ def read_nuscenes_sample(
             "lidar_to_global": lidar_to_global,
         },
     )
-
-
-def read_lidar_points(path: str | os.PathLike) -> np.ndarray:
-    """A `.pcd.bin` sweep: (N,5) float32 x, y, z, intensity, ring, in the LiDAR frame."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: LiDAR sweep not found; download the nuScenes samples/LIDAR_TOP blobs")
-    size = path.stat().st_size
-    if size % 20:  # fromfile would silently drop a trailing partial float
-        raise DatasetError(
-            f"{path}: {size} bytes is not a whole number of 5-float32 points; the file is truncated, download it again"
-        )
-    points = np.fromfile(path, dtype="<f4").reshape(-1, 5)
-    if not np.isfinite(points[:, :3]).all():
-        raise DatasetError(f"{path}: non-finite point coordinates; the file is corrupt, download it again")
-    return points
 
 
 def read_lidarseg(points_path: str | os.PathLike, labels_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

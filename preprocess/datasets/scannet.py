@@ -19,7 +19,7 @@ from PIL import Image
 from preprocess.datasets.scene import Scene, View
 from shared.errors import DatasetError
 from preprocess.datasets.sens import SensFile, open_sens
-from preprocess.io.ply import read_ply
+from shared.ply import read_ply
 from shared.classes import SCANNET
 
 DEPTH_SHIFT = 1000.0  # exported depth PNGs hold millimetres

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 if TYPE_CHECKING:
-    from preprocess.geometry.render import MeshRaycaster
+    from shared.render import MeshRaycaster
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,6 @@ class Scene:
         view that renders this scene (building it costs more than casting a view)."""
         if self.faces is None:
             raise ValueError(f"scene {self.scene_id} has no mesh to cast rays at")
-        from preprocess.geometry.render import MeshRaycaster  # open3d, only where something renders
+        from shared.render import MeshRaycaster  # open3d, only where something renders
 
         return MeshRaycaster(self.xyz, self.faces)

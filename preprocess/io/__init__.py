@@ -1,1 +1,1 @@
-"""File formats shared by the dataset readers and the generated dataset (PLY meshes)."""
+"""File formats of the dataset readers: per-frame files (PLY meshes: shared/ply.py)."""

@@ -5,76 +5,12 @@ download retries in every worker."""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import os
-import socket
-import sys
-import types
 from pathlib import Path
-from urllib.parse import urlparse
 
 from shared import schema
 from shared.config import Pipeline
 from shared.errors import ConfigError, DatasetError
-
-def is_path(pretrained: str) -> bool:
-    return os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
-
-
-def _reachable(url: str, timeout: float = 3.0) -> bool:
-    host = urlparse(url).hostname
-    if not host or os.environ.get("HF_HUB_OFFLINE") == "1":
-        return False
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def _open_clip_registry() -> types.ModuleType:
-    """open_clip's table of pretrained weights (`open_clip.pretrained`), loaded without running
-    open_clip's __init__, which imports torch and torchvision: seconds that a check made before
-    any scene is processed should not cost. Loaded under a private package name, so a later
-    `import open_clip` is the real, complete package."""
-    if "open_clip" in sys.modules:
-        return importlib.import_module("open_clip.pretrained")
-    spec = importlib.util.find_spec("open_clip")
-    package = types.ModuleType("_open_clip_registry")
-    package.__path__ = list(spec.submodule_search_locations)
-    sys.modules.setdefault(package.__name__, package)
-    return importlib.import_module(f"{package.__name__}.pretrained")
-
-
-def weights_problem(model: str, pretrained: str) -> str | None:
-    """Why `load_clip(model, pretrained)` cannot work on this machine, or None when it can:
-    a local checkpoint that is missing, an unknown tag, or a tag whose weights are neither in the
-    local caches nor downloadable (no network). Takes seconds, where a failing download takes a
-    minute of retries per worker."""
-    if is_path(pretrained):
-        return None if os.path.isfile(pretrained) else f"CLIP checkpoint {pretrained!r} not found"
-    registry = _open_clip_registry()
-    cfg = registry.get_pretrained_cfg(model, pretrained)
-    if not cfg:
-        return (f"open_clip knows no weights {pretrained!r} for {model!r} "
-                f"(known: {', '.join(registry.list_pretrained_tags_by_model(model)) or 'none'})")
-    hub = cfg.get("hf_hub", "")
-    if hub:
-        from huggingface_hub import try_to_load_from_cache
-
-        repo, filename = os.path.split(hub)
-        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-        if any(isinstance(try_to_load_from_cache(repo, name), str) for name in names):
-            return None
-    url = cfg.get("url", "")
-    if url and os.path.isfile(os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))):
-        return None
-    source = f"https://huggingface.co/{hub}" if hub else url
-    if _reachable(source):
-        return None
-    return f"CLIP weights {model!r} / {pretrained!r} are not cached on this machine and {urlparse(source).hostname} cannot be reached"
-
+from shared.text_space import weights_problem
 
 MESH_DATASETS = ("scannet", "synthetic")  # the simulated labeler renders their labelled meshes
 

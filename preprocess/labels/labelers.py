@@ -15,7 +15,7 @@ from PIL import Image
 
 from preprocess.datasets.scene import Scene, View
 from preprocess.labels.checks import teacher_fixes
-from preprocess.labels.maskclip import MaskCLIP, MaskCLIPWeightsError, load_clip
+from preprocess.labels.maskclip import MaskCLIP
 from preprocess.labels.precomputed import read_label_maps, read_text_embeddings
 from preprocess.labels.simulated import (
     SceneModel,
@@ -24,11 +24,11 @@ from preprocess.labels.simulated import (
     scene_model,
     seed_for,
     simulate_view,
-    simulated_text_embeddings,
 )
 from preprocess.labels.transfer import label_size, scale_intrinsic, transfer_labels
 from shared.config import LabelsConfig
 from shared.errors import ConfigError
+from shared.text_space import CLIPWeightsError, load_clip, simulated_text_embeddings
 
 LabelMaps = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # label i16, score f16, feature f16 | None
 
@@ -140,7 +140,7 @@ def teacher_advice(dataset: str) -> Iterator[None]:
     corrupt checkpoint, or a worker machine without the weights)."""
     try:
         yield
-    except MaskCLIPWeightsError as e:
+    except CLIPWeightsError as e:
         raise ConfigError(f"{e}; or {teacher_fixes(dataset, weights=False)}") from None
 
 

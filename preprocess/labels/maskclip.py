@@ -14,54 +14,15 @@ templates), x100, softmax; logits are bilinearly upsampled to the label map befo
 
 from __future__ import annotations
 
-import functools
-import os
 from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from preprocess.labels.checks import is_path
-from shared.errors import UserError
+from shared.text_space import prompt_embeddings
 
 LOGIT_SCALE = 100.0  # CLIP's learned temperature, as MaskCLIP applies it
-
-
-class MaskCLIPWeightsError(UserError, RuntimeError):
-    """CLIP weights could not be loaded; the message names the fix."""
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """"auto" → CUDA when available, else CPU; anything else is passed to torch.device."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-@functools.lru_cache(maxsize=2)
-def load_clip(model: str = "ViT-B-16", pretrained: str = "openai", device: str = "auto") -> tuple[Any, Callable]:
-    """(open_clip model in eval mode on its device, its tokenizer), loaded once per process so
-    that a Dask worker reads the weights once. `pretrained` is an open_clip tag (downloaded on
-    first use) or a local checkpoint file."""
-    import open_clip
-
-    if is_path(pretrained):
-        if not os.path.isfile(pretrained):
-            raise MaskCLIPWeightsError(
-                f"CLIP checkpoint {pretrained!r} not found: set labels.maskclip.pretrained to an "
-                f"existing local checkpoint file of {model}"
-            )
-    try:
-        net, _, _ = open_clip.create_model_and_transforms(model, pretrained=pretrained, device=resolve_device(device))
-    except Exception as e:  # network errors, missing files, corrupt checkpoints: all one fix
-        raise MaskCLIPWeightsError(
-            f"could not load CLIP weights {model!r} / pretrained={pretrained!r} "
-            f"({type(e).__name__}: {(str(e).splitlines() or [''])[0]}). "
-            f"Without network access, download the checkpoint elsewhere and set labels.maskclip.pretrained "
-            f"to the local file"
-        ) from e
-    return net.eval(), open_clip.get_tokenizer(model)
 
 
 class MaskCLIP:
@@ -89,15 +50,7 @@ class MaskCLIP:
         std = getattr(visual, "image_std", None) or (0.26862954, 0.26130258, 0.27577711)
         self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
-        self.text = self._text_classifier(tokenizer, class_names, templates)
-
-    @torch.no_grad()
-    def _text_classifier(self, tokenizer: Callable, class_names: list[str], templates: list[str]) -> torch.Tensor:
-        """(C, D) unit text embeddings: per class the renormalised mean over templates."""
-        tokens = tokenizer([t.format(n) for n in class_names for t in templates]).to(self.device)
-        emb = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
-        emb = emb.view(len(class_names), len(templates), -1).mean(dim=1)
-        return F.normalize(emb, dim=-1)
+        self.text = prompt_embeddings(model, tokenizer, class_names, templates)
 
     def _positional(self, grid_h: int, grid_w: int) -> torch.Tensor:
         """Positional embedding (1 + gh*gw, width) for a gh x gw patch grid (bicubic resize)."""

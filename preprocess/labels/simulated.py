@@ -71,7 +71,7 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from preprocess.geometry.render import MeshRaycaster
+from shared.render import MeshRaycaster
 from shared.config import SimulatedCLIPConfig
 
 TOUCH = 0.02  # metres: parts of one class closer than this are one object where none are annotated
@@ -121,13 +121,6 @@ def confusion_matrix(
     M[empty] = 1.0
     np.fill_diagonal(M, 0.0)
     return M / M.sum(axis=1, keepdims=True)
-
-
-def simulated_text_embeddings(num_classes: int, dim: int = 512, seed: int = 0) -> np.ndarray:
-    """(C, dim) float32 fixed random unit vectors standing in for CLIP's class text embeddings."""
-    rng = np.random.default_rng([seed, 0x7E47])
-    emb = rng.standard_normal((num_classes, dim))
-    return (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
 
 
 def render_vertex_labels(

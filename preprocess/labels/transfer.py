@@ -2,7 +2,7 @@
 score-weighted vote of all views that see it; optionally every (point, pixel) pair the vote
 counted, for methods that train on the pairs themselves (CLIP2Scene).
 
-Pixel convention (the one of `preprocess.geometry.render`): pixel column i covers image
+Pixel convention (the one of `shared.render`): pixel column i covers image
 coordinates u in [i, i+1), so a point at u lands in column floor(u) and an intrinsic matrix
 is rescaled to another image size by multiplying its first two rows by the size ratio.
 """

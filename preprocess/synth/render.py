@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from preprocess.datasets.scannet import DEPTH_SHIFT
-from preprocess.geometry.render import MeshRaycaster
+from shared.render import MeshRaycaster
 from preprocess.synth.rooms import SynthMesh
 
 

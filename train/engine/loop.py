@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from shared.config import Pipeline
-from train.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from train.engine.checkpoint import inference_record, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from train.engine.data import EpochBatchSampler, EpochSampler, SceneDataset, make_loader
 from train.engine.methods import METHODS, Method, build_method
 
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "last.pt"
 VAL_LOG = "val.csv"  # the learning curve: one row per validation (train.eval_every_epochs)
+BEST = "best.pt"  # the checkpoint of the best val mIoU so far, where validation runs
 
 
 # ----------------------------------------------------------------------------- setup helpers
@@ -140,11 +141,12 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
+        self.best_miou = -1.0
         resumed = resume and self.checkpoint_path.is_file()
         if resume and not resumed:
             log.warning("--resume: no checkpoint at %s; starting from scratch", self.checkpoint_path)
         if resumed:
-            self._restore(load_checkpoint(self.checkpoint_path, self.device))
+            self._restore(load_checkpoint(self.checkpoint_path))
 
         self.writer: Any | None = None
         self.csv: CSVLog | None = None
@@ -155,7 +157,7 @@ class Trainer:
             self.writer = tensorboard_writer(self.out_dir / "tb", self.step if resumed else None)
             columns = ["step", "epoch", "lr", "loss", *self.method.loss_names, "points_per_s", "data_s", "step_s"]
             self.csv = CSVLog(self.out_dir / "log.csv", columns, self.step if resumed else None)
-            self.val_csv = CSVLog(self.out_dir / VAL_LOG, ["step", "epoch", "mIoU"], self.step if resumed else None)
+            self.val_csv = CSVLog(self.out_dir / VAL_LOG, ["step", "epoch", "mIoU", "mAcc"], self.step if resumed else None)
 
     # ------------------------------------------------------------------ checkpoint state
     def state(self) -> dict[str, Any]:
@@ -169,9 +171,9 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
+            "best_miou": self.best_miou,
             "train_config": asdict(self.cfg),
-            "in_channels": self.dataset.in_channels,
-            "num_classes": self.method.num_classes,
+            "inference": inference_record(self.pipeline, self.method),
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -183,6 +185,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.best_miou = state["best_miou"]
         log.info("resumed from %s at step %d (epoch %d, batch %d)", self.checkpoint_path, self.step, self.epoch,
                  self.batch_in_epoch)
 
@@ -267,13 +270,17 @@ class Trainer:
             if self.writer is not None:
                 self.writer.add_scalar("val/mIoU", result.miou, self.step)
             log.info("epoch %d: val mIoU %.2f", self.epoch, 100 * result.miou)
-            self.val_csv.write({"step": self.step, "epoch": self.epoch, "mIoU": result.miou})
+            self.val_csv.write({"step": self.step, "epoch": self.epoch, "mIoU": result.miou, "mAcc": result.macc})
+            if result.miou > self.best_miou:
+                self.best_miou = result.miou
+                save_checkpoint(self.state(), self.out_dir / BEST)
         if self.world > 1:
             dist.barrier()
 
 
 def fit(pipeline: Pipeline, resume: bool = False, max_steps: int | None = None) -> list[float]:
-    """Train the pipeline's method; writes `<out_dir>/last.pt`, `log.csv`, `val.csv` (validations) and `tb/`."""
+    """Train the pipeline's method; writes `<out_dir>/last.pt` (and `best.pt` where validation
+    runs), `log.csv`, `val.csv` (one row per validation: the learning curve) and `tb/`."""
     trainer = Trainer(pipeline, resume=resume, max_steps=max_steps)
     try:
         return trainer.run()

@@ -33,17 +33,19 @@ class TextHead(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     @outside_autocast
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+    def forward(self, feats: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         """Equal to scale * normalize(proj(f)) @ t.T, without the (M, D) projection: with the
         bias folded in as x = [f, 1], |proj(f)|² = x G xᵀ for the (C+1)² Gram matrix G of the
         weights and proj(f)·t = x (Wᵀ t), so the cost is M·C² rather than M·C·D (D = 512).
         In float32 under autocast too: the norm from a Gram matrix loses digits fast, and at a
-        logit scale up to 100 a 0.5% error in bfloat16 moves logits by 0.5."""
+        logit scale up to 100 a 0.5% error in bfloat16 moves logits by 0.5.
+        `text` (K, D) scores other classes than the training ones (open-vocabulary queries)."""
+        text = self.text_embeddings if text is None else F.normalize(text.float(), dim=1)
         scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
         feats = widened(feats)
         x = torch.cat([feats, feats.new_ones(feats.shape[0], 1)], dim=1)
         w = torch.cat([self.proj.weight, self.proj.bias[:, None]], dim=1).to(feats.dtype)
-        dots = x @ (w.t() @ self.text_embeddings.to(feats.dtype).t())
+        dots = x @ (w.t() @ text.to(feats.dtype).t())
         norm = ((x @ (w.t() @ w)) * x).sum(dim=1).clamp_min(0).sqrt().clamp_min(1e-12)
         return scale * dots / norm[:, None]
 
@@ -61,10 +63,12 @@ class DotTextHead(nn.Module):
         self.proj = nn.Linear(in_channels, text_embeddings.shape[1])
         self.register_buffer("text_embeddings", text_embeddings.float().clone())
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+    def forward(self, feats: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (M, C); `text` (K, D) scores other classes (open-vocabulary queries)."""
+        text = self.text_embeddings if text is None else text.float()
         w = torch.cat([self.proj.weight, self.proj.bias[:, None]], dim=1).to(feats.dtype)
         x = torch.cat([feats, feats.new_ones(feats.shape[0], 1)], dim=1)
-        return x @ (w.t() @ self.text_embeddings.to(feats.dtype).t())
+        return x @ (w.t() @ text.to(feats.dtype).t())
 
 
 class ProjectionHead(nn.Module):
@@ -77,3 +81,8 @@ class ProjectionHead(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.net(feats), dim=1)
+
+
+# The classifier heads a checkpoint names (train/engine/checkpoint.py), so inference rebuilds one
+# from the checkpoint alone.
+CLASSIFIERS: dict[str, type[nn.Module]] = {"linear": LinearHead, "text": TextHead, "dot-text": DotTextHead}

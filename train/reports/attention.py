@@ -1,45 +1,29 @@
 """Attention maps like the seed's Figure 2: for one query point, its correlation with every
-point of the same scene and of another scene, red (high) to blue (low).
+point of the same scene and of another scene, in oblique renders with one colour bar.
 
-The correlation is the one the intra-/inter-scene losses train: softmax over points of
-f_q · f_i / τ with the network's L2-normalised embeddings, shown on a per-scene min-max scale.
+The correlation is the one the intra-/inter-scene losses train: softmax over a scene's points of
+f_q · f_i / τ with the network's L2-normalised embeddings (HICL's embedding head). It spans
+orders of magnitude, so it is shown as log10, red (high) to blue (low), on one scale for both
+scenes. Any scans work (`python -m train attention model.pt --scans A B`), or two val scenes of
+a pipeline's store.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from shared.config import Pipeline
 from shared.errors import UserError
-from shared.schema import class_names
-from train.engine.data import SceneDataset, make_loader
-from train.reports.evaluate import load_model
-from shared.viz import render_topdown, save_panels
+from shared.scans import Scan
+from shared.schema import POINTS, class_names
+from shared.viz import colour_values, oblique_camera, render_view, save_figure
+from train.engine.data import SceneDataset
+from train.inference.model import TrainedModel
+from train.reports.evaluate import stored_faces
 
-
-@torch.no_grad()
-def point_embeddings(pipeline: Pipeline, checkpoint: str | Path, scenes: list[int], split: str = "val") -> tuple[SceneDataset, dict[int, np.ndarray]]:
-    """Per-point embeddings (N, D) of the chosen scenes of a split, from the HICL embedding head."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dataset = SceneDataset(pipeline, split, with_gt=True, fields=())
-    method = load_model(pipeline, checkpoint, dataset, device)
-    if "embed" not in method.model.heads:
-        raise UserError(f"{checkpoint}: method {pipeline.train.method!r} has no embedding head; attention maps need a hicl model")
-    method.model.eval()
-    out = {}
-    for i, batch in enumerate(make_loader(dataset, batch_size=1, num_workers=0)):
-        if i not in scenes:
-            continue
-        batch = batch.to(device)
-        with method.precision.autocast():
-            embed = F.normalize(method.model(method.sparse_input(batch))["embed"].float(), dim=1)
-        out[i] = embed.cpu().numpy()[batch.inverse[0]]
-    return dataset, out
+CMAP = "turbo"
 
 
 def correlation(query: np.ndarray, embeddings: np.ndarray, tau: float) -> np.ndarray:
@@ -49,40 +33,49 @@ def correlation(query: np.ndarray, embeddings: np.ndarray, tau: float) -> np.nda
     return w / w.sum()
 
 
-def _colour(values: np.ndarray) -> np.ndarray:
-    lo, hi = values.min(), values.max()
-    scaled = (values - lo) / max(hi - lo, 1e-12)
-    return (matplotlib.colormaps["coolwarm"](scaled)[:, :3] * 255).astype(np.uint8)
+def query_point(scan: Scan, query_class: str) -> int:
+    """A point of `query_class` (ground truth) nearest the centre of that class's points, else 0."""
+    if scan.gt is None or query_class not in scan.gt_classes:
+        return 0
+    members = np.flatnonzero(scan.gt == scan.gt_classes.index(query_class))
+    if not len(members):
+        return 0
+    centre = scan.xyz[members].mean(axis=0)
+    return int(members[np.argmin(np.linalg.norm(scan.xyz[members] - centre, axis=1))])
 
 
-def attention_figure(
-    pipeline: Pipeline, checkpoint: str | Path, out_png: str | Path, scene: int = 0, other: int = 1,
-    point: int | None = None, query_class: str = "chair",
-) -> Path:
-    """Write the two-panel figure; the query is `point`, or a point of `query_class` (ground
-    truth) nearest the scene's centre of that class, or else the scene's first point."""
-    dataset, emb = point_embeddings(pipeline, checkpoint, [scene, other])
-    if scene not in emb or other not in emb:
-        raise UserError(f"the val split has {len(dataset)} scenes; choose --scene/--other below that")
-    data = dataset.read(scene)
-    names = class_names(pipeline)
-    if point is None:
-        cls = names.index(query_class) if query_class in names else -1
-        members = np.flatnonzero(data["gt"] == cls)
-        if len(members):
-            centre = data["xyz"][members].mean(axis=0)
-            point = int(members[np.argmin(np.linalg.norm(data["xyz"][members] - centre, axis=1))])
-        else:
-            point = 0
-    query = emb[scene][point]
-    tau = pipeline.train.hicl.tau
+def attention_figure(model: TrainedModel, scan: Scan, other: Scan, out_png: str | Path, point: int | None = None,
+                     query_class: str = "chair", tau: float | None = None) -> Path:
+    """Write the two-panel figure; the query is `point`, or a point of `query_class` (see
+    `query_point`), drawn black (the points within 15 cm). `tau`: the checkpoint's by default."""
+    tau = tau if tau is not None else model.settings["hicl"]["tau"]
+    point = query_point(scan, query_class) if point is None else point
+    embeddings = {name: model.embeddings_scan(s) for name, s in (("scene", scan), ("other", other))}
+    query = embeddings["scene"][point]
+    attention = {name: np.log10(np.maximum(correlation(query, e, tau), 1e-30)) for name, e in embeddings.items()}
+    lo, hi = min(float(a.min()) for a in attention.values()), max(float(a.max()) for a in attention.values())
     panels = {}
-    for title, i in ((f"intra-scene ({dataset.scenes[scene]})", scene), (f"inter-scene ({dataset.scenes[other]})", other)):
-        xyz = dataset.read(i)["xyz"]
-        colours = _colour(np.log(correlation(query, emb[i], tau)))
-        if i == scene:  # mark the query with a black cross of points
-            near = np.linalg.norm(xyz[:, :2] - xyz[point, :2], axis=1) < 0.08
-            colours[near] = 0
-        panels[title] = render_topdown(xyz, colours)
-    label = names[data["gt"][point]] if data["gt"][point] >= 0 else "unlabelled"
-    return save_panels(out_png, panels, legend=[f"query point {point} ({label}); red = high correlation, blue = low"])
+    for title, name, s in ((f"intra-scene ({scan.name})", "scene", scan), (f"inter-scene ({other.name})", "other", other)):
+        colours = colour_values(attention[name], CMAP, lo, hi)
+        if name == "scene":
+            colours[np.linalg.norm(s.xyz - s.xyz[point], axis=1) < 0.15] = 0
+        shown = s.with_normals(model.normal_knn) if s.faces is None else s
+        panels[title] = render_view(s.xyz, oblique_camera(s.xyz, 480), s.faces, shown.normal).image(colours)
+    label = scan.gt_classes[scan.gt[point]] if scan.gt is not None and scan.gt[point] >= 0 else "unlabelled"
+    return save_figure(out_png, panels, colorbar=(CMAP, lo, hi, f"log10 attention softmax(f_q · f_i / τ), τ = {tau:g}, "
+                                                                 f"of query point {point} ({label}, black)"))
+
+
+def store_scans(pipeline: Pipeline, indices: list[int], split: str = "val") -> list[Scan]:
+    """Scenes of a split of the pipeline's store as scans (with faces and ground truth)."""
+    dataset = SceneDataset(pipeline, split, with_gt=True, fields=())
+    if max(indices) >= len(dataset):
+        raise UserError(f"the {split} split has {len(dataset)} scenes; choose --scene/--other below that")
+    scans = []
+    for i in indices:
+        data = dataset.read(i)
+        normal = dataset.store.read(dataset.scenes[i], POINTS, ["normal"])["normal"]
+        faces = stored_faces(dataset, i)
+        scans.append(Scan(dataset.scenes[i], Path(pipeline.store.path), "points" if faces is None else "mesh", data["xyz"],
+                          data["rgb"], normal, faces, data["gt"].astype(np.int64), class_names(pipeline)))
+    return scans

@@ -19,34 +19,42 @@ import numpy as np
 import torch
 
 from shared.config import Pipeline
-from shared.errors import MissingData
+from shared.errors import CheckpointError, MissingData
 from shared.metrics import IoUAccumulator, IoUResult, SeedResults, one_sample_p, p_text
 from shared.refine import set_labels
-from shared.schema import class_names
+from shared.classes import class_table
+from shared.schema import POINTS, class_names
 from train.engine.checkpoint import load_checkpoint
-from train.engine.data import SceneDataset, make_loader
+from train.engine.data import SceneDataset
 from train.engine.methods import Method, build_method
+from train.inference.model import voxel_turns
 
 log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
 def predict(
-    method: Method, dataset: SceneDataset, device: torch.device
+    method: Method, dataset: SceneDataset, device: torch.device, tta: int = 1
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(scene index, per-point class prediction (N,), voxel of each point (N,)) for every scene
-    of `dataset`, in order."""
-    model = method.model
+    of `dataset`, in order: every point gets its voxel's prediction (one fixed point per voxel);
+    with `tta` > 1 the class probabilities of that many turns about the vertical axis are
+    averaged per point (`voxel_turns`)."""
+    model, cfg = method.model, method.cfg
     was_training = model.training
     model.eval()
-    loader = make_loader(dataset, batch_size=1, num_workers=method.cfg.num_workers)
     try:
-        for i, batch in enumerate(loader):
-            batch = batch.to(device)
-            with method.precision.autocast():
-                logits = model(method.sparse_input(batch))["logits"]
-            voxel_pred = logits.argmax(dim=1).cpu().numpy()
-            yield i, voxel_pred[batch.inverse[0]], batch.inverse[0]
+        for i in range(len(dataset)):
+            data = dataset.read(i)
+            probs, first = None, None
+            for feats, coords, inverse in voxel_turns(data["xyz"], data["rgb"], data.get("normal"), cfg.input_features,
+                                                      cfg.voxel_size, tta):
+                x = method.backend.SparseTensor(torch.from_numpy(feats).to(device), torch.from_numpy(coords).to(device))
+                with method.precision.autocast():
+                    logits = model(x)["logits"]
+                p = torch.softmax(logits.float(), dim=1)[torch.from_numpy(inverse).to(device)]
+                probs, first = (p, inverse) if probs is None else (probs + p, first)
+            yield i, probs.argmax(dim=1).cpu().numpy(), first
     finally:
         model.train(was_training)
 
@@ -79,14 +87,15 @@ def _mismatch(expected: dict, found: dict) -> tuple[list[str], list[str]]:
     return missing, sorted(k for k in found if k not in expected)
 
 
-def load_model(pipeline: Pipeline, checkpoint: str | Path, dataset: SceneDataset, device: torch.device) -> Method:
-    """The pipeline's method with the checkpoint's network weights."""
-    state = load_checkpoint(checkpoint, device)
+def load_method(pipeline: Pipeline, checkpoint: str | Path, dataset: SceneDataset, device: torch.device) -> Method:
+    """The pipeline's method with the checkpoint's network weights (for scoring on the store;
+    `train.load_model` runs a checkpoint without the pipeline)."""
+    state = load_checkpoint(checkpoint)
     method = build_method(pipeline, dataset, device)
     missing, unexpected = _mismatch(method.model.state_dict(), state["model"])
     if missing or unexpected:
-        trained = state.get("train_config", {})
-        raise RuntimeError(
+        trained = state["train_config"]
+        raise CheckpointError(
             f"{checkpoint}: weights do not fit the network of {pipeline.source} (trained with method="
             f"{trained.get('method')!r}, width={trained.get('width')!r}, head={trained.get('head')!r}; "
             f"{len(missing)} tensors missing, e.g. {missing[:3]}, {len(unexpected)} unexpected, e.g. "
@@ -113,13 +122,15 @@ def teacher_sentence(label: str, model: SeedResults, references: dict[str, IoURe
 
 
 def evaluate(
-    pipeline: Pipeline, checkpoint: str | Path, out_dir: str | Path | None = None, render: int = 4
+    pipeline: Pipeline, checkpoint: str | Path, out_dir: str | Path | None = None, render: int = 4, tta: int = 1
 ) -> dict[str, IoUResult]:
     """Score the checkpoint on the val split and write the report folder (default <out_dir>/eval).
 
     Writes results.{md,csv,json}, confusion.png, run.json, and for the first `render` scenes a
-    coloured PLY of the prediction and a top-down panel (input, ground truth, pseudo-labels,
-    prediction). Returns the table rows: the network, the pseudo-labels where stored, the voxel ceiling.
+    coloured PLY of the prediction and oblique renders (input, ground truth, pseudo-labels,
+    prediction, correct/wrong) in the dataset's palette. `tta` > 1 averages that many turns about
+    the vertical axis. Returns the table rows: the network, the pseudo-labels where stored, the
+    voxel ceiling.
     """
     from train.reports.tables import write_report  # matplotlib: only the report needs it
 
@@ -127,7 +138,7 @@ def evaluate(
     out = Path(out_dir) if out_dir is not None else Path(pipeline.train.out_dir) / "eval"
     names = class_names(pipeline)
     dataset = SceneDataset(pipeline, "val", with_gt=True, fields=())
-    method = load_model(pipeline, checkpoint, dataset, device)
+    method = load_method(pipeline, checkpoint, dataset, device)
     log.info("eval %s: %s", checkpoint, "; ".join(f"{k} {v}" for k, v in method.run_info().items()))
     try:
         pseudo = SceneDataset(pipeline, "val", with_gt=True, fields=("pseudo", "refined"))
@@ -145,7 +156,7 @@ def evaluate(
             rows[name] = IoUAccumulator(names)
             rows[f"{name}, seen points only"] = IoUAccumulator(names)
     rows[f"voxel ceiling ({pipeline.train.voxel_size * 100:g} cm voxels)"] = ceiling
-    for i, pred, inverse in predict(method, dataset, device):
+    for i, pred, inverse in predict(method, dataset, device, tta):
         data = (pseudo or dataset).read(i)
         network.add(pred, data["gt"])
         ceiling.add(voxel_ceiling(data["gt"], inverse, len(names)), data["gt"])
@@ -155,7 +166,7 @@ def evaluate(
                 rows[name].add(labels, data["gt"])  # unseen points count as misses
                 rows[f"{name}, seen points only"].add(labels[seen], data["gt"][seen])
         if i < render:
-            _render_scene(out, dataset, i, pred, data, len(names), list(names))
+            render_scene(out, dataset, i, pred, data, names, class_table(pipeline.dataset.name).palette)
     results = {name: acc.result() for name, acc in rows.items()}
     verdict = teacher_sentence(pipeline.train.method, SeedResults((results[pipeline.train.method],)),
                                dict(list(results.items())[1:]))
@@ -164,7 +175,8 @@ def evaluate(
         "versus the pseudo-labels": verdict, "checkpoint": str(checkpoint), "pipeline": str(pipeline.source),
         "method": pipeline.train.method,
         "val scenes": len(dataset), "voxel size": pipeline.train.voxel_size,
-        "prediction": "on voxels (first point per voxel), mapped back to every original point",
+        "prediction": "on voxels (first point per voxel), mapped back to every original point"
+                      + (f"; class probabilities averaged over {tta} turns about the vertical axis" if tta > 1 else ""),
         **method.run_info(),
     }
     for path in write_report(out, results, info):
@@ -172,18 +184,22 @@ def evaluate(
     return results
 
 
-def _render_scene(out: Path, dataset: SceneDataset, i: int, pred: np.ndarray, data: dict[str, np.ndarray],
-                  num_classes: int, legend: list[str]) -> None:
+def stored_faces(dataset: SceneDataset, i: int) -> np.ndarray | None:
+    """The triangles of scene i where the store has them (meshes), for pictures."""
+    scene = dataset.scenes[i]
+    return dataset.store.read(scene, POINTS, ["faces"])["faces"] if dataset.store.has_array(scene, POINTS, "faces") else None
+
+
+def render_scene(out: Path, dataset: SceneDataset, i: int, pred: np.ndarray, data: dict[str, np.ndarray],
+                 names: tuple[str, ...], palette: np.ndarray) -> Path:
+    """`ply/<scene>_pred.ply` and `render/<scene>.png`: oblique renders of the scene (its mesh
+    where the store has the faces) coloured by its colours, ground truth, pseudo-labels where
+    read, prediction, and correct/wrong, with a legend of the classes shown."""
     from shared.ply import write_ply
-    from shared.viz import colour_labels, render_topdown, save_panels  # matplotlib: only renders need it
+    from shared.viz import colour_labels, segmentation_figure
 
     scene = dataset.scenes[i]
-    xyz = data["xyz"]
-    pred_rgb = colour_labels(pred, num_classes)
-    write_ply(out / "ply" / f"{scene}_pred.ply", xyz, pred_rgb, label=pred.astype(np.int32))
-    panels = {"input": render_topdown(xyz, data["rgb"]),
-              "ground truth": render_topdown(xyz, colour_labels(data["gt"], num_classes))}
-    if "label" in data:
-        panels["pseudo-labels"] = render_topdown(xyz, colour_labels(data["label"], num_classes))
-    panels["prediction"] = render_topdown(xyz, pred_rgb)
-    save_panels(out / "render" / f"{scene}.png", panels, legend)
+    write_ply(out / "ply" / f"{scene}_pred.ply", data["xyz"], colour_labels(pred, palette), label=pred.astype(np.int32))
+    return segmentation_figure(out / "render" / f"{scene}.png", data["xyz"], pred, names, palette,
+                               stored_faces(dataset, i), data.get("normal"), data["rgb"], data["gt"],
+                               {"pseudo-labels": data["label"]} if "label" in data else None, title=scene)

@@ -13,7 +13,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 
-from shared.metrics import CONVENTION, IoUResult, write_tables
+from shared.metrics import ACCURACY_CONVENTION, CONVENTION, IoUResult, summary_table, write_tables
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -42,16 +42,19 @@ def plot_confusion(result: IoUResult, path: str | Path, title: str = "") -> Path
 
 
 def write_report(out_dir: str | Path, rows: dict[str, IoUResult], info: dict[str, Any]) -> list[Path]:
-    """`results.{md,csv,json}` (one row per method), `confusion.png` of the first row and
+    """`results.{md,csv,json}` (one row per method; results.md ends with Pointcept's mIoU / mAcc /
+    allAcc summary), `confusion.png` of the first row and
     `run.json` with `info` (checkpoint, method, scenes, settings) and the metric convention."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     note = "; ".join(f"{k}: {v}" for k, v in info.items() if isinstance(v, (str, int, float)))
     paths = write_tables(rows, out / "results", note=note)
+    with (out / "results.md").open("a") as f:
+        f.write("\n" + summary_table(rows) + "\n")
     first, result = next(iter(rows.items()))
     paths.append(plot_confusion(result, out / "confusion.png", title=f"{first}: mIoU {100 * result.miou:.2f}"))
     run = out / "run.json"
-    run.write_text(json.dumps({**info, "convention": CONVENTION,
+    run.write_text(json.dumps({**info, "convention": f"{CONVENTION} {ACCURACY_CONVENTION}",
                                "rows": {name: r.as_dict() for name, r in rows.items()}}, indent=2, default=str))
     paths.append(run)
     return paths

@@ -1,7 +1,8 @@
 """Ray-cast a triangle mesh from cameras: depth and the face hit at every pixel.
 
 Used where images must be made from geometry: the generated dataset's frames, the label
-images of the simulated-CLIP labeler, and depth for occlusion where a scan has none.
+images of the simulated-CLIP labeler, depth for occlusion where a scan has none (preprocess),
+and the pictures of predictions and partitions (shared/viz.py).
 open3d's RaycastingScene (Embree) does the work; building its BVH is the expensive part, so a
 `MeshRaycaster` is built once per mesh and casts any number of cameras.
 """
