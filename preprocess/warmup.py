@@ -49,7 +49,8 @@ def _tiny_room() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 def warm_up() -> list[str]:
     """Call every kernel's public function once on a tiny scene; returns the kernels of the
     package still without compiled code (empty when every one was reached)."""
-    from preprocess.labels.transfer import fuse, project
+    from preprocess.geometry.projection import project
+    from preprocess.labels.transfer import fuse
     from preprocess.partition.cut_pursuit import cut_pursuit
     from preprocess.partition.felzenszwalb import felzenszwalb, felzenszwalb_points
     from preprocess.partition.felzenszwalb_kernels import edge_weights, segment, sort_edges, vertex_normals

@@ -22,7 +22,8 @@ from preprocess.labels.simulated import (
     softmax,
     view_logits,
 )
-from preprocess.labels.transfer import label_size, scale_intrinsic
+from preprocess.geometry.projection import scale_intrinsic
+from preprocess.labels.transfer import label_size
 from preprocess.partition.felzenszwalb import felzenszwalb
 from preprocess.reports import LabelQuality
 from shared.classes import SCANNET_NAMES
