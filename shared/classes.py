@@ -1,7 +1,9 @@
-"""Benchmark class tables: raw dataset ids -> contiguous training ids (-1 = ignore).
+"""Class tables: raw dataset ids -> contiguous training ids (-1 = ignore).
 
 ScanNet v2 evaluates 20 of the nyu40 classes; nuScenes lidarseg evaluates 16 merged classes
-of its 32 raw ones. Everything else maps to IGNORE and is dropped before any metric.
+of its 32 raw ones; a dataset of your own lists its classes in its pipeline file. Everything
+else maps to IGNORE and is dropped before any metric. Which dataset uses which table is its
+entry's business (shared/datasets.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ IGNORE = -1
 class ClassTable:
     """Names of the evaluated classes and a lookup table from raw ids to them."""
 
-    dataset: str
     names: tuple[str, ...]
     raw_to_train: np.ndarray  # int16 lookup, index = raw id
 
@@ -34,12 +35,12 @@ class ClassTable:
         return out
 
 
-def _table(dataset: str, names: tuple[str, ...], raw_ids: list[tuple[int, ...]], size: int) -> ClassTable:
+def _table(names: tuple[str, ...], raw_ids: list[tuple[int, ...]], size: int) -> ClassTable:
     lut = np.full(size, IGNORE, dtype=np.int16)
     for train_id, ids in enumerate(raw_ids):
         lut[list(ids)] = train_id
     lut.setflags(write=False)
-    return ClassTable(dataset, names, lut)
+    return ClassTable(names, lut)
 
 
 SCANNET_NAMES = (
@@ -50,7 +51,7 @@ SCANNET_NAMES = (
 # nyu40 ids of the ScanNet v2 benchmark classes, in SCANNET_NAMES order.
 SCANNET_NYU40_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39)
 
-SCANNET = _table("scannet", SCANNET_NAMES, [(i,) for i in SCANNET_NYU40_IDS], size=41)
+SCANNET = _table(SCANNET_NAMES, [(i,) for i in SCANNET_NYU40_IDS], size=41)
 
 NUSCENES_RAW_NAMES = (
     "noise", "animal", "human.pedestrian.adult", "human.pedestrian.child",
@@ -73,16 +74,10 @@ NUSCENES_RAW_IDS = [
     (9,), (14,), (15, 16), (17,), (18,), (21,), (2, 3, 4, 6), (12,), (22,), (23,),
     (24,), (25,), (26,), (27,), (28,), (30,),
 ]
-NUSCENES = _table("nuscenes", NUSCENES_NAMES, NUSCENES_RAW_IDS, size=len(NUSCENES_RAW_NAMES))
-
-TABLES = {"scannet": SCANNET, "synthetic": SCANNET, "nuscenes": NUSCENES}
+NUSCENES = _table(NUSCENES_NAMES, NUSCENES_RAW_IDS, size=len(NUSCENES_RAW_NAMES))
 
 
-def class_table(dataset: str) -> ClassTable:
-    """The class table for a dataset name of a pipeline file."""
-    try:
-        return TABLES[dataset]
-    except KeyError:
-        raise ValueError(
-            f"unknown dataset {dataset!r}: expected one of {sorted(TABLES)}"
-        ) from None
+def user_table(names: tuple[str, ...]) -> ClassTable:
+    """The classes a pipeline file lists for its own data: raw id i is class i (0..C-1); any
+    other id (-1, 255, ...) is IGNORE."""
+    return _table(tuple(names), [(i,) for i in range(len(names))], size=len(names))

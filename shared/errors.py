@@ -22,3 +22,12 @@ class DatasetError(UserError, ValueError):
 
 class MissingData(UserError, RuntimeError):
     """The store lacks something a command needs (the message names the preprocess command)."""
+
+
+def pick(registry: dict, name: str, what: str):
+    """`registry[name]`, or one ConfigError naming `what` (e.g. "labels.labeler") and the known names:
+    every family registry is asked through this, so no caller falls through to a default."""
+    try:
+        return registry[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"{what} = {name!r} is not one of {', '.join(registry)}") from None

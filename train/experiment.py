@@ -22,6 +22,7 @@ import numpy as np
 
 from shared.config import Pipeline, run_pipeline
 from shared.errors import ConfigError
+from shared.labelers import LABELERS
 from shared.metrics import IoUResult, SeedResults, write_tables
 from train.engine.loop import fit
 from train.reports.evaluate import evaluate, teacher_sentence
@@ -121,7 +122,7 @@ def run_experiment(
                           "reference_mIoU": {k: r.as_dict()["mIoU"] for k, r in own.items()}})
     labeler = pipeline.labels.labeler
     note = f"Pipeline: {pipeline.source}; labeler: {labeler}" + (
-        " (simulated-CLIP: a model of MaskCLIP run on ground truth, not real CLIP)" if labeler == "simulated-clip" else ""
+        f" ({labeler}: {LABELERS[labeler].note})" if LABELERS[labeler].note else ""
     ) + (f"; {pipeline.train.epochs} epochs per model, {len(seeds)} training seed{'s' if len(seeds) > 1 else ''} "
          f"{seeds}: model rows show the mean mIoU ± its std over seeds and per-class means.")
     verdict = noise_sentence(rows)
