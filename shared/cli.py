@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import shlex
 import tomllib
@@ -24,16 +23,23 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def _toml_string(text: str) -> str:
+    """A TOML basic string: quotes, backslashes and control characters escaped."""
+    escaped = "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else "\\" + c if c in '"\\' else c
+                      for c in text)
+    return f'"{escaped}"'
+
+
 def _toml(value: Any, bare_strings: bool = False) -> str:
     """`value` as TOML text; with `bare_strings`, a string that TOML would not read as another
     value stays unquoted (as people type paths after --set)."""
     if isinstance(value, str):
-        if bare_strings and value == value.strip() and value:
+        if bare_strings and value == value.strip() and value.isprintable() and value:
             try:
                 tomllib.loads(f"v = {value}")
             except tomllib.TOMLDecodeError:
                 return value
-        return json.dumps(value)  # a JSON string is a TOML basic string
+        return _toml_string(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and not math.isfinite(value):
@@ -43,7 +49,7 @@ def _toml(value: Any, bare_strings: bool = False) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{_toml_string(k)} = {_toml(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"no TOML text for {type(value).__name__}")
 
 

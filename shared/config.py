@@ -30,7 +30,7 @@ from shared.errors import ConfigError
 from shared.labelers import DEFAULT_LABELER, LABELERS, MaskCLIPConfig, PrecomputedConfig, SimulatedCLIPConfig
 from shared.methods import DEFAULT_METHOD, METHODS, CLIP2SceneConfig, HICLConfig
 from shared.partitioners import DEFAULT_PARTITION, PARTITIONERS
-from shared.ranges import Count, Index, NonNegative, OneOf, Positive, Range, Seed, Share
+from shared.ranges import Count, Index, Metres, NonNegative, OneOf, Positive, Range, Seed, Share
 
 INPUT_FEATURES = {"rgb": 3, "normal": 3, "height": 1}  # train.input_features: name -> channels
 SPARSE_BACKENDS = ("auto", "torch", "torchsparse", "spconv")  # train.backend
@@ -84,7 +84,7 @@ class LabelsConfig:
     labeler: str = DEFAULT_LABELER  # a key of LABELERS (shared/labelers.py)
     frame_skip: Count = 20  # ScanNet: every n-th frame
     label_width: Count = 320  # label maps are made and used at this width (aspect kept)
-    depth_tolerance: Positive = 0.05  # metres; |z_point - depth| above this is occluded
+    depth_tolerance: Metres = 0.05  # |z_point - depth| above this is occluded
     store_features: bool = False  # keep per-point mean CLIP features (f16) for distillation
     # keep every (point, labelled pixel) pair with the pixel's label and score (and, with
     # store_features, its CLIP patch feature): what CLIP2Scene trains on
@@ -107,7 +107,7 @@ class RefineConfig:
 class TrainConfig:
     method: str = DEFAULT_METHOD  # a key of METHODS (shared/methods.py)
     partition: str = DEFAULT_PARTITION  # name of a [[partitions]] entry
-    voxel_size: Positive = 0.02
+    voxel_size: Metres = 0.02
     epochs: Count = 120
     batch_size: Count = 4
     optimizer: Annotated[str, OneOf(("adamw", "sgd"))] = "adamw"
@@ -307,21 +307,27 @@ class _Loader:
         self.source, self.origins = source, origins
         self.suffix = f" (in [[runs]] {run!r})" if run is not None else ""
 
-    def fail(self, path: KeyPath, text: str) -> NoReturn:
-        """`text` prefixed with the file (or --set) that gave the value at `path`."""
-        origin = next((self.origins[path[:n]] for n in range(len(path), 0, -1) if path[:n] in self.origins),
-                      str(self.source))
-        raise ConfigError(f"{origin}: {text}{self.suffix}")
+    def origin(self, path: KeyPath) -> str:
+        """The file (or --set) that gave the value at `path`."""
+        return next((self.origins[path[:n]] for n in range(len(path), 0, -1) if path[:n] in self.origins),
+                    str(self.source))
+
+    def fail(self, path: KeyPath, text: str, *others: KeyPath) -> NoReturn:
+        """`text` prefixed with where the value at `path` came from; where the problem is between
+        several keys (`others` too), with the --set among them if one was given."""
+        origins = [self.origin(path)] + [o for p in (path, *others)
+                                         for o in [self.origin(p), *(o for k, o in self.origins.items() if k[:len(p)] == p)]]
+        raise ConfigError(f"{next((o for o in origins if '--set' in o), origins[0])}: {text}{self.suffix}")
 
     def bad(self, path: KeyPath, value: Any, what: str) -> NoReturn:
         self.fail(path, f"'{shown(path)}' = {value!r} {what}")
 
     def failer(self, prefix: KeyPath):
-        """The `fail(key, message)` a registry's check gets: key dotted below `prefix`,
-        message starting with "= value"."""
-        def fail(key: str, message: str) -> NoReturn:
+        """The `fail(key, message, *others)` a registry's check gets: keys dotted below `prefix`
+        (`others`: the keys the problem is with), message starting with "= value"."""
+        def fail(key: str, message: str, *others: str) -> NoReturn:
             path = (*prefix, *key.split("."))
-            self.fail(path, f"'{shown(path)}' {message}")
+            self.fail(path, f"'{shown(path)}' {message}", *[(*prefix, *o.split(".")) for o in others])
         return fail
 
     def value(self, value: Any, tp: Any, path: KeyPath) -> Any:
@@ -331,8 +337,8 @@ class _Loader:
             base, *constraints = typing.get_args(tp)
             value = self.value(value, base, path)
             for constraint in constraints:
-                if not constraint.admits(value):
-                    self.bad(path, value, f"must be {constraint.describe()}")
+                if problem := constraint.problem(value):
+                    self.bad(path, value, problem)
             return value
         if origin in (typing.Union, types.UnionType):
             for option in typing.get_args(tp):
@@ -442,7 +448,7 @@ class _Loader:
             if key not in GENERIC_DATASET_KEYS and key not in entry.options:
                 takers = [name for name, d in DATASETS.items() if key in d.options]
                 self.fail(("dataset", key), f"'dataset.{key}' is a key of {' and '.join(takers)}; {cfg.name} "
-                                            "scenes take no such key (remove it)")
+                                            "scenes take no such key (remove it)", ("dataset", "name"))
         entry.check(cfg, self.failer(("dataset",)))
         if entry.root_env and os.environ.get(entry.root_env):
             cfg = dataclasses.replace(cfg, root=os.environ[entry.root_env])
@@ -455,9 +461,9 @@ class _Loader:
         method = self.choice(METHODS, p.train.method, ("train", "method"))
         if method.pseudo_labels and not p.labelled:
             on_truth = ", ".join(f'"{name}"' for name, m in METHODS.items() if not m.pseudo_labels)
-            self.bad(("train", "method"), p.train.method,
-                     f"trains on a 2D teacher's pseudo-labels, and {p.dataset.name} scenes have no camera views to "
-                     f"label; train.method = {on_truth} trains on the per-point labels")
+            self.fail(("train", "method"), f"'train.method' = {p.train.method!r} trains on a 2D teacher's pseudo-labels, "
+                      f"and {p.dataset.name} scenes have no camera views to label; train.method = {on_truth} trains "
+                      "on the per-point labels", ("dataset", "name"))
         method.check(p, self.failer(()))
         if not p.has_text and (p.train.head == "text" or method.needs_text):
             self.no_text(p)
@@ -468,13 +474,14 @@ class _Loader:
             self.fail(("refine", "visual_weighting"),
                       "'refine.visual_weighting' = true weighs votes by per-point CLIP features, but "
                       "'labels.store_features' = false stores none; set labels.store_features = true "
-                      "(and re-run the labels stage) or turn visual weighting off")
+                      "(and re-run the labels stage) or turn visual weighting off", ("labels", "store_features"))
         features = p.train.input_features
         if not features or len(set(features)) < len(features):
             self.bad(("train", "input_features"), features, "must be a non-empty list without repeats")
         names = [x.name for x in p.partitions]
         if names and p.train.partition not in names:
-            self.bad(("train", "partition"), p.train.partition, f"names no [[partitions]] entry (have {names})")
+            self.fail(("train", "partition"), f"'train.partition' = {p.train.partition!r} names no [[partitions]] "
+                                              f"entry (have {names})", ("partitions",))
 
     def no_text(self, p: Pipeline) -> NoReturn:
         if p.train.head == "text":
@@ -487,7 +494,8 @@ class _Loader:
             why = f'labels.labeler = "{p.labels.labeler}" has none: {LABELERS[p.labels.labeler].text_fix}'
         others = " or ".join(f'"{n}"' for n, m in METHODS.items() if m.needs_text)
         self.fail(path, f"{needs} needs class text embeddings, and {why}; or train with train.head = \"linear\" "
-                        f"(and a train.method other than {others})")
+                        f"(and a train.method other than {others})",
+                  ("train", "head"), ("train", "method"), ("labels",), ("dataset", "name"))
 
 
 # --------------------------------------------------------------------------------------------

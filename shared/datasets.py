@@ -24,7 +24,7 @@ from shared.classes import NUSCENES, SCANNET, ClassTable, user_table
 if TYPE_CHECKING:
     from shared.config import DatasetConfig
 
-Fail = Callable[[str, str], None]  # (key relative to [dataset], what is wrong) -> raises ConfigError
+Fail = Callable[..., None]  # (key below [dataset], what is wrong, *other keys it is with) -> raises ConfigError
 
 
 class Dataset:
@@ -114,7 +114,7 @@ class PlyFolder(Dataset):
         names = cfg.classes
         if not names or len(set(names)) < len(names) or not all(n.strip() for n in names):
             fail("classes", f"= {names!r} must list the class names, distinct and non-empty, in the order "
-                            "of the ids in the PLYs' 'label' property")
+                            "of the ids in the PLYs' 'label' property", "name")
 
     @classmethod
     def key_params(cls, cfg: DatasetConfig) -> dict[str, Any]:

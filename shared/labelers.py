@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar
 
 from shared.partitioners import one_folder
-from shared.ranges import Count, Index, NonNegative, Positive, Range, Seed
+from shared.ranges import Count, Index, Metres, NonNegative, Range, Seed
 
 if TYPE_CHECKING:
     import numpy as np
 
     from shared.config import LabelsConfig, Pipeline
 
-Fail = Callable[[str, str], None]  # (key relative to [labels], what is wrong) -> raises ConfigError
+Fail = Callable[..., None]  # (key below [labels], what is wrong, *other keys it is with) -> raises ConfigError
 
 
 # --------------------------------------------------------------------------------------------
@@ -57,7 +57,7 @@ class SimulatedCLIPConfig:
     confusion: Annotated[float, Range(0, 0.5)] = 0.3  # probability that an object reads as a confusable class
     instance_noise: NonNegative = 0.5  # per object, Gaussian logit offsets toward unrelated classes
     surface_noise: NonNegative = 0.25  # how much parts of a surface vary in their confusion
-    region_m: Positive = 1.0  # metres over which that variation is correlated
+    region_m: Metres = 1.0  # the distance over which that variation is correlated
     view_noise: NonNegative = 0.3  # per view and object, Gaussian shift of its pull (how a viewpoint changes it)
     patch_noise: NonNegative = 0.5  # per view and patch, Gaussian logit noise (what fusing views removes)
     feature_dim: Count = 512
@@ -185,7 +185,7 @@ class MaskCLIP(Labeler):
     def check(cls, labels: LabelsConfig, fail: Fail) -> None:
         if not labels.maskclip.templates or any("{}" not in t for t in labels.maskclip.templates):
             fail("maskclip.templates", f"= {labels.maskclip.templates!r} must be a non-empty list of prompts, "
-                                       "each with {} where the class name goes")
+                                       "each with {} where the class name goes", "labeler")
 
     @staticmethod
     def preflight(pipeline: Pipeline) -> None:
@@ -238,7 +238,7 @@ class Precomputed(Labeler):
     def check(cls, labels: LabelsConfig, fail: Fail) -> None:
         if not one_folder(labels.precomputed.folder):
             fail("precomputed.folder", f"= {labels.precomputed.folder!r} must be one folder name "
-                                       "(README: any 2D model as the teacher)")
+                                       "(README: any 2D model as the teacher)", "labeler")
 
     @staticmethod
     def preflight(pipeline: Pipeline) -> None:

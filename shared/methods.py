@@ -19,7 +19,7 @@ from shared.ranges import Cosine, Count, Index, NonNegative, Positive, Probabili
 if TYPE_CHECKING:
     from shared.config import Pipeline
 
-Fail = Callable[[str, str], None]  # (dotted key, what is wrong) -> raises ConfigError
+Fail = Callable[..., None]  # (dotted key, what is wrong, *other keys it is with) -> raises ConfigError
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,11 +122,12 @@ class CLIP2Scene(Method):
         method, c2s = pipeline.train.method, pipeline.train.clip2scene
         if not pipeline.labels.store_pairs:
             fail("train.method", f"= \"{method}\" trains on the pixel-point pairs, which the store keeps only with "
-                                 "labels.store_pairs = true; set it (and rerun preprocess)")
+                                 "labels.store_pairs = true; set it (and rerun preprocess)", "labels.store_pairs")
         if c2s.distill_weight > 0 and not pipeline.labels.store_features:
             fail("train.clip2scene.distill_weight",
                  f"= {c2s.distill_weight} distils the pixels' CLIP features, which the store keeps only with "
-                 "labels.store_features = true; set it (and rerun preprocess) or set the weight to 0")
+                 "labels.store_features = true; set it (and rerun preprocess) or set the weight to 0",
+                 "labels.store_features", "train.method")
 
     @staticmethod
     def implementation() -> type:

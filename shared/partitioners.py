@@ -16,12 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar
 
-from shared.ranges import Count, NonNegative, OneOf, Positive, Share
+from shared.ranges import Count, Metres, NonNegative, OneOf, Positive, Share
 
 if TYPE_CHECKING:
     import numpy as np
 
-Fail = Callable[[str, str], None]  # (key relative to the entry, what is wrong) -> raises ConfigError
+Fail = Callable[..., None]  # (key below the entry, what is wrong, *other keys it is with) -> raises ConfigError
 
 
 # --------------------------------------------------------------------------------------------
@@ -43,8 +43,8 @@ class FelzenszwalbParams:
 
 @dataclass(frozen=True)
 class VCCSParams:
-    voxel_resolution: Positive = 0.02
-    seed_resolution: Positive = 0.1
+    voxel_resolution: Metres = 0.02
+    seed_resolution: Metres = 0.1
     color_importance: NonNegative = 0.2
     spatial_importance: NonNegative = 0.4
     normal_importance: NonNegative = 1.0
@@ -72,7 +72,7 @@ class MaskParams:
     consistency: Share = 0.5  # a neighbour link holds when >= this share of the views that mask both points agree
     knn: Count = 10  # neighbours per point of the link graph for point clouds (meshes use their edges)
     min_points: Count = 20  # sets smaller than this join their most-linked neighbour set, else become -1
-    depth_tolerance: Positive = 0.05  # metres; the occlusion test of the projection (views with depth or a mesh)
+    depth_tolerance: Metres = 0.05  # the occlusion test of the projection (views with depth or a mesh)
 
 
 def one_folder(name: str) -> bool:
@@ -156,7 +156,7 @@ class Superpoints(Partitioner):
     def check(cls, params: SuperpointParams, fail: Fail) -> None:
         if params.k_graph > params.k_nn:
             fail("k_graph", f"= {params.k_graph} must be <= k_nn = {params.k_nn} (the graph's edges are a subset "
-                            "of the neighbours the features are computed on)")
+                            "of the neighbours the features are computed on)", "k_nn")
 
     @staticmethod
     def algorithms() -> tuple[Callable, ...]:
@@ -180,7 +180,7 @@ class Masks(Partitioner):
     @classmethod
     def check(cls, params: MaskParams, fail: Fail) -> None:
         if params.source == "precomputed" and not one_folder(params.folder):
-            fail("folder", f"= {params.folder!r} must be one folder name (README: sets from 2D masks)")
+            fail("folder", f"= {params.folder!r} must be one folder name (README: sets from 2D masks)", "source")
 
     @classmethod
     def frame_folder(cls, params: MaskParams) -> str | None:

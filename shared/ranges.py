@@ -13,9 +13,14 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 
+FLOAT32 = (1.1754944e-38, 3.4028235e38)  # the sizes a float32 holds without becoming 0 or infinity
+
+
 @dataclass(frozen=True)
 class Range:
-    """low <= value <= high (either end open, or absent); floats must also be finite."""
+    """low <= value <= high (either end open, or absent). A float must also be a float32 number
+    (0, or between FLOAT32's bounds in size): the kernels compute in float32, where a larger
+    value would become infinity and a smaller one 0."""
 
     low: float | None = None
     high: float | None = None
@@ -23,9 +28,14 @@ class Range:
     high_open: bool = False
     what: str = ""  # a name for the kind of value, e.g. "a cosine"
 
-    def admits(self, value: float) -> bool:
-        if isinstance(value, float) and not math.isfinite(value):
-            return False
+    def problem(self, value: float) -> str | None:
+        """What is wrong with `value` ("must be ..."), or None."""
+        if isinstance(value, float) and (not math.isfinite(value) or
+                                         (value != 0 and not FLOAT32[0] <= abs(value) <= FLOAT32[1])):
+            return f"must be {self.describe()} and a float32 number (0, or {FLOAT32[0]:.2g} to {FLOAT32[1]:.2g} in size)"
+        return None if self._admits(value) else f"must be {self.describe()}"
+
+    def _admits(self, value: float) -> bool:
         above = self.low is None or (value > self.low if self.low_open else value >= self.low)
         below = self.high is None or (value < self.high if self.high_open else value <= self.high)
         return above and below
@@ -46,14 +56,15 @@ class OneOf:
 
     options: tuple[str, ...]
 
-    def admits(self, value: Any) -> bool:
-        return value in self.options
+    def problem(self, value: Any) -> str | None:
+        return None if value in self.options else f"must be {self.describe()}"
 
     def describe(self) -> str:
         return f"one of {', '.join(self.options)}"
 
 
 Positive = Annotated[float, Range(0, low_open=True)]
+Metres = Annotated[float, Range(1e-4, 1e4, what="a length in metres")]  # a voxel, a tolerance: 0.1 mm to 10 km
 NonNegative = Annotated[float, Range(0)]
 Share = Annotated[float, Range(0, 1, low_open=True, what="a share")]  # a fraction that must be above zero
 Probability = Annotated[float, Range(0, 1)]
