@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import test_config
 from shared import schema
 from shared.cli import format_override, parse_overrides, set_arguments
 from shared.config import SECTIONS, load_pipeline
@@ -21,14 +22,7 @@ from shared.errors import ConfigError
 from shared.partitioners import PARTITIONERS
 from shared.ranges import OneOf, Range
 
-MINIMAL = """
-[dataset]
-name = "synthetic"
-root = "data/x"
-[store]
-path = "cache/x.zarr"
-[[partitions]]
-method = "felzenszwalb"
+MINIMAL = test_config.MINIMAL + """
 [[partitions]]
 method = "vccs"
 [[partitions]]
@@ -117,8 +111,8 @@ def test_a_value_is_blamed_on_the_file_it_came_from(tmp_path, minimal):
 
 
 def test_set_reaches_list_entries_by_position_and_by_name(minimal):
-    p = load_pipeline(minimal, {"partitions.0.k": 0.02, "partitions.vccs.seed_resolution": 0.3})
-    assert p.partition("felzenszwalb").params.k == 0.02 and p.partition("vccs").params.seed_resolution == 0.3
+    p = load_pipeline(minimal, {"partitions.0.k": 0.03, "partitions.vccs.seed_resolution": 0.3})
+    assert p.partition("felzenszwalb").params.k == 0.03 and p.partition("vccs").params.seed_resolution == 0.3
     assert p.partition("superpoints").params.reg == 0.1  # the others keep their values
     with pytest.raises(ConfigError, match=r"with --set partitions.9.k=0.02: 'partitions' has no entry '9': give its "
                                           r"position \(0..3\) or its name \(felzenszwalb, vccs, superpoints, masks\)"):
