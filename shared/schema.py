@@ -26,9 +26,11 @@ view and then by point (CLIP2Scene trains on them: train/engine/methods.py `CLIP
 
 A key hashes the stage's name and version, its parameters and the keys of what it consumed:
 
-    points      <- dataset name, ingest parameters, fingerprint of the scene's raw files
+    points      <- dataset name[, its settings that change the points: a ply-folder's classes],
+                   ingest parameters, fingerprint of the scene's raw files
     partitions  <- method and its parameters, points key[, fingerprint of the scene's mask files]
-    labels      <- labeler and its parameters, class names, points key[, fingerprint of its label maps]
+    labels      <- labeler and its parameters (those its registry entry keys on), class names,
+                   points key[, fingerprint of its label maps]
     text        <- labeler, its parameters, class names[, fingerprint of the embeddings file]
     refined     <- refine parameters, labels key, partition key
 
