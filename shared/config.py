@@ -478,10 +478,27 @@ class _Loader:
         features = p.train.input_features
         if not features or len(set(features)) < len(features):
             self.bad(("train", "input_features"), features, "must be a non-empty list without repeats")
+        self.partitions_fit(p)
         names = [x.name for x in p.partitions]
         if names and p.train.partition not in names:
             self.fail(("train", "partition"), f"'train.partition' = {p.train.partition!r} names no [[partitions]] "
                                               f"entry (have {names})", ("partitions",))
+
+    def partitions_fit(self, p: Pipeline) -> None:
+        """Each partition method can work on the dataset's scenes: their camera views where it
+        reads images, the sensor channels its parameters ask for."""
+        dataset = DATASETS[p.dataset.name]
+        for i, part in enumerate(p.partitions):
+            method = PARTITIONERS[part.method]
+            if method.needs_views and not dataset.views:
+                self.fail(("partitions", i, "method"), f"'partitions[{i}].method' = {part.method!r} reads the scenes' "
+                          f"camera images, and {p.dataset.name} scenes have none; choose another method",
+                          ("dataset", "name"))
+            missing = [c for c in method.channels(part.params) if c not in dataset.channels]
+            if missing:
+                self.fail(("partitions", i), f"[[partitions]] {part.name!r} reads the per-point {' and '.join(missing)} "
+                          f"of a LiDAR sweep, which {p.dataset.name} scenes lack; choose other parameters",
+                          ("partitions", i), ("dataset", "name"))
 
     def no_text(self, p: Pipeline) -> NoReturn:
         if p.train.head == "text":

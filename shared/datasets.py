@@ -35,6 +35,7 @@ class Dataset:
     root_env: ClassVar[str] = ""  # an environment variable that, when set, replaces dataset.root
     mesh: ClassVar[bool] = True  # every scene is a triangle mesh (the simulated labeler renders it)
     views: ClassVar[bool] = True  # scenes come with posed camera images (what 2D teachers and masks need)
+    channels: ClassVar[tuple[str, ...]] = ()  # per-point sensor channels its points carry (LiDAR intensity, ring)
     boxes: ClassVar[bool] = False  # instances are annotated 3D boxes: a point outside every box is background
     instances: ClassVar[str] = ""  # how its scenes get per-point instances (partition-quality needs them)
 
@@ -85,6 +86,7 @@ class NuScenes(Dataset):
     options = ("version", "box_instances")
     root_env = "NUSCENES_ROOT"
     mesh = False
+    channels = ("intensity", "ring")
     boxes = True
     instances = "set dataset.box_instances = true and rerun the ingest stage"
 

@@ -94,6 +94,12 @@ class Partitioner:
         """Problems across keys (each key's own range is checked by the loader)."""
 
     @classmethod
+    def channels(cls, params: Any) -> tuple[str, ...]:
+        """The per-point sensor channels (beyond xyz, rgb, normal) its parameters read: the
+        dataset must have them (`Dataset.channels`), checked when the file loads."""
+        return ()
+
+    @classmethod
     def frame_folder(cls, params: Any) -> str | None:
         """The per-frame folder of files another program made that the method reads (its
         fingerprint enters the cache key), or None."""
@@ -115,6 +121,11 @@ class Felzenszwalb(Partitioner):
     """ScanNet's Segmentator on meshes; its merge rule on a neighbour graph of point clouds."""
 
     Params = FelzenszwalbParams
+
+    @classmethod
+    def channels(cls, params: FelzenszwalbParams) -> tuple[str, ...]:
+        intensity = params.weights == "lidar" and params.intensity_weight > 0
+        return ("ring",) * (params.graph != "knn") + ("intensity",) * intensity
 
     @staticmethod
     def algorithms() -> tuple[Callable, ...]:
@@ -157,6 +168,10 @@ class Superpoints(Partitioner):
         if params.k_graph > params.k_nn:
             fail("k_graph", f"= {params.k_graph} must be <= k_nn = {params.k_nn} (the graph's edges are a subset "
                             "of the neighbours the features are computed on)", "k_nn")
+
+    @classmethod
+    def channels(cls, params: SuperpointParams) -> tuple[str, ...]:
+        return ("intensity",) if params.appearance == "intensity" else ()
 
     @staticmethod
     def algorithms() -> tuple[Callable, ...]:

@@ -120,6 +120,12 @@ def test_what_a_ply_folder_cannot_do_is_said_at_load(tmp_path, scans):
         load_pipeline(path, {"dataset.classes": ["floor", "floor"]})
     with pytest.raises(ConfigError, match=r"'dataset.version' is a key of nuscenes; ply-folder scenes take no such key"):
         load_pipeline(path, {"dataset.version": "v1.0-mini"})
+    with pytest.raises(ConfigError, match=r"'partitions\[0\].method' = 'masks' reads the scenes' camera images, and "
+                                          r"ply-folder scenes have none"):
+        load_pipeline(path, {"partitions": [{"method": "masks"}], "train.partition": "masks"})
+    with pytest.raises(ConfigError, match=r"\[\[partitions\]\] 'felzenszwalb' reads the per-point ring of a LiDAR "
+                                          r"sweep, which ply-folder scenes lack"):
+        load_pipeline(path, {"partitions.felzenszwalb.graph": "rings"})
 
 
 def test_bad_ply_folders_name_the_file(tmp_path, scans):
