@@ -9,9 +9,9 @@ module for the class names, never loads preprocess/. Config validation, the sche
 checks, the reports and the dataset registry ask this dict; nothing else spells a dataset's
 name.
 
-A reader module offers `list_scenes(cfg)`, `scene_group(scene_id)`, `read_scene(cfg,
-scene_id, load_views, frame_skip)`, `scene_files(cfg, scene_id)` and `frame_files(cfg,
-scene_id, folder)` (preprocess/datasets/registry.py says what each is for).
+A reader module offers the functions preprocess/datasets/registry.py lists (list the scenes,
+read one, name the files its cache keys fingerprint). A new dataset is its reader module, a
+class here, and a pipeline file (README: your own data).
 """
 
 from __future__ import annotations

@@ -16,8 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar
 
-from shared.partitioners import one_folder
-from shared.ranges import Count, Index, Metres, NonNegative, Range, Seed
+from shared.ranges import Count, Index, Metres, NonNegative, Range, Seed, one_folder
 
 if TYPE_CHECKING:
     import numpy as np

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar
 
-from shared.ranges import Count, Metres, NonNegative, OneOf, Positive, Share
+from shared.ranges import Count, Metres, NonNegative, OneOf, Positive, Share, one_folder
 
 if TYPE_CHECKING:
     import numpy as np
@@ -73,11 +73,6 @@ class MaskParams:
     knn: Count = 10  # neighbours per point of the link graph for point clouds (meshes use their edges)
     min_points: Count = 20  # sets smaller than this join their most-linked neighbour set, else become -1
     depth_tolerance: Metres = 0.05  # the occlusion test of the projection (views with depth or a mesh)
-
-
-def one_folder(name: str) -> bool:
-    """A per-frame folder is named, not a path: the layout puts it under each scene (or CAM)."""
-    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
 
 
 # --------------------------------------------------------------------------------------------

@@ -72,3 +72,8 @@ Cosine = Annotated[float, Range(-1, 1, what="a cosine")]
 Count = Annotated[int, Range(1)]  # how many of something, at least one
 Index = Annotated[int, Range(0)]  # a count or number that may be zero (0 often means "off" or "all")
 Seed = Annotated[int, Range(0, 2**63 - 1)]  # NumPy and torch take non-negative 64-bit seeds
+
+
+def one_folder(name: str) -> bool:
+    """A per-frame folder is named, not a path: the layout puts it under each scene (or CAM)."""
+    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
