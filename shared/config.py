@@ -260,16 +260,18 @@ def _read_raw(source: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, dict[Key
 
 
 def _entry_index(entries: list, part: str, path: KeyPath, origin: str) -> int:
-    """The position of a [[partitions]] / [[runs]] entry named in a dotted key: its index, or
-    the entry's name (a partition's name defaults to its method)."""
-    named = [i for i, e in enumerate(entries) if isinstance(e, dict) and e.get("name", e.get("method")) == part]
+    """The position of a [[partitions]] / [[runs]] entry named in a dotted key: its index, its
+    name (a partition's defaults to its method), or the method of the only entry using it."""
+    tables = [e if isinstance(e, dict) else {} for e in entries]
     if part.isdigit() and int(part) < len(entries):
         return int(part)
-    if len(named) == 1:
-        return named[0]
-    names = [e.get("name", e.get("method")) if isinstance(e, dict) else None for e in entries]
-    raise ConfigError(f"{origin}: '{shown(path)}' has no entry {part!r}: give its position (0..{len(entries) - 1}) "
-                      f"or its name ({', '.join(map(str, names))})")
+    for field in ("name", "method"):
+        found = [i for i, e in enumerate(tables) if e.get(field, e.get("method")) == part]
+        if len(found) == 1:
+            return found[0]
+    names = [e.get("name", e.get("method")) for e in tables]
+    raise ConfigError(f"{origin}: '{shown(path)}' has no entry {part!r}: give its position (0..{len(entries) - 1}), "
+                      f"its name ({', '.join(map(str, names))}) or the method of the only entry using it")
 
 
 def _override(raw: dict, origins: dict[KeyPath, str], dotted: str, value: Any, origin: str) -> None:

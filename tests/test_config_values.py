@@ -115,8 +115,10 @@ def test_set_reaches_list_entries_by_position_and_by_name(minimal):
     assert p.partition("felzenszwalb").params.k == 0.03 and p.partition("vccs").params.seed_resolution == 0.3
     assert p.partition("superpoints").params.reg == 0.1  # the others keep their values
     with pytest.raises(ConfigError, match=r"with --set partitions.9.k=0.02: 'partitions' has no entry '9': give its "
-                                          r"position \(0..3\) or its name \(felzenszwalb, vccs, superpoints, masks\)"):
+                                          r"position \(0..3\), its name \(felzenszwalb, vccs, superpoints, masks\)"):
         load_pipeline(minimal, {"partitions.9.k": 0.02})
+    named = load_pipeline(minimal, {"partitions.0.name": "fine", "train.partition": "fine"})
+    assert load_pipeline(minimal, {**named.overrides, "partitions.felzenszwalb.k": 0.05}).partition("fine").params.k == 0.05
     with pytest.raises(ConfigError, match=r"'partitions\[2\]\.k_graph' = 50 must be <= k_nn = 45"):
         load_pipeline(minimal, {"partitions.superpoints.k_graph": 50})
 
