@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import io
+import subprocess
+import sys
 import tokenize
 from pathlib import Path
 
@@ -107,3 +109,12 @@ def test_every_entry_carries_what_its_family_needs():
         assert inspect.ismodule(entry.reader()), name
         for function in ("list_scenes", "scene_group", "read_scene", "scene_files", "frame_files", "frame_folders"):
             assert callable(getattr(entry.reader(), function, None)), f"{name}'s reader lacks {function}"
+
+
+def test_the_registries_load_neither_program():
+    """The trainer reads the registries (class names, cache keys) without loading preprocess/,
+    and preprocessing without torch: a family's run function imports its program only when called."""
+    code = ("import sys, shared.config, shared.schema, shared.datasets, shared.labelers, shared.methods, "
+            "shared.partitioners; print(sorted({m.split('.')[0] for m in sys.modules} & {'preprocess', 'train', 'torch'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
