@@ -139,14 +139,14 @@ def maskclip_seconds_per_frame(frames: int) -> float:
     import torch
 
     from preprocess.labels.maskclip import MaskCLIP
+    from shared.classes import SCANNET_NAMES
+    from shared.labelers import MaskCLIPConfig
     from shared.text_space import load_clip
-    from shared.classes import class_table
-    from shared.config import MaskCLIPConfig
 
     torch.set_num_threads(1)
     cfg = MaskCLIPConfig()
     model, tokenizer = load_clip(cfg.model, "", "cpu")  # "": open_clip's random initialisation
-    maskclip = MaskCLIP(model, tokenizer, list(class_table("scannet").names), list(cfg.templates))
+    maskclip = MaskCLIP(model, tokenizer, list(SCANNET_NAMES), list(cfg.templates))
     height = round(968 * cfg.input_width / 1296)
     image = np.random.default_rng(0).integers(0, 256, (height, cfg.input_width, 3), np.uint8)
     maskclip.label_images([image], batch_size=1, out_sizes=[(320, 239)], return_features=True)  # warm-up

@@ -203,7 +203,7 @@ def check(pipeline: Pipeline, only: tuple[str, ...]) -> dict[str, list[str]]:
     splits = split_of(pipeline.dataset)
     if not splits["train"] and not splits["val"]:
         raise DatasetError(f"{pipeline.dataset.root}: no scenes found for dataset {pipeline.dataset.name!r}")
-    if "labels" in only or "refine" in only:
+    if ("labels" in only or "refine" in only) and pipeline.labelled:
         from preprocess.labels.checks import check_labeler
 
         for variant in {_labels_identity(v): v for v in _variants(pipeline)}.values():
@@ -249,10 +249,11 @@ def run(
         for part in v.partitions:
             pipeline_of.setdefault(_partition_identity(part), v)
             pipeline_of.setdefault((_labels_identity(v), _partition_identity(part), _json(v.refine)), v)
-    labelling = "labels" in only or "refine" in only
+    # a dataset without camera views has no 2D teacher: its pipelines train on ground truth
+    labelling = ("labels" in only or "refine" in only) and pipeline.labelled
     if labelling:
         for v in variants:
-            if v.labels.has_text:  # a precomputed teacher without embeddings trains a linear head
+            if v.has_text:  # a precomputed teacher without embeddings trains a linear head
                 add("text", schema.TEXT_SCENE, _labels_identity(v), stages.store_text_embeddings)
     for scene_id in scene_ids:
         ingested = add("ingest", scene_id, "ingest", stages.ingest)
@@ -264,7 +265,7 @@ def run(
                                              ingested, part)
             if labelling:
                 labelled = add("labels", scene_id, _labels_identity(v), stages.labels, ingested)
-            if "refine" in only:
+            if "refine" in only and labelling:
                 for part in v.partitions:
                     identity = (_labels_identity(v), _partition_identity(part), _json(v.refine))
                     add("refine", scene_id, identity, stages.refine, labelled, by_name[part.name])

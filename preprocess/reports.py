@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from shared.config import Pipeline, params_dict
+from shared.datasets import DATASETS
 from shared.errors import ConfigError, MissingData
+from shared.labelers import LABELERS
 from shared.metrics import IoUAccumulator, write_tables
 from shared.refine import refine_labels
 from shared.schema import POINTS, Layout, class_names, preprocess_command, read_manifest
@@ -48,26 +50,24 @@ def partition_quality(pipeline: Pipeline, out_dir: str | Path, neighbours: int =
     preprocess/partition/metrics.py), each a mean over the scenes where it is defined. Boundaries are taken over mesh
     edges where the scene is a mesh, over each point's `neighbours` nearest points otherwise.
     Writes partition_quality.md and .json (with every scene's figures) to `out_dir`."""
-    from preprocess.partition.metrics import knn_edges, mesh_edges, partition_report
+    from preprocess.geometry.graph import neighbour_edges
+    from preprocess.partition.metrics import partition_report
 
     store = Store(pipeline.store.path)
     layout = Layout(store, pipeline)
     if not pipeline.partitions:
         raise ConfigError(f"{pipeline.source}: no [[partitions]] entry to measure")
-    boxes = pipeline.dataset.name == "nuscenes"
+    dataset = DATASETS[pipeline.dataset.name]
+    boxes = dataset.boxes
     scenes = [s for s in _scenes(layout) if store.has_array(s, POINTS, "instance")]
     if not scenes:
-        how = {
-            "nuscenes": "set dataset.box_instances = true and rerun the ingest stage",
-            "scannet": "ScanNet scenes need their .aggregation.json and _vh_clean_2.0.010000.segs.json",
-        }.get(pipeline.dataset.name, "the generated rooms carry no instance annotation (no .aggregation.json)")
-        raise MissingData(f"{store.path}: no scene of {pipeline.source} has per-point instances; {how}")
+        raise MissingData(f"{store.path}: no scene of {pipeline.source} has per-point instances; {dataset.instances}")
     per_scene: dict[str, dict[str, dict]] = {p.name: {} for p in pipeline.partitions}
     graphs = set()
     for scene in scenes:
         names = ["xyz", "instance"] + (["faces"] if store.has_array(scene, POINTS, "faces") else [])
         points = store.read(scene, POINTS, names)
-        edges = mesh_edges(points["faces"]) if "faces" in points else knn_edges(points["xyz"], k=neighbours)
+        edges = neighbour_edges(points["xyz"], points.get("faces"), neighbours)
         graphs.add("mesh edges" if "faces" in points else f"{neighbours} nearest neighbours")
         for p in pipeline.partitions:
             group = layout.partition(scene, p.name)
@@ -247,10 +247,7 @@ def label_quality(pipeline: Pipeline, out_dir: str | Path, split: str = "all") -
     if quality.refined:
         lines[-1] += (f", refined over {partition} with stored scores {100 * stats['miou_refined_scores_seen']:.2f}, "
                       f"with unit weights {100 * stats['miou_refined_unit_seen']:.2f}")
-    note = ""
-    if labeler == "simulated-clip":
-        note = ("Labels from the simulated-CLIP labeler (a model of MaskCLIP run on corrupted ground truth), "
-                "not real CLIP.")
+    note = f"Labels from the {labeler} labeler ({LABELERS[labeler].note})." if LABELERS[labeler].note else ""
     out = Path(out_dir)
     paths = write_tables(rows, out / "label_quality", note)
     (out / "label_quality_stats.json").write_text(json.dumps(

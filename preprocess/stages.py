@@ -24,6 +24,8 @@ from preprocess.datasets.registry import frame_files, read_scene, scene_files
 from preprocess.datasets.scene import Scene
 from shared.config import PartitionConfig, Pipeline
 from shared.errors import ConfigError, DatasetError, UserError
+from shared.labelers import LABELERS
+from shared.partitioners import PARTITIONERS
 from shared.schema import (
     PAIRS_POINT,
     POINTS,
@@ -203,56 +205,15 @@ def _points_info(store: Store, scene_id: str) -> dict:
 
 
 # -------------------------------------------------------------------------- partitions
-def _channel(points: dict[str, np.ndarray], name: str, what: str) -> np.ndarray:
-    """A per-point sensor channel a partition's parameters ask for, or one clear error."""
-    if name not in points:
-        raise ConfigError(
-            f"{what} needs the per-point '{name}' channel, which this store's points lack "
-            "(nuScenes sweeps have intensity and ring; meshes have neither): choose other parameters"
-        )
-    return points[name]
-
-
-def compute_partition(partition: PartitionConfig, points: dict[str, np.ndarray]) -> tuple[np.ndarray, dict]:
-    """Run one partition method on a scene's stored points; returns (segment ids, extra attrs)."""
-    p = partition.params
-    xyz = points["xyz"]
-    what = f"[[partitions]] {partition.name!r}"
-    if partition.method == "felzenszwalb":
-        from preprocess.partition.felzenszwalb import felzenszwalb, felzenszwalb_points
-
-        if "faces" in points and len(points["faces"]):
-            return felzenszwalb(xyz, points["faces"], k=p.k, min_verts=p.min_verts), {}
-        rings = _channel(points, "ring", f"{what} with graph = {p.graph!r}") if p.graph != "knn" else None
-        lidar = p.weights == "lidar"
-        intensity = _channel(points, "intensity", f"{what} with intensity_weight > 0") if lidar and p.intensity_weight > 0 else None
-        return felzenszwalb_points(
-            xyz, points["normal"], k=p.k, min_verts=p.min_verts, knn=0 if p.graph == "rings" else p.knn,
-            rings=rings, weights=p.weights, intensity=intensity,
-            distance_weight=p.distance_weight, intensity_weight=p.intensity_weight,
-        ), {}
-    if partition.method == "vccs":
-        from preprocess.partition.vccs import vccs
-
-        return vccs(
-            xyz, normals=points["normal"], colors=points["rgb"],
-            voxel_resolution=p.voxel_resolution, seed_resolution=p.seed_resolution,
-            color_importance=p.color_importance, spatial_importance=p.spatial_importance,
-            normal_importance=p.normal_importance,
-        ), {}
-    if partition.method == "superpoints":
-        from preprocess.partition.superpoints import superpoints
-
-        appearance = {}
-        if p.appearance == "rgb":
-            appearance["colors"] = points["rgb"]
-        elif p.appearance == "intensity":
-            appearance["intensity"] = _channel(points, "intensity", f"{what} with appearance = 'intensity'")
-        segment, energy = superpoints(
-            xyz, k_nn=p.k_nn, k_graph=p.k_graph, reg=p.reg, voxel=p.voxel, return_energy=True, **appearance
-        )
-        return segment, {"energy": float(energy)}
-    raise ConfigError(f"unknown partition method {partition.method!r}")
+def compute_partition(partition: PartitionConfig, points: dict[str, np.ndarray],
+                      views: list | None = None) -> tuple[np.ndarray, dict]:
+    """Run one partition method on a scene's stored points (and, for methods that need them,
+    the raw scene's views); returns (segment ids, extra attrs). A parameter the points cannot
+    serve is a ConfigError naming the [[partitions]] entry."""
+    try:
+        return PARTITIONERS[partition.method].run(partition.params, points, views)
+    except ConfigError as e:
+        raise ConfigError(f"[[partitions]] {partition.name!r}: {e}") from None
 
 
 @_guard("partitions")
@@ -264,18 +225,10 @@ def partitions(pipeline: Pipeline, scene_id: str, ingested: StageResult, partiti
         return StageResult("partitions", scene_id, out, info=_segment_info(store, scene_id, group))
     names = ("xyz", "rgb", "normal", "faces", "intensity", "ring")
     points = store.read(scene_id, POINTS, [n for n in names if store.has_array(scene_id, POINTS, n)])
-    if partition.method == "masks":
-        from preprocess.partition.masks import mask_partition
-
-        # the stored points (ingest may have dropped some) seen by the raw scene's views, whose
-        # images load lazily: the time below covers decoding, masks, projection and merging
-        views = read_scene(pipeline.dataset, scene_id, load_views=True).views
-        scene = Scene(scene_id, points["xyz"], points["rgb"], faces=points.get("faces"), views=views)
-        start = time.perf_counter()
-        segment, extra = mask_partition(scene, partition.params)
-    else:
-        start = time.perf_counter()
-        segment, extra = compute_partition(partition, points)
+    # views' images load lazily: for methods that read them the time covers their decoding
+    views = read_scene(pipeline.dataset, scene_id).views if PARTITIONERS[partition.method].needs_views else None
+    start = time.perf_counter()
+    segment, extra = compute_partition(partition, points, views)
     seconds = time.perf_counter() - start
     attrs = {
         "key": key, "stage": "partitions", "method": partition.method,
@@ -310,7 +263,7 @@ def labels(pipeline: Pipeline, scene_id: str, ingested: StageResult) -> StageRes
             "pseudo-labels need the ingest stage's points unfiltered (set ingest.max_range = 0)"
         )
     timings: dict[str, float] = {}
-    with teacher_advice(pipeline.dataset.name):
+    with teacher_advice(pipeline):
         result = labels_for_scene(scene, pipeline.labels, class_names(pipeline), timings)
     seconds = time.perf_counter() - start
     seen = int((result["label"] >= 0).sum())
@@ -318,7 +271,7 @@ def labels(pipeline: Pipeline, scene_id: str, ingested: StageResult) -> StageRes
         "key": key, "stage": "labels", "labeler": pipeline.labels.labeler, "params": out.params,
         "inputs": [ingested.key], "seconds": seconds, **timings, "views": len(scene.views),
         "seen_points": seen, "pairs": len(result.get(PAIRS_POINT, ())), "code_version": CODE_VERSION,
-        "simulated": pipeline.labels.labeler == "simulated-clip",
+        "simulated": LABELERS[pipeline.labels.labeler].simulated,
     }
     store.write(scene_id, group, result, attrs)
     return StageResult("labels", scene_id, out, True, seconds, _label_info(store, scene_id, group))
@@ -339,7 +292,7 @@ def store_text_embeddings(pipeline: Pipeline, scene_id: str = TEXT_SCENE) -> Sta
     if store.is_complete(TEXT_SCENE, out.group, out.key):
         return StageResult("text", TEXT_SCENE, out)
     start = time.perf_counter()
-    with teacher_advice(pipeline.dataset.name):
+    with teacher_advice(pipeline):
         emb = text_embeddings(pipeline.labels, class_names(pipeline)).astype(np.float32)
     attrs = {"key": out.key, "stage": "text", "params": out.params, "classes": list(class_names(pipeline)),
              "labeler": pipeline.labels.labeler}

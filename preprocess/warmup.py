@@ -1,7 +1,7 @@
 """`python -m preprocess compile`: compile every Numba kernel before a run needs it.
 
-Numba compiles a kernel at its first call (Felzenszwalb ~8 s, VCCS ~15 s, cut pursuit ~25 s)
-and keeps the machine code in its on-disk cache (`__pycache__` beside the source, or
+Numba compiles a kernel at its first call (seconds to tens of seconds each; the README's
+command table gives the total) and keeps the machine code in its on-disk cache (`__pycache__` beside the source, or
 NUMBA_CACHE_DIR), keyed by the source file's path and modification time. `make setup` runs this
 command, so a new checkout (a user's, CI's) pays the compilation once, there, and not inside a
 run or a test; it runs again after a kernel's source changes. It also builds the ahead-of-time
@@ -49,7 +49,8 @@ def _tiny_room() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 def warm_up() -> list[str]:
     """Call every kernel's public function once on a tiny scene; returns the kernels of the
     package still without compiled code (empty when every one was reached)."""
-    from preprocess.labels.transfer import fuse, project
+    from preprocess.geometry.projection import project
+    from preprocess.labels.transfer import fuse
     from preprocess.partition.cut_pursuit import cut_pursuit
     from preprocess.partition.felzenszwalb import felzenszwalb, felzenszwalb_points
     from preprocess.partition.felzenszwalb_kernels import edge_weights, segment, sort_edges, vertex_normals

@@ -1,7 +1,9 @@
-"""Benchmark class tables: raw dataset ids -> contiguous training ids (-1 = ignore).
+"""Class tables: raw dataset ids -> contiguous training ids (-1 = ignore).
 
 ScanNet v2 evaluates 20 of the nyu40 classes; nuScenes lidarseg evaluates 16 merged classes
-of its 32 raw ones. Everything else maps to IGNORE and is dropped before any metric.
+of its 32 raw ones; a dataset of your own lists its classes in its pipeline file. Everything
+else maps to IGNORE and is dropped before any metric. Which dataset uses which table is its
+entry's business (shared/datasets.py).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shared.viz import distinct_palette
+
 IGNORE = -1
 
 
@@ -17,7 +21,6 @@ IGNORE = -1
 class ClassTable:
     """Names of the evaluated classes and a lookup table from raw ids to them."""
 
-    dataset: str
     names: tuple[str, ...]
     raw_to_train: np.ndarray  # int16 lookup, index = raw id
     palette: np.ndarray  # (C, 3) u8, the benchmark's own colours, in `names` order
@@ -35,15 +38,15 @@ class ClassTable:
         return out
 
 
-def _table(dataset: str, names: tuple[str, ...], raw_ids: list[tuple[int, ...]], size: int,
-           colours: tuple[tuple[int, int, int], ...]) -> ClassTable:
+def _table(names: tuple[str, ...], raw_ids: list[tuple[int, ...]], size: int,
+           colours: tuple[tuple[int, int, int], ...] | np.ndarray) -> ClassTable:
     lut = np.full(size, IGNORE, dtype=np.int16)
     for train_id, ids in enumerate(raw_ids):
         lut[list(ids)] = train_id
     lut.setflags(write=False)
     palette = np.array(colours, dtype=np.uint8)
     palette.setflags(write=False)
-    return ClassTable(dataset, names, lut, palette)
+    return ClassTable(names, lut, palette)
 
 
 SCANNET_NAMES = (
@@ -62,7 +65,7 @@ SCANNET_COLOURS = (
     (227, 119, 194), (82, 84, 163),
 )
 
-SCANNET = _table("scannet", SCANNET_NAMES, [(i,) for i in SCANNET_NYU40_IDS], size=41, colours=SCANNET_COLOURS)
+SCANNET = _table(SCANNET_NAMES, [(i,) for i in SCANNET_NYU40_IDS], size=41, colours=SCANNET_COLOURS)
 
 NUSCENES_RAW_NAMES = (
     "noise", "animal", "human.pedestrian.adult", "human.pedestrian.child",
@@ -92,16 +95,10 @@ NUSCENES_COLOURS = (
     (47, 79, 79), (255, 140, 0), (255, 99, 71), (0, 207, 191), (175, 0, 75), (75, 0, 75), (112, 180, 60),
     (222, 184, 135), (0, 175, 0),
 )
-NUSCENES = _table("nuscenes", NUSCENES_NAMES, NUSCENES_RAW_IDS, size=len(NUSCENES_RAW_NAMES), colours=NUSCENES_COLOURS)
-
-TABLES = {"scannet": SCANNET, "synthetic": SCANNET, "nuscenes": NUSCENES}
+NUSCENES = _table(NUSCENES_NAMES, NUSCENES_RAW_IDS, size=len(NUSCENES_RAW_NAMES), colours=NUSCENES_COLOURS)
 
 
-def class_table(dataset: str) -> ClassTable:
-    """The class table for a dataset name of a pipeline file."""
-    try:
-        return TABLES[dataset]
-    except KeyError:
-        raise ValueError(
-            f"unknown dataset {dataset!r}: expected one of {sorted(TABLES)}"
-        ) from None
+def user_table(names: tuple[str, ...]) -> ClassTable:
+    """The classes a pipeline file lists for its own data: raw id i is class i (0..C-1); any
+    other id (-1, 255, ...) is IGNORE; colours spread by hue, as for open-vocabulary names."""
+    return _table(tuple(names), [(i,) for i in range(len(names))], size=len(names), colours=distinct_palette(len(names)))

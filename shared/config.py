@@ -1,8 +1,16 @@
 """Pipeline files: one TOML per experiment, loaded into frozen dataclasses.
 
-Every key is checked: an unknown key or a value of the wrong type is a `ConfigError` naming
-the file, the dotted key and what was expected, so a typo never silently falls back to a
-default. Environment variables SCANNET_ROOT / NUSCENES_ROOT override `dataset.root`.
+Every key is checked when the file loads: an unknown key, a value of the wrong type or outside
+its range (`shared/ranges.py`, written into each field's type) is a `ConfigError` naming where
+the value came from (the file, its `base` file, or the `--set` that gave it), the dotted key and
+what was expected, so a typo never silently falls back to a default and a nonsense value never
+runs. The names a file chooses (dataset, partition method, labeler, training method) are looked
+up in their family's registry (`shared/datasets.py`, `partitioners.py`, `labelers.py`,
+`methods.py`), which also checks what its choice needs of the rest of the file. A dataset's
+environment variable (SCANNET_ROOT, NUSCENES_ROOT) overrides `dataset.root`.
+
+`--set` reaches any key: `train.epochs=3`, a list entry by position (`partitions.0.k=0.02`)
+or by its name (`partitions.felzenszwalb.k=0.02`, `runs.hicl.label=HICL`).
 """
 
 from __future__ import annotations
@@ -14,12 +22,16 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, NoReturn
 
+from shared.cli import format_override
+from shared.datasets import DATASETS
 from shared.errors import ConfigError
+from shared.labelers import DEFAULT_LABELER, LABELERS, MaskCLIPConfig, PrecomputedConfig, SimulatedCLIPConfig
+from shared.methods import DEFAULT_METHOD, METHODS, CLIP2SceneConfig, HICLConfig
+from shared.partitioners import DEFAULT_PARTITION, PARTITIONERS
+from shared.ranges import Count, Index, Metres, NonNegative, OneOf, Positive, Range, Seed, Share
 
-DATASETS = ("scannet", "nuscenes", "synthetic")
-ROOT_ENV = {"scannet": "SCANNET_ROOT", "nuscenes": "NUSCENES_ROOT"}
 INPUT_FEATURES = {"rgb": 3, "normal": 3, "height": 1}  # train.input_features: name -> channels
 SPARSE_BACKENDS = ("auto", "torch", "torchsparse", "spconv")  # train.backend
 AMP_SETTINGS = ("auto", "off", "fp16", "bf16")  # train.amp
@@ -30,16 +42,23 @@ AMP_SETTINGS = ("auto", "off", "fp16", "bf16")  # train.amp
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DatasetConfig:
+    """[dataset]: name, root and splits, plus the keys of its own that a dataset takes
+    (`options` of its entry in shared/datasets.py)."""
+
     name: str
     root: str
     # Scene lists: "all", a text file (relative to root) with one scene id per line, or a list.
     train: str | list[str] = "all"
     val: str | list[str] = field(default_factory=list)
-    max_scenes: int = 0  # 0 = no cap; a cap keeps quick runs quick
+    max_scenes: Index = 0  # 0 = no cap; a cap keeps quick runs quick
     version: str = "v1.0-trainval"  # nuScenes table folder (v1.0-mini, v1.0-trainval)
     # nuScenes: store each point's annotated 3D box as points/instance (-1 outside every box),
     # for `partition-quality`. Reads sample_annotation.json and instance.json (large in trainval).
     box_instances: bool = False
+    classes: list[str] = field(default_factory=list)  # your own data: the class names, in id order
+
+
+GENERIC_DATASET_KEYS = ("name", "root", "train", "val", "max_scenes")  # every dataset takes these
 
 
 @dataclass(frozen=True)
@@ -49,141 +68,30 @@ class StoreConfig:
 
 @dataclass(frozen=True)
 class IngestConfig:
-    normal_knn: int = 30  # neighbours for point-cloud normals (nuScenes has no faces)
-    max_range: float = 0.0  # nuScenes: drop LiDAR points farther than this (0 = keep all)
-
-
-@dataclass(frozen=True)
-class FelzenszwalbParams:
-    """Meshes (ScanNet) always use the Segmentator's faces and weights: only k and min_verts
-    apply. The rest chooses the graph and weights of point clouds without faces (LiDAR)."""
-
-    k: float = 0.01
-    min_verts: int = 20
-    knn: int = 10  # k-NN edges per point ("knn" and "rings+knn" graphs)
-    graph: str = "knn"  # "knn", "rings" (range image from points/ring) or "rings+knn"
-    weights: str = "normal"  # "normal" (the Segmentator's) or "lidar" (tangent-plane offset, gap, intensity)
-    distance_weight: float = 0.4  # weights = "lidar": weight of the gap between the points
-    intensity_weight: float = 0.0  # weights = "lidar": weight of the intensity difference / 255
-
-
-@dataclass(frozen=True)
-class VCCSParams:
-    voxel_resolution: float = 0.02
-    seed_resolution: float = 0.1
-    color_importance: float = 0.2
-    spatial_importance: float = 0.4
-    normal_importance: float = 1.0
-
-
-@dataclass(frozen=True)
-class SuperpointParams:
-    k_nn: int = 45
-    k_graph: int = 10
-    reg: float = 0.1
-    voxel: float = 0.0  # SPG's voxel pruning before the partition; 0 = use the points as they are
-    appearance: str = "none"  # features beside the geometric ones: "none", "rgb" or "intensity" (LiDAR)
-
-
-@dataclass(frozen=True)
-class MaskParams:
-    """Sets from 2D masks projected to 3D and merged across views (preprocess/partition/masks.py)."""
-
-    source: str = "slic"  # "slic": SLIC superpixels of the colour images | "precomputed": mask files
-    folder: str = "masks"  # precomputed: the per-frame mask folder (README: sets from 2D masks)
-    n_segments: int = 150  # SLIC: superpixels per image (CLIP2Scene's 150)
-    compactness: float = 10.0  # SLIC: colour vs. position trade-off (higher: squarer superpixels)
-    width: int = 320  # SLIC: images are segmented at this width (aspect kept); precomputed masks: their own size
-    frame_skip: int = 10  # views of a video (ScanNet layout): every n-th frame; LiDAR: all cameras
-    consistency: float = 0.5  # a neighbour link holds when >= this share of the views that mask both points agree
-    knn: int = 10  # neighbours per point of the link graph for point clouds (meshes use their edges)
-    min_points: int = 20  # sets smaller than this join their most-linked neighbour set, else become -1
-    depth_tolerance: float = 0.05  # metres; the occlusion test of the projection (views with depth or a mesh)
-
-
-# Allowed values of the partition parameters that name a choice.
-PARTITION_CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
-    "felzenszwalb": {"graph": ("knn", "rings", "rings+knn"), "weights": ("normal", "lidar")},
-    "superpoints": {"appearance": ("none", "rgb", "intensity")},
-}
-
-PARTITION_PARAMS: dict[str, type] = {
-    "felzenszwalb": FelzenszwalbParams,
-    "vccs": VCCSParams,
-    "superpoints": SuperpointParams,
-    "masks": MaskParams,
-}
+    normal_knn: Count = 30  # neighbours for point-cloud normals (nuScenes has no faces)
+    max_range: NonNegative = 0.0  # nuScenes: drop LiDAR points farther than this (0 = keep all)
 
 
 @dataclass(frozen=True)
 class PartitionConfig:
     name: str  # how [train] refers to it; defaults to the method name
-    method: str
-    params: Any  # one of PARTITION_PARAMS' dataclasses
-
-
-@dataclass(frozen=True)
-class MaskCLIPConfig:
-    model: str = "ViT-B-16"
-    pretrained: str = "openai"  # open_clip tag or a local checkpoint path
-    batch_size: int = 8
-    input_width: int = 448  # images are resized to this width before the ViT (0 = full size)
-    device: str = "auto"
-    class_names: list[str] = field(default_factory=list)  # empty = the dataset's class names
-    templates: list[str] = field(
-        default_factory=lambda: [
-            "a photo of a {}.", "a photo of the {}.", "there is a {} in the scene.",
-            "a photo of a {} in the scene.", "itap of a {}.",
-        ]
-    )
-
-
-@dataclass(frozen=True)
-class SimulatedCLIPConfig:
-    """The simulated-CLIP labeler's model of MaskCLIP (preprocess/labels/simulated.py says what
-    each parameter does and why the defaults are what they are)."""
-
-    seed: int = 0
-    patch: int = 16  # logits decided per patch of this many label-map pixels, like a ViT-B/16
-    margin: float = 4.0  # logit lead of the class an object looks like
-    confusion: float = 0.3  # probability that an object reads as a confusable class (0 to 0.5)
-    instance_noise: float = 0.5  # per object, Gaussian logit offsets toward unrelated classes
-    surface_noise: float = 0.25  # how much parts of a surface vary in their confusion
-    region_m: float = 1.0  # metres over which that variation is correlated
-    view_noise: float = 0.3  # per view and object, Gaussian shift of its pull (how a viewpoint changes it)
-    patch_noise: float = 0.5  # per view and patch, Gaussian logit noise (what fusing views removes)
-    feature_dim: int = 512
-    feature_noise: float = 1.0  # norm of the noise added to a patch feature's mixture of text embeddings
-
-
-@dataclass(frozen=True)
-class PrecomputedConfig:
-    """Per-frame label maps another 2D model made (README: any 2D model as the teacher)."""
-
-    folder: str = "labels2d"  # ScanNet layout: <scene>/<folder>/<frame>.png; nuScenes: <root>/<folder>/<CAM>/<stem>.png
-    ignore: list[int] = field(default_factory=lambda: [255, 65535])  # map values that mean "no label"
-    scores: bool = False  # read a confidence map <frame>.score.png per frame (else every label weighs 1)
-    text_embeddings: str = ""  # (C, D) .npy of class embeddings for train.head = "text" ("" = none)
+    method: str  # a key of PARTITIONERS
+    params: Any  # that method's Params
 
 
 @dataclass(frozen=True)
 class LabelsConfig:
-    labeler: str = "simulated-clip"  # "maskclip" | "simulated-clip" | "precomputed"
-    frame_skip: int = 20  # ScanNet: every n-th frame
-    label_width: int = 320  # label maps are made and used at this width (aspect kept)
-    depth_tolerance: float = 0.05  # metres; |z_point - depth| above this is occluded
+    labeler: str = DEFAULT_LABELER  # a key of LABELERS (shared/labelers.py)
+    frame_skip: Count = 20  # ScanNet: every n-th frame
+    label_width: Count = 320  # label maps are made and used at this width (aspect kept)
+    depth_tolerance: Metres = 0.05  # |z_point - depth| above this is occluded
     store_features: bool = False  # keep per-point mean CLIP features (f16) for distillation
     # keep every (point, labelled pixel) pair with the pixel's label and score (and, with
-    # store_features, its CLIP patch feature): what train.method = "clip2scene" trains on
+    # store_features, its CLIP patch feature): what CLIP2Scene trains on
     store_pairs: bool = False
     maskclip: MaskCLIPConfig = field(default_factory=MaskCLIPConfig)
     simulated: SimulatedCLIPConfig = field(default_factory=SimulatedCLIPConfig)
     precomputed: PrecomputedConfig = field(default_factory=PrecomputedConfig)
-
-    @property
-    def has_text(self) -> bool:
-        """Whether the labeler gives class text embeddings (a precomputed teacher only with a file)."""
-        return self.labeler != "precomputed" or bool(self.precomputed.text_embeddings)
 
 
 @dataclass(frozen=True)
@@ -191,79 +99,43 @@ class RefineConfig:
     """Intra-set refinement (method.md §2), made once by the `refine` stage for every
     [[partitions]] entry; the trainer, the label-quality and the eval reports all read those."""
 
-    rho: float = 0.5  # minimum winning share of the score-weighted vote
+    rho: Share = 0.5  # minimum winning share of the score-weighted vote
     visual_weighting: bool = False  # a vote weighs s0 * max(0, cos(CLIP feature, set mean)): needs labels.store_features
 
 
 @dataclass(frozen=True)
-class HICLConfig:
-    refine: bool = True  # CE targets are the refine stage's labels over train.partition (False: the raw ones)
-    intra_set: bool = True  # intra-set consistency loss: points pulled toward their set prototype
-    intra_scene: bool = True
-    inter_scene: bool = True
-    feedback: bool = True
-    tau: float = 0.1
-    exclude_own_set: bool = False  # intra-scene keys leave out the query's own set prototype
-    # method.md §3 ablation switch: an intra-scene key whose set looks like the query's set
-    # (cosine of the sets' mean CLIP features > similar_visual AND of their mean normals >
-    # similar_normal) counts as a positive even when its label differs (needs stored features)
-    similar_positives: bool = False
-    similar_visual: float = 0.9
-    similar_normal: float = 0.9
-    embed_dim: int = 128
-    queries_per_scene: int = 4096
-    memory_size: int = 8192
-    lambda_set: float = 1.0
-    lambda_intra: float = 1.0
-    lambda_inter: float = 1.0
-    lambda_feedback: float = 1.0
-    feedback_warmup_epochs: int = 10
-
-
-@dataclass(frozen=True)
-class CLIP2SceneConfig:
-    """CLIP2Scene's label-free training on the stored pixel-point pairs (train/engine/methods.py)."""
-
-    distill_weight: float = 1.0  # weight of 1 - cos(point feature, pixel's CLIP feature); needs labels.store_features
-    switch_epoch: int = 10  # from this epoch (counted from 0) the targets may switch to the network's own argmax
-    switch_prob: float = 0.5  # ... with this probability per step
-    max_views: int = 8  # views whose pairs a scene contributes per step, drawn at random (0 = all)
-    # the spatial-temporal consistency term of CLIP2Scene's nuScenes loss (LiDAR scenes)
-    spatial_temporal: bool = False
-
-
-@dataclass(frozen=True)
 class TrainConfig:
-    method: str = "hicl"  # "hicl" | "clip2scene" | "pseudo-ce" | "gt" (supervised check)
-    partition: str = "felzenszwalb"  # name of a [[partitions]] entry
-    voxel_size: float = 0.02
-    epochs: int = 120
-    batch_size: int = 4
-    optimizer: str = "adamw"  # "adamw" | "sgd"
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 100
-    grad_clip: float = 10.0
+    method: str = DEFAULT_METHOD  # a key of METHODS (shared/methods.py)
+    partition: str = DEFAULT_PARTITION  # name of a [[partitions]] entry
+    voxel_size: Metres = 0.02
+    epochs: Count = 120
+    batch_size: Count = 4
+    optimizer: Annotated[str, OneOf(("adamw", "sgd"))] = "adamw"
+    lr: Positive = 2e-3
+    weight_decay: NonNegative = 1e-4
+    warmup_steps: Index = 100
+    grad_clip: NonNegative = 10.0  # gradient-norm clip (0 = none)
     # cross-entropy class weights: "none", or "inverse-sqrt" = 1/sqrt(class frequency of the
     # training targets), scaled to mean 1 over the classes present (rare classes learn sooner)
-    class_weights: str = "none"
-    width: float = 1.0  # MinkUNet channel multiplier (SPVNAS's cr)
-    head: str = "text"  # "text" (fixed CLIP text embeddings, cosine logits) | "linear"
-    num_workers: int = 2
-    seed: int = 0
-    checkpoint_every: int = 500
-    eval_every_epochs: int = 0
+    class_weights: Annotated[str, OneOf(("none", "inverse-sqrt"))] = "none"
+    # MinkUNet channel multiplier (SPVNAS's cr); below 1/32 its narrowest stage would have no channel
+    width: Annotated[float, Range(1 / 32)] = 1.0
+    head: Annotated[str, OneOf(("text", "linear"))] = "text"  # fixed CLIP text embeddings (cosine logits) | linear
+    num_workers: Index = 2
+    seed: Seed = 0
+    checkpoint_every: Count = 500
+    eval_every_epochs: Index = 0
     out_dir: str = "runs/default"
     # sparse-conv library: "auto" (on CUDA torchsparse, else spconv, else the pure-PyTorch ops;
     # on CPU the pure-PyTorch ops) | "torch" | "torchsparse" | "spconv"
-    backend: str = "auto"
+    backend: Annotated[str, OneOf(SPARSE_BACKENDS)] = "auto"
     # mixed precision: "auto" (on CUDA bfloat16 where the GPU has it, else float16; off on CPU)
-    # | "off" | "fp16" | "bf16" (train/amp.py)
-    amp: str = "auto"
-    max_points: int = 0  # crop scenes above this many points during training (0 = no crop)
+    # | "off" | "fp16" | "bf16" (README: training on a GPU)
+    amp: Annotated[str, OneOf(AMP_SETTINGS)] = "auto"
+    max_points: Index = 0  # crop scenes above this many points during training (0 = no crop)
     # per-voxel input channels, in this order: "rgb" (3, in [0, 1]), "normal" (3), "height" (1,
     # metres above the scene's lowest point: tells floors, seats, tables and wall items apart)
-    input_features: list[str] = field(default_factory=lambda: ["rgb"])
+    input_features: list[Annotated[str, OneOf(tuple(INPUT_FEATURES))]] = field(default_factory=lambda: ["rgb"])
     hicl: HICLConfig = field(default_factory=HICLConfig)
     clip2scene: CLIP2SceneConfig = field(default_factory=CLIP2SceneConfig)
 
@@ -273,7 +145,7 @@ class RunConfig:
     """One model of an experiment: a name and the pipeline keys it changes."""
 
     name: str
-    set: dict = field(default_factory=dict)  # dotted key -> value, e.g. {"train.method" = "clip2scene"}
+    set: dict = field(default_factory=dict)  # dotted key -> value, e.g. {"train.method" = "pseudo-ce"}
     label: str = ""  # row name in tables (default: name)
 
 
@@ -282,7 +154,7 @@ class ExperimentConfig:
     """How an experiment file's [[runs]] are repeated: each run is trained once per seed
     (train.seed), and tables show the mean ± std over seeds, so differences can be told from noise."""
 
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[Seed] = field(default_factory=lambda: [0])
 
 
 @dataclass(frozen=True)
@@ -297,7 +169,8 @@ class Pipeline:
     train: TrainConfig
     runs: tuple[RunConfig, ...] = ()  # an experiment's models; empty for a single-model pipeline
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
-    # The dotted-key overrides it was loaded with (CLI --set): its [[runs]] variants keep them.
+    # The dotted-key overrides it was loaded with (CLI --set): its [[runs]] variants keep them,
+    # and error messages that suggest a command repeat them.
     overrides: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def partition(self, name: str) -> PartitionConfig:
@@ -309,87 +182,50 @@ class Pipeline:
             f"(have: {[p.name for p in self.partitions]})"
         )
 
+    @property
+    def labelled(self) -> bool:
+        """Whether a 2D teacher can label the dataset (its scenes have camera views): the
+        labels and refine stages run, and methods that train on pseudo-labels can."""
+        return DATASETS[self.dataset.name].views
+
+    @property
+    def has_text(self) -> bool:
+        """Whether the store will hold class text embeddings (what train.head = "text" needs)."""
+        return self.labelled and LABELERS[self.labels.labeler].has_text(self.labels)
+
+
+SECTIONS = {"dataset": DatasetConfig, "store": StoreConfig, "ingest": IngestConfig, "labels": LabelsConfig,
+            "refine": RefineConfig, "train": TrainConfig, "experiment": ExperimentConfig}
+LISTS = ("partitions", "runs")  # arrays of tables ([[partitions]], [[runs]])
+
 
 # --------------------------------------------------------------------------------------------
-# Loading
+# Reading: the file, its base chain, the overrides, and where every value came from
 # --------------------------------------------------------------------------------------------
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+KeyPath = tuple[str | int, ...]  # a key's place in the raw tables, e.g. ("partitions", 0, "k")
 
 
-def _check_value(value: Any, tp: Any, key: str, source: Path) -> Any:
-    """Value checked (and int→float widened) against a dataclass field type."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(tp):
-            try:
-                return _check_value(value, option, key, source)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{source}: '{key}' = {value!r} must be {_type_name(tp)}")
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{source}: '{key}' must be a table")
-        return value
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise ConfigError(f"{source}: '{key}' = {value!r} must be a list of {_type_name(item_tp)}")
-        return [_check_value(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{source}: '{key}' must be a table ([{key}])")
-        return _build(tp, value, key, source)
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is bool and not isinstance(value, bool):
-        raise ConfigError(f"{source}: '{key}' = {value!r} must be true or false")
-    if tp in (int, float) and isinstance(value, bool):
-        raise ConfigError(f"{source}: '{key}' = {value!r} must be {tp.__name__}")
-    if tp is Any or isinstance(value, tp):
-        return value
-    raise ConfigError(f"{source}: '{key}' = {value!r} must be {_type_name(tp)}, not {type(value).__name__}")
+def shown(path: KeyPath) -> str:
+    """A key as messages show it: 'partitions[0].k'."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else part
+    return text
 
 
-def _build(cls: type, table: dict, prefix: str, source: Path, skip: tuple[str, ...] = ()):
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)} - set(skip)
-    unknown = sorted(set(table) - names)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(
-            f"{source}: unknown key '{where}{unknown[0]}' (known keys: {', '.join(sorted(names))})"
-        )
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        key = f"{prefix}.{f.name}" if prefix else f.name
-        if f.name in table:
-            kwargs[f.name] = _check_value(table[f.name], hints[f.name], key, source)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{source}: missing required key '{key}'")
-    return cls(**kwargs)
+def _leaves(table: dict, prefix: KeyPath = ()) -> list[KeyPath]:
+    """Every key of `table` whose value is not a table (arrays of tables count as one value)."""
+    out: list[KeyPath] = []
+    for key, value in table.items():
+        out += _leaves(value, (*prefix, key)) if isinstance(value, dict) else [(*prefix, key)]
+    return out
 
 
-def _partition(entry: Any, index: int, source: Path) -> PartitionConfig:
-    prefix = f"partitions[{index}]"
-    if not isinstance(entry, dict) or "method" not in entry:
-        raise ConfigError(f"{source}: '{prefix}' needs a 'method' ({', '.join(PARTITION_PARAMS)})")
-    entry = dict(entry)
-    method = entry.pop("method")
-    name = entry.pop("name", method)
-    if method not in PARTITION_PARAMS:
-        raise ConfigError(
-            f"{source}: '{prefix}.method' = {method!r} is not one of {sorted(PARTITION_PARAMS)}"
-        )
-    if not isinstance(name, str):
-        raise ConfigError(f"{source}: '{prefix}.name' must be a string")
-    params = _build(PARTITION_PARAMS[method], entry, prefix, source)
-    for key, allowed in PARTITION_CHOICES.get(method, {}).items():
-        if getattr(params, key) not in allowed:
-            raise ConfigError(f"{source}: '{prefix}.{key}' = {getattr(params, key)!r} must be one of {', '.join(allowed)}")
-    return PartitionConfig(name, method, params)
+def _set_origin(origins: dict[KeyPath, str], path: KeyPath, origin: str) -> None:
+    """`path` now comes from `origin`, and so does everything below it."""
+    for known in [p for p in origins if p[: len(path)] == path]:
+        del origins[known]
+    origins[path] = origin
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -400,8 +236,9 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _read_raw(source: Path, seen: tuple[Path, ...] = ()) -> dict:
-    """The file's tables, laid over those of its `base = "other.toml"` (relative to the file)."""
+def _read_raw(source: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, dict[KeyPath, str]]:
+    """The file's tables, laid over those of its `base = "other.toml"` (relative to the file),
+    and the file each value came from."""
     if not source.is_file():
         raise ConfigError(f"{source}: pipeline file not found (see pipelines/ for examples)")
     try:
@@ -410,89 +247,297 @@ def _read_raw(source: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{source}: malformed TOML: {e}") from None
     base = raw.pop("base", None)
     if base is None:
-        return raw
+        return raw, {path: str(source) for path in _leaves(raw)}
     if not isinstance(base, str):
         raise ConfigError(f"{source}: 'base' must be the path of another pipeline file")
     base_path = (source.parent / base).resolve()
     if base_path in seen:
         raise ConfigError(f"{source}: 'base' chain loops back to {base_path}")
-    return _merge(_read_raw(base_path, (*seen, source.resolve())), raw)
+    base_raw, origins = _read_raw(base_path, (*seen, source.resolve()))
+    for path in _leaves(raw):
+        _set_origin(origins, path, str(source))
+    return _merge(base_raw, raw), origins
+
+
+def _entry_index(entries: list, part: str, path: KeyPath, origin: str) -> int:
+    """The position of a [[partitions]] / [[runs]] entry named in a dotted key: its index, its
+    name (a partition's defaults to its method), or the method of the only entry using it."""
+    tables = [e if isinstance(e, dict) else {} for e in entries]
+    if part.isdigit() and int(part) < len(entries):
+        return int(part)
+    for field in ("name", "method"):
+        found = [i for i, e in enumerate(tables) if e.get(field, e.get("method")) == part]
+        if len(found) == 1:
+            return found[0]
+    names = [e.get("name", e.get("method")) for e in tables]
+    raise ConfigError(f"{origin}: '{shown(path)}' has no entry {part!r}: give its position (0..{len(entries) - 1}), "
+                      f"its name ({', '.join(map(str, names))}) or the method of the only entry using it")
+
+
+def _override(raw: dict, origins: dict[KeyPath, str], dotted: str, value: Any, origin: str) -> None:
+    """Set `dotted` (e.g. "train.epochs", "partitions.0.k", "partitions.felzenszwalb.k") in `raw`."""
+    container: Any = raw
+    path: KeyPath = ()
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        key: str | int = _entry_index(container, part, path, origin) if isinstance(container, list) else part
+        path = (*path, key)
+        if i == len(parts) - 1:
+            container[key] = value
+            break
+        if isinstance(container, dict) and key not in container:
+            container[key] = {}
+        container = container[key]
+        if not isinstance(container, (dict, list)):
+            raise ConfigError(f"{origin}: cannot override '{dotted}': '{shown(path)}' is not a table")
+    _set_origin(origins, path, origin)
+
+
+# --------------------------------------------------------------------------------------------
+# Checking and building
+# --------------------------------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+class _Loader:
+    """Builds a Pipeline from raw tables; every error names where the offending value came from."""
+
+    def __init__(self, source: Path, origins: dict[KeyPath, str], run: str | None = None):
+        self.source, self.origins = source, origins
+        self.suffix = f" (in [[runs]] {run!r})" if run is not None else ""
+
+    def origin(self, path: KeyPath) -> str:
+        """The file (or --set) that gave the value at `path`."""
+        return next((self.origins[path[:n]] for n in range(len(path), 0, -1) if path[:n] in self.origins),
+                    str(self.source))
+
+    def fail(self, path: KeyPath, text: str, *others: KeyPath) -> NoReturn:
+        """`text` prefixed with where the value at `path` came from; where the problem is between
+        several keys (`others` too), with the --set among them if one was given."""
+        origins = [self.origin(path)] + [o for p in (path, *others)
+                                         for o in [self.origin(p), *(o for k, o in self.origins.items() if k[:len(p)] == p)]]
+        raise ConfigError(f"{next((o for o in origins if '--set' in o), origins[0])}: {text}{self.suffix}")
+
+    def bad(self, path: KeyPath, value: Any, what: str) -> NoReturn:
+        self.fail(path, f"'{shown(path)}' = {value!r} {what}")
+
+    def failer(self, prefix: KeyPath):
+        """The `fail(key, message, *others)` a registry's check gets: keys dotted below `prefix`
+        (`others`: the keys the problem is with), message starting with "= value"."""
+        def fail(key: str, message: str, *others: str) -> NoReturn:
+            path = (*prefix, *key.split("."))
+            self.fail(path, f"'{shown(path)}' {message}", *[(*prefix, *o.split(".")) for o in others])
+        return fail
+
+    def value(self, value: Any, tp: Any, path: KeyPath) -> Any:
+        """`value` checked against a field's type (int widened to float) and its range or choices."""
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            base, *constraints = typing.get_args(tp)
+            value = self.value(value, base, path)
+            for constraint in constraints:
+                if problem := constraint.problem(value):
+                    self.bad(path, value, problem)
+            return value
+        if origin in (typing.Union, types.UnionType):
+            for option in typing.get_args(tp):
+                try:
+                    return self.value(value, option, path)
+                except ConfigError:
+                    continue
+            self.bad(path, value, f"must be {' or '.join(_type_name(o) for o in typing.get_args(tp))}")
+        if origin is dict or tp is dict:
+            if not isinstance(value, dict):
+                self.fail(path, f"'{shown(path)}' must be a table")
+            return value
+        if origin is list:
+            (item_tp,) = typing.get_args(tp)
+            if not isinstance(value, list):
+                self.bad(path, value, f"must be a list of {_type_name(item_tp)}")
+            return [self.value(v, item_tp, (*path, i)) for i, v in enumerate(value)]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                self.fail(path, f"'{shown(path)}' must be a table ([{shown(path)}])")
+            return self.build(tp, value, path)
+        if tp is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if tp is bool and not isinstance(value, bool):
+            self.bad(path, value, "must be true or false")
+        if tp in (int, float) and isinstance(value, bool):
+            self.bad(path, value, f"must be {tp.__name__}")
+        if tp is Any or isinstance(value, tp):
+            return value
+        self.bad(path, value, f"must be {_type_name(tp)}, not {type(value).__name__}")
+
+    def build(self, cls: type, table: dict, path: KeyPath) -> Any:
+        hints = typing.get_type_hints(cls, include_extras=True)
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(table) - set(names))
+        if unknown:
+            self.fail((*path, unknown[0]),
+                      f"unknown key '{shown((*path, unknown[0]))}' (known keys: {', '.join(sorted(names))})")
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name in table:
+                kwargs[f.name] = self.value(table[f.name], hints[f.name], (*path, f.name))
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                self.fail(path, f"missing required key '{shown((*path, f.name))}'")
+        return cls(**kwargs)
+
+    def choice(self, registry: dict, name: Any, path: KeyPath) -> Any:
+        """The registry entry `name` chooses, or one error listing the known names."""
+        if not isinstance(name, str) or name not in registry:
+            self.bad(path, name, f"is not one of {', '.join(registry)}")
+        return registry[name]
+
+    def section(self, raw: dict, key: str) -> Any:
+        table = raw.get(key, {})
+        if not isinstance(table, dict):
+            self.fail((key,), f"'{key}' must be a table ([{key}])")
+        return self.build(SECTIONS[key], table, (key,))
+
+    def entries(self, raw: dict, key: str) -> list:
+        entries = raw.get(key, [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            self.fail((key,), f"'{key}' must be an array of tables ([[{key}]])")
+        return entries
+
+    def partition(self, entry: dict, index: int) -> PartitionConfig:
+        path: KeyPath = ("partitions", index)
+        if "method" not in entry:
+            self.fail(path, f"'{shown(path)}' needs a 'method' ({', '.join(PARTITIONERS)})")
+        rest = {k: v for k, v in entry.items() if k not in ("method", "name")}
+        method = self.choice(PARTITIONERS, entry["method"], (*path, "method"))
+        name = entry.get("name", entry["method"])
+        if not isinstance(name, str):
+            self.bad((*path, "name"), name, "must be a string")
+        params = self.build(method.Params, rest, path)
+        method.check(params, self.failer(path))
+        return PartitionConfig(name, entry["method"], params)
+
+    def pipeline(self, raw: dict, overrides: dict[str, Any]) -> Pipeline:
+        unknown = sorted(set(raw) - set(SECTIONS) - set(LISTS))
+        if unknown:
+            self.fail((unknown[0],), f"unknown key '{unknown[0]}' (known sections: "
+                                     f"{', '.join(sorted([*SECTIONS, *LISTS]))})")
+        for required in ("dataset", "store"):
+            if required not in raw:
+                self.fail((), f"missing section [{required}]")
+        dataset = self.dataset(raw)
+        partitions = tuple(self.partition(e, i) for i, e in enumerate(self.entries(raw, "partitions")))
+        names = [p.name for p in partitions]
+        if len(set(names)) != len(names):
+            self.fail(("partitions",), f"[[partitions]] names must be unique, got {names}; add name = \"...\"")
+        runs = tuple(self.build(RunConfig, r, ("runs", i)) for i, r in enumerate(self.entries(raw, "runs")))
+        if len({r.name for r in runs}) != len(runs):
+            self.fail(("runs",), f"[[runs]] names must be unique, got {[r.name for r in runs]}")
+        pipeline = Pipeline(
+            source=self.source, dataset=dataset, store=self.section(raw, "store"),
+            ingest=self.section(raw, "ingest"), partitions=partitions, labels=self.section(raw, "labels"),
+            refine=self.section(raw, "refine"), train=self.section(raw, "train"), runs=runs,
+            experiment=self.section(raw, "experiment"), overrides=dict(overrides),
+        )
+        self.check(pipeline)
+        return pipeline
+
+    def dataset(self, raw: dict) -> DatasetConfig:
+        cfg = self.section(raw, "dataset")
+        entry = self.choice(DATASETS, cfg.name, ("dataset", "name"))
+        for key in raw["dataset"]:
+            if key not in GENERIC_DATASET_KEYS and key not in entry.options:
+                takers = [name for name, d in DATASETS.items() if key in d.options]
+                self.fail(("dataset", key), f"'dataset.{key}' is a key of {' and '.join(takers)}; {cfg.name} "
+                                            "scenes take no such key (remove it)", ("dataset", "name"))
+        entry.check(cfg, self.failer(("dataset",)))
+        if entry.root_env and os.environ.get(entry.root_env):
+            cfg = dataclasses.replace(cfg, root=os.environ[entry.root_env])
+        return cfg
+
+    def check(self, p: Pipeline) -> None:
+        """What one key cannot say alone: choices that need something of the rest of the file."""
+        labeler = self.choice(LABELERS, p.labels.labeler, ("labels", "labeler"))
+        labeler.check(p.labels, self.failer(("labels",)))
+        method = self.choice(METHODS, p.train.method, ("train", "method"))
+        if method.pseudo_labels and not p.labelled:
+            on_truth = ", ".join(f'"{name}"' for name, m in METHODS.items() if not m.pseudo_labels)
+            self.fail(("train", "method"), f"'train.method' = {p.train.method!r} trains on a 2D teacher's pseudo-labels, "
+                      f"and {p.dataset.name} scenes have no camera views to label; train.method = {on_truth} trains "
+                      "on the per-point labels", ("dataset", "name"))
+        method.check(p, self.failer(()))
+        if not p.has_text and (p.train.head == "text" or method.needs_text):
+            self.no_text(p)
+        seeds = p.experiment.seeds
+        if not seeds or len(set(seeds)) < len(seeds):
+            self.bad(("experiment", "seeds"), seeds, "must be a non-empty list of distinct seeds")
+        if p.refine.visual_weighting and not p.labels.store_features:
+            self.fail(("refine", "visual_weighting"),
+                      "'refine.visual_weighting' = true weighs votes by per-point CLIP features, but "
+                      "'labels.store_features' = false stores none; set labels.store_features = true "
+                      "(and re-run the labels stage) or turn visual weighting off", ("labels", "store_features"))
+        features = p.train.input_features
+        if not features or len(set(features)) < len(features):
+            self.bad(("train", "input_features"), features, "must be a non-empty list without repeats")
+        self.partitions_fit(p)
+        names = [x.name for x in p.partitions]
+        if names and p.train.partition not in names:
+            self.fail(("train", "partition"), f"'train.partition' = {p.train.partition!r} names no [[partitions]] "
+                                              f"entry (have {names})", ("partitions",))
+
+    def partitions_fit(self, p: Pipeline) -> None:
+        """Each partition method can work on the dataset's scenes: their camera views where it
+        reads images, the sensor channels its parameters ask for."""
+        dataset = DATASETS[p.dataset.name]
+        for i, part in enumerate(p.partitions):
+            method = PARTITIONERS[part.method]
+            if method.needs_views and not dataset.views:
+                self.fail(("partitions", i, "method"), f"'partitions[{i}].method' = {part.method!r} reads the scenes' "
+                          f"camera images, and {p.dataset.name} scenes have none; choose another method",
+                          ("dataset", "name"))
+            missing = [c for c in method.channels(part.params) if c not in dataset.channels]
+            if missing:
+                self.fail(("partitions", i), f"[[partitions]] {part.name!r} reads the per-point {' and '.join(missing)} "
+                          f"of a LiDAR sweep, which {p.dataset.name} scenes lack; choose other parameters",
+                          ("partitions", i), ("dataset", "name"))
+
+    def no_text(self, p: Pipeline) -> NoReturn:
+        if p.train.head == "text":
+            path, needs = ("train", "head"), 'train.head = "text"'
+        else:
+            path, needs = ("train", "method"), f'train.method = "{p.train.method}"'
+        if not p.labelled:
+            why = f"{p.dataset.name} scenes have no camera views for a 2D teacher to give them"
+        else:
+            why = f'labels.labeler = "{p.labels.labeler}" has none: {LABELERS[p.labels.labeler].text_fix}'
+        others = " or ".join(f'"{n}"' for n, m in METHODS.items() if m.needs_text)
+        self.fail(path, f"{needs} needs class text embeddings, and {why}; or train with train.head = \"linear\" "
+                        f"(and a train.method other than {others})",
+                  ("train", "head"), ("train", "method"), ("labels",), ("dataset", "name"))
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+def _load(source: Path, overrides: dict[str, Any], run: RunConfig | None = None,
+          layer: dict[str, Any] | None = None) -> Pipeline:
+    """The file, then `overrides` (--set), then a [[runs]] entry's `layer`, checked and built."""
+    raw, origins = _read_raw(source)
+    for dotted, value in overrides.items():
+        _override(raw, origins, dotted, value, f"{source} with --set {format_override(dotted, value)}")
+    if run is not None:
+        raw.pop("runs", None)  # a run's pipeline is one model
+        for dotted, value in (layer or {}).items():
+            _override(raw, origins, dotted, value, str(source))
+    return _Loader(source, origins, run.name if run else None).pipeline(raw, overrides)
 
 
 def load_pipeline(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Pipeline:
     """Read and validate a pipeline file; `overrides` maps dotted keys to values (CLI --set)."""
-    source = Path(path)
-    raw = _read_raw(source)
-    for dotted, value in (overrides or {}).items():
-        *parents, last = dotted.split(".")
-        table = raw
-        for p in parents:
-            table = table.setdefault(p, {})
-            if not isinstance(table, dict):
-                raise ConfigError(f"{source}: cannot override '{dotted}': '{p}' is not a table")
-        table[last] = value
-
-    sections = {"dataset", "store", "ingest", "partitions", "labels", "refine", "train", "runs", "experiment"}
-    unknown = sorted(set(raw) - sections)
-    if unknown:
-        raise ConfigError(f"{source}: unknown key '{unknown[0]}' (known sections: {', '.join(sorted(sections))})")
-    for required in ("dataset", "store"):
-        if required not in raw:
-            raise ConfigError(f"{source}: missing section [{required}]")
-
-    dataset = _build(DatasetConfig, raw["dataset"], "dataset", source)
-    if dataset.name not in DATASETS:
-        raise ConfigError(
-            f"{source}: 'dataset.name' = {dataset.name!r} is not a known dataset (one of {', '.join(DATASETS)})"
-        )
-    if dataset.box_instances and dataset.name != "nuscenes":
-        raise ConfigError(f"{source}: 'dataset.box_instances' is for nuScenes' 3D boxes; {dataset.name} "
-                          "scenes get their instances from their own annotation (remove the key)")
-    env = ROOT_ENV.get(dataset.name)
-    if env and os.environ.get(env):
-        dataset = dataclasses.replace(dataset, root=os.environ[env])
-
-    entries = raw.get("partitions", [])
-    if not isinstance(entries, list):
-        raise ConfigError(f"{source}: 'partitions' must be an array of tables ([[partitions]])")
-    partitions = tuple(_partition(e, i, source) for i, e in enumerate(entries))
-    names = [p.name for p in partitions]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{source}: [[partitions]] names must be unique, got {names}; add name = \"...\"")
-
-    def section(cls, key):
-        table = raw.get(key, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"{source}: '{key}' must be a table ([{key}])")
-        return _build(cls, table, key, source)
-
-    runs_raw = raw.get("runs", [])
-    if not isinstance(runs_raw, list):
-        raise ConfigError(f"{source}: 'runs' must be an array of tables ([[runs]])")
-    runs = tuple(_build(RunConfig, r, f"runs[{i}]", source) if isinstance(r, dict) else
-                 _build(RunConfig, {}, f"runs[{i}]", source) for i, r in enumerate(runs_raw))
-    if len({r.name for r in runs}) != len(runs):
-        raise ConfigError(f"{source}: [[runs]] names must be unique, got {[r.name for r in runs]}")
-
-    pipeline = Pipeline(
-        source=source,
-        dataset=dataset,
-        store=section(StoreConfig, "store"),
-        ingest=section(IngestConfig, "ingest"),
-        partitions=partitions,
-        labels=section(LabelsConfig, "labels"),
-        refine=section(RefineConfig, "refine"),
-        train=section(TrainConfig, "train"),
-        runs=runs,
-        experiment=section(ExperimentConfig, "experiment"),
-        overrides=dict(overrides or {}),
-    )
-    _check_choices(pipeline)
-    for run in runs:  # each run's overrides must make a valid pipeline too
-        try:
-            load_pipeline(source, {**(overrides or {}), **run.set, "runs": []})
-        except ConfigError as e:
-            raise ConfigError(f"{e} (in [[runs]] {run.name!r})") from None
+    pipeline = _load(Path(path), dict(overrides or {}))
+    for run in pipeline.runs:  # each run's overrides must make a valid pipeline too
+        run_pipeline(pipeline, run)
     return pipeline
 
 
@@ -503,94 +548,7 @@ def run_pipeline(pipeline: Pipeline, run: RunConfig, seed: int | None = None) ->
     extra = {} if seed is None else {"train.seed": seed}
     if seed is not None:
         out_dir = out_dir / f"seed{seed}"
-    return load_pipeline(pipeline.source, {**pipeline.overrides, "train.out_dir": str(out_dir),
-                                           **run.set, **extra,
-                                           "runs": []})
-
-
-def _check_choices(p: Pipeline) -> None:
-    choices = {
-        "labels.labeler": (p.labels.labeler, ("maskclip", "simulated-clip", "precomputed")),
-        "train.method": (p.train.method, ("hicl", "clip2scene", "pseudo-ce", "gt")),
-        "train.optimizer": (p.train.optimizer, ("adamw", "sgd")),
-        "train.head": (p.train.head, ("text", "linear")),
-        "train.class_weights": (p.train.class_weights, ("none", "inverse-sqrt")),
-        "train.backend": (p.train.backend, SPARSE_BACKENDS),
-        "train.amp": (p.train.amp, AMP_SETTINGS),
-    }
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise ConfigError(f"{p.source}: '{key}' = {value!r} must be one of {', '.join(allowed)}")
-    for key in ("similar_visual", "similar_normal"):
-        value = getattr(p.train.hicl, key)
-        if not -1.0 <= value <= 1.0:
-            raise ConfigError(f"{p.source}: 'train.hicl.{key}' = {value!r} must be a cosine in [-1, 1]")
-    sim = p.labels.simulated
-    if not 0.0 <= sim.confusion <= 0.5:
-        raise ConfigError(f"{p.source}: 'labels.simulated.confusion' = {sim.confusion!r} must be in [0, 0.5] "
-                          f"(the probability that an object reads as another class)")
-    for key in ("margin", "instance_noise", "surface_noise", "view_noise", "patch_noise", "feature_noise"):
-        if getattr(sim, key) < 0:
-            raise ConfigError(f"{p.source}: 'labels.simulated.{key}' = {getattr(sim, key)!r} must be >= 0")
-    if sim.patch < 1 or sim.region_m <= 0 or sim.feature_dim < 1:
-        raise ConfigError(f"{p.source}: 'labels.simulated' needs patch >= 1, region_m > 0 and feature_dim >= 1")
-    seeds = p.experiment.seeds
-    if not seeds or len(set(seeds)) < len(seeds):
-        raise ConfigError(f"{p.source}: 'experiment.seeds' = {seeds!r} must be a non-empty list of distinct seeds")
-    if p.refine.visual_weighting and not p.labels.store_features:
-        raise ConfigError(f"{p.source}: 'refine.visual_weighting' = true weighs votes by per-point CLIP features, but "
-                          f"'labels.store_features' = false stores none; set labels.store_features = true "
-                          f"(and re-run the labels stage) or turn visual weighting off")
-    features = p.train.input_features
-    if not features or len(set(features)) < len(features) or not set(features) <= set(INPUT_FEATURES):
-        raise ConfigError(f"{p.source}: 'train.input_features' = {features!r} must be a non-empty list without "
-                          f"repeats of {', '.join(map(repr, INPUT_FEATURES))}")
-    if not p.labels.has_text and (p.train.head == "text" or p.train.method == "clip2scene"):
-        needs = "train.head = \"text\"" if p.train.head == "text" else "train.method = \"clip2scene\""
-        raise ConfigError(f"{p.source}: {needs} needs class text embeddings, and labels.labeler = \"precomputed\" "
-                          "has none: set labels.precomputed.text_embeddings to a (classes, D) .npy file of your "
-                          "2D model's class embeddings, or train with train.head = \"linear\" (and not clip2scene)")
-    folder = p.labels.precomputed.folder
-    if p.labels.labeler == "precomputed" and not _one_folder(folder):
-        raise ConfigError(f"{p.source}: 'labels.precomputed.folder' = {folder!r} must be one folder name "
-                          "(README: any 2D model as the teacher)")
-    for i, part in enumerate(p.partitions):
-        if part.method == "masks":
-            _check_masks(p, i, part.params)
-    if p.train.method == "clip2scene":
-        c2s = p.train.clip2scene
-        if not p.labels.store_pairs:
-            raise ConfigError(f"{p.source}: 'train.method' = \"clip2scene\" trains on the pixel-point pairs, which the store "
-                              "keeps only with labels.store_pairs = true; set it (and rerun preprocess)")
-        if c2s.distill_weight > 0 and not p.labels.store_features:
-            raise ConfigError(f"{p.source}: 'train.clip2scene.distill_weight' = {c2s.distill_weight} distils the pixels' "
-                              "CLIP features, which the store keeps only with labels.store_features = true; set it "
-                              "(and rerun preprocess) or set the weight to 0")
-        if c2s.max_views < 0:
-            raise ConfigError(f"{p.source}: 'train.clip2scene.max_views' = {c2s.max_views} must be >= 0 (0 = all views)")
-    if p.partitions:
-        names = [x.name for x in p.partitions]
-        if p.train.partition not in names:
-            raise ConfigError(f"{p.source}: 'train.partition' = {p.train.partition!r} names no [[partitions]] "
-                              f"entry (have {names})")
-
-
-def _check_masks(p: Pipeline, index: int, m: MaskParams) -> None:
-    where = f"{p.source}: 'partitions[{index}]"
-    if m.source not in ("slic", "precomputed"):
-        raise ConfigError(f"{where}.source' = {m.source!r} must be one of slic, precomputed")
-    if not 0.0 < m.consistency <= 1.0:
-        raise ConfigError(f"{where}.consistency' = {m.consistency!r} must be a share in (0, 1]")
-    for key in ("n_segments", "width", "frame_skip", "knn", "min_points"):
-        if getattr(m, key) < 1:
-            raise ConfigError(f"{where}.{key}' = {getattr(m, key)!r} must be >= 1")
-    if m.source == "precomputed" and not _one_folder(m.folder):
-        raise ConfigError(f"{where}.folder' = {m.folder!r} must be one folder name (README: sets from 2D masks)")
-
-
-def _one_folder(name: str) -> bool:
-    """A per-frame folder is named, not a path: the layout puts it under each scene (or CAM)."""
-    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
+    return _load(pipeline.source, pipeline.overrides, run, {"train.out_dir": str(out_dir), **run.set, **extra})
 
 
 def params_dict(params: Any) -> dict[str, Any]:

@@ -26,3 +26,12 @@ class MissingData(UserError, RuntimeError):
 
 class CheckpointError(UserError, ValueError):
     """A checkpoint file that is corrupt, foreign, from a newer version or holds pickled code."""
+
+
+def pick(registry: dict, name: str, what: str):
+    """`registry[name]`, or one ConfigError naming `what` (e.g. "labels.labeler") and the known names:
+    every family registry is asked through this, so no caller falls through to a default."""
+    try:
+        return registry[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"{what} = {name!r} is not one of {', '.join(registry)}") from None

@@ -1,8 +1,9 @@
 """Intra-set pseudo-label refinement (method.md §2).
 
-Used offline by preprocessing (to store refined labels and measure their mIoU) and by the
-trainer (to refine on the fly for ablations), so it lives in shared/ and needs only NumPy and
-Numba. Everything is one pass over the points plus per-set tables: O(points + sets × classes)
+Preprocessing's `refine` stage makes the refined labels (the only producer: the trainer and
+the reports read what it stored) and the label-quality report re-votes with unit weights; the
+trainer's eval report uses `set_labels` with voxels as the sets (its voxel ceiling). So it lives
+in shared/ and needs only NumPy and Numba. Everything is one pass over the points plus per-set tables: O(points + sets × classes)
 time and memory, or O(points × D + sets × D) with visual weighting.
 
 Conventions:

@@ -26,9 +26,11 @@ view and then by point (CLIP2Scene trains on them: train/engine/methods.py `CLIP
 
 A key hashes the stage's name and version, its parameters and the keys of what it consumed:
 
-    points      <- dataset name, ingest parameters, fingerprint of the scene's raw files
+    points      <- dataset name[, its settings that change the points: a ply-folder's classes],
+                   ingest parameters, fingerprint of the scene's raw files
     partitions  <- method and its parameters, points key[, fingerprint of the scene's mask files]
-    labels      <- labeler and its parameters, class names, points key[, fingerprint of its label maps]
+    labels      <- labeler and its parameters (those its registry entry keys on), class names,
+                   points key[, fingerprint of its label maps]
     text        <- labeler, its parameters, class names[, fingerprint of the embeddings file]
     refined     <- refine parameters, labels key, partition key
 
@@ -49,9 +51,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from shared.classes import class_table
+from shared.classes import ClassTable
+from shared.cli import set_arguments
 from shared.config import DatasetConfig, PartitionConfig, Pipeline, params_dict
+from shared.datasets import DATASETS
 from shared.errors import MissingData
+from shared.labelers import LABELERS
+from shared.partitioners import PARTITIONERS
 
 if TYPE_CHECKING:
     from shared.store import Store
@@ -107,18 +113,18 @@ class Source:
 
 
 def partition_sources(partition: PartitionConfig) -> tuple[Source, ...]:
-    p = partition.params
-    return (Source("frames", p.folder),) if partition.method == "masks" and p.source == "precomputed" else ()
+    folder = PARTITIONERS[partition.method].frame_folder(partition.params)
+    return (Source("frames", folder),) if folder else ()
 
 
 def labels_sources(pipeline: Pipeline) -> tuple[Source, ...]:
-    cfg = pipeline.labels
-    return (Source("frames", cfg.precomputed.folder),) if cfg.labeler == "precomputed" else ()
+    folder = LABELERS[pipeline.labels.labeler].frame_folder(pipeline.labels)
+    return (Source("frames", folder),) if folder else ()
 
 
 def text_sources(pipeline: Pipeline) -> tuple[Source, ...]:
-    cfg = pipeline.labels
-    return (Source("file", cfg.precomputed.text_embeddings),) if cfg.labeler == "precomputed" and cfg.has_text else ()
+    path = LABELERS[pipeline.labels.labeler].embeddings_file(pipeline.labels)
+    return (Source("file", path),) if path else ()
 
 
 def _picked(needed: Sequence[Source], fingerprints: Mapping[str, str]) -> dict[str, str]:
@@ -127,14 +133,25 @@ def _picked(needed: Sequence[Source], fingerprints: Mapping[str, str]) -> dict[s
 
 
 # ------------------------------------------------------------------------------ names and keys
+def dataset_table(dataset: DatasetConfig) -> ClassTable:
+    """The dataset's class table: names (what `points/gt` indexes), raw-id lookup, palette."""
+    return DATASETS[dataset.name].classes(dataset)
+
+
+def dataset_classes(dataset: DatasetConfig) -> tuple[str, ...]:
+    """The dataset's class names: what `points/gt` indexes."""
+    return dataset_table(dataset).names
+
+
 def class_names(pipeline: Pipeline) -> tuple[str, ...]:
     """The class names the labeler is asked for (labels.maskclip.class_names, or the dataset's)."""
     names = pipeline.labels.maskclip.class_names
-    return tuple(names) if names else class_table(pipeline.dataset.name).names
+    return tuple(names) if names else dataset_classes(pipeline.dataset)
 
 
 def points_output(pipeline: Pipeline, fingerprint: str) -> Output:
-    params = {"dataset": pipeline.dataset.name, **params_dict(pipeline.ingest)}
+    d = pipeline.dataset
+    params = {"dataset": d.name, **params_dict(pipeline.ingest), **DATASETS[d.name].key_params(d)}
     return Output("ingest", POINTS, stage_key("ingest", params, [fingerprint]), params)
 
 
@@ -149,11 +166,10 @@ def partition_output(partition: PartitionConfig, points_key: str, fingerprints: 
 def labels_params(pipeline: Pipeline) -> dict[str, Any]:
     """What a pseudo-label result depends on: the chosen labeler's own parameters only."""
     cfg = pipeline.labels
-    sub = {"maskclip": cfg.maskclip, "precomputed": cfg.precomputed}.get(cfg.labeler, cfg.simulated)
     params = {
         "labeler": cfg.labeler, "frame_skip": cfg.frame_skip, "label_width": cfg.label_width,
         "depth_tolerance": cfg.depth_tolerance, "store_features": cfg.store_features,
-        "labeler_params": params_dict(sub), "classes": list(class_names(pipeline)),
+        "labeler_params": LABELERS[cfg.labeler].key_params(cfg), "classes": list(class_names(pipeline)),
     }
     if cfg.store_pairs:  # only when set: outputs made without pairs keep their keys
         params["store_pairs"] = True
@@ -189,7 +205,10 @@ def split_key(dataset: DatasetConfig) -> str:
 
 
 def preprocess_command(pipeline: Pipeline) -> str:
-    return f"`python -m preprocess run {pipeline.source}` (make preprocess PIPELINE={pipeline.source})"
+    """The command that makes what `pipeline` needs, with the --set overrides it was loaded with."""
+    sets = set_arguments(pipeline.overrides)
+    make = f" (make preprocess PIPELINE={pipeline.source})" if not sets else ""
+    return f"`python -m preprocess run {pipeline.source}{sets}`{make}"
 
 
 # ------------------------------------------------------------------------------ the manifest
@@ -242,7 +261,7 @@ def record_outputs(
 ) -> Manifest:
     """Merge a run's split and complete (scene, output) pairs into the store's manifest (under
     the store's lock, so concurrent runs on one store both land)."""
-    classes = list(class_table(pipeline.dataset.name).names)
+    classes = list(dataset_classes(pipeline.dataset))
 
     def merge(data: dict[str, Any] | None) -> dict[str, Any]:
         if data is None or data.get("format") != MANIFEST_FORMAT:

@@ -19,7 +19,6 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from shared.config import LabelsConfig
 from shared.errors import UserError
 
 if TYPE_CHECKING:
@@ -145,21 +144,9 @@ def simulated_text_embeddings(num_classes: int, dim: int = 512, seed: int = 0) -
     return (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
 
 
-def describe_text_space(labels: LabelsConfig, class_names: list[str]) -> dict[str, Any]:
-    """How the labeler made its class embeddings, as plain values a checkpoint keeps, so that
-    inference can embed new class names in the same space (`encode_names`)."""
-    if labels.labeler == "simulated-clip":
-        sim = labels.simulated
-        return {"kind": "simulated-clip", "names": list(class_names), "dim": sim.feature_dim, "seed": sim.seed}
-    if labels.labeler == "maskclip":
-        m = labels.maskclip
-        return {"kind": "open_clip", "model": m.model, "pretrained": m.pretrained, "templates": list(m.templates)}
-    return {"kind": "precomputed", "file": labels.precomputed.text_embeddings, "names": list(class_names)}
-
-
 def encode_names(space: dict[str, Any], names: list[str], stored: np.ndarray, clip_weights: str = "") -> np.ndarray:
-    """(K, D) f32 embeddings of `names` in a text space from `describe_text_space`; `stored`
-    holds the training classes' embeddings as the model keeps them.
+    """(K, D) f32 embeddings of `names` in a text space a labeler described (its `text_space` in
+    shared/labelers.py); `stored` holds the training classes' embeddings as the model keeps them.
 
     open_clip: the prompt-template means of CLIP's text tower (`clip_weights`, a local
     checkpoint, replaces the recorded weights). The simulated space has no text tower: its
@@ -178,10 +165,10 @@ def encode_names(space: dict[str, Any], names: list[str], stored: np.ndarray, cl
     known = list(space["names"])
     unknown = [n for n in names if n not in known]
     if unknown:
-        what = ("the simulated text space (generated rooms, no CLIP)" if kind == "simulated-clip"
+        what = ("the simulated text space (generated rooms, no CLIP)" if kind == "seeded"
                 else f"a precomputed teacher's embeddings ({space['file']})")
         raise UserError(f"{unknown} cannot be embedded: the model's head lives in {what}, which has no text tower and "
                         f"knows only its training classes {known}")
-    table = simulated_text_embeddings(len(known), space["dim"], space["seed"]) if kind == "simulated-clip" else stored
+    table = simulated_text_embeddings(len(known), space["dim"], space["seed"]) if kind == "seeded" else stored
     return np.asarray(table, dtype=np.float32)[[known.index(n) for n in names]]
 

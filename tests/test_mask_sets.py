@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from preprocess.datasets.scene import Scene, View
-from preprocess.partition.masks import count_votes, link_graph, mask_partition, merge_votes, slic_masks
-from shared.config import MaskParams
+from preprocess.geometry.graph import neighbour_edges
+from preprocess.partition.masks import count_votes, mask_partition, merge_votes, slic_masks
+from shared.partitioners import MaskParams
 from shared.errors import DatasetError
 
 # A line of 10 points linked in order, two more linked to its end, and two masked by no view.
@@ -54,11 +55,10 @@ def test_small_sets_join_their_most_agreeing_neighbour_or_leave():
 
 
 def test_link_graph_of_a_mesh_and_of_points():
-    a, b = link_graph(np.zeros((4, 3)), np.array([[0, 1, 2], [2, 1, 3]]))
-    assert list(zip(a.tolist(), b.tolist())) == [(0, 1), (0, 2), (1, 2), (1, 3), (2, 3)]
+    edges = neighbour_edges(np.zeros((4, 3)), np.array([[0, 1, 2], [2, 1, 3]]))
+    assert edges.tolist() == [[0, 1], [0, 2], [1, 2], [1, 3], [2, 3]]
     xyz = np.array([[0, 0, 0], [1, 0, 0], [5, 0, 0], [5.5, 0, 0]], np.float32)
-    a, b = link_graph(xyz, None, knn=1)
-    assert list(zip(a.tolist(), b.tolist())) == [(0, 1), (2, 3)]
+    assert neighbour_edges(xyz, None, knn=1).tolist() == [[0, 1], [2, 3]]
 
 
 # ------------------------------------------------------------------ through the projection

@@ -7,11 +7,10 @@ import math
 import numpy as np
 import pytest
 
+from preprocess.geometry.graph import knn_edges, mesh_edges
 from preprocess.partition.metrics import (
     boundary_points,
     boundary_recall,
-    knn_edges,
-    mesh_edges,
     partition_report,
     purity,
     size_stats,

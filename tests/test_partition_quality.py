@@ -11,8 +11,9 @@ import pytest
 
 from preprocess.__main__ import main
 from preprocess.datasets.nuscenes import Boxes, box_ids, list_nuscenes_samples, load_boxes, read_nuscenes_sample
+from preprocess.geometry.graph import knn_edges
+from preprocess.partition.metrics import partition_report
 from shared.normals import point_normals
-from preprocess.partition.metrics import knn_edges, partition_report
 from preprocess.stages import compute_partition
 from shared.config import load_pipeline
 from shared.errors import ConfigError, MissingData
@@ -65,14 +66,14 @@ path = "{store}"
 name = "one"  # every edge merges: one set
 method = "felzenszwalb"
 k = 1e6
-min_verts = 0
+min_verts = 1
 graph = "rings+knn"
 knn = 4
 weights = "lidar"
 [[partitions]]
-name = "singletons"  # every weight > 0 = k: nothing merges
+name = "singletons"  # every weight > k: nothing merges
 method = "felzenszwalb"
-k = 0.0
+k = 1e-9
 min_verts = 1
 graph = "rings"
 weights = "lidar"
@@ -143,7 +144,7 @@ def test_ingest_range_filter_keeps_the_sensor_channels_the_partitions_need(tmp_p
 def test_a_partition_asking_for_a_missing_channel_names_it() -> None:
     xyz, _, normals, _, _ = sweep()
     partition = load_pipeline(REPO / "pipelines" / "nuscenes.toml").partitions[0]
-    with pytest.raises(ConfigError, match="'felzenszwalb' with graph = 'rings\\+knn' needs the per-point 'ring' channel"):
+    with pytest.raises(ConfigError, match="\\[\\[partitions\\]\\] 'felzenszwalb': graph = 'rings\\+knn' needs the per-point 'ring' channel"):
         compute_partition(partition, {"xyz": xyz, "normal": normals, "rgb": np.zeros_like(xyz)})
 
 

@@ -149,7 +149,8 @@ def test_simulated_labels_cannot_be_asked_of_lidar(tmp_path):
 
     path = pipeline_file(tmp_path, tmp_path, tmp_path / "s.zarr")
     with pytest.raises(ConfigError, match=r'"simulated-clip" renders ground-truth label images from a labelled '
-                                          r'mesh, and nuscenes has none; use labels.labeler = "maskclip"'):
+                                          r'mesh, and nuscenes has none; set labels.labeler = "maskclip" and '
+                                          r'.* or write per-frame label maps of another 2D model'):
         check_labeler(load_pipeline(path, {"dataset.name": "nuscenes"}))
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 from preprocess.datasets.registry import read_scene
 from shared.render import MeshRaycaster
 from preprocess.labels.labelers import PrecomputedLabeler
-from preprocess.labels.transfer import scale_intrinsic
+from preprocess.geometry.projection import scale_intrinsic
 from preprocess.pipeline import run
 from preprocess.synth import generate
 from shared.config import LabelsConfig, PrecomputedConfig, load_pipeline

@@ -22,7 +22,7 @@ from shared.scans import read_scan
 from train.cli import main
 from train.engine.data import SceneDataset
 from train.engine.loop import fit
-from train.inference.submission import benchmark_ids, write_nuscenes, write_nuscenes_meta
+from train.inference.submission import LidarsegSubmission, benchmark_ids
 from train.reports.evaluate import load_method, predict
 
 from test_pipeline import PIPELINE
@@ -160,11 +160,12 @@ def test_nuscenes_submission_layout(tmp_path):
     scan = read_scan(sweep)
     labels = np.arange(50) % 16
     ids = benchmark_ids("nuscenes", NUSCENES_NAMES)
-    path = write_nuscenes(tmp_path / "sub", scan, labels, ids, "test")
+    path = LidarsegSubmission.write(tmp_path / "sub", scan, labels, ids, "test")
     assert path == tmp_path / "sub" / "lidarseg" / "test" / f"{TOKEN}_lidarseg.bin"
     values = np.fromfile(path, dtype=np.uint8)
     assert np.array_equal(values, labels + 1) and path.stat().st_size == 50
-    meta = json.loads(write_nuscenes_meta(tmp_path / "sub", "test", use_external=True).read_text())["meta"]
+    LidarsegSubmission.finish(tmp_path / "sub", "test", use_external=True)
+    meta = json.loads((tmp_path / "sub" / "test" / "submission.json").read_text())["meta"]
     assert meta == {"use_camera": False, "use_lidar": True, "use_radar": False, "use_map": False, "use_external": True}
     assert (tmp_path / "sub" / "test" / "submission.json").is_file()
     # Open-vocabulary subsets map by name; a name the benchmark lacks is one error.

@@ -98,12 +98,14 @@ def reference(tmp_path_factory, dataset) -> dict[str, np.ndarray]:
 
 @pytest.fixture
 def hook_env(tmp_path) -> dict[str, str]:
-    """Environment for subprocesses: the test hook on PYTHONPATH, markers under tmp_path."""
+    """Environment for subprocesses: the test hook and this repository on PYTHONPATH, markers under tmp_path."""
     folder = tmp_path / "hook"
     folder.mkdir()
     (folder / "sitecustomize.py").write_text(HOOK)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HICL_TEST_", "DASK_"))}
-    return env | {"PYTHONPATH": str(folder), "HICL_TEST_MARKS": str(tmp_path / "marks"), "PYTHONUNBUFFERED": "1"}
+    # the repository under test, not whatever checkout the environment has installed (a worktree's workers)
+    path = os.pathsep.join([str(folder), str(REPO)])
+    return env | {"PYTHONPATH": path, "HICL_TEST_MARKS": str(tmp_path / "marks"), "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from preprocess.labels.simulated import (
     softmax,
     view_logits,
 )
-from preprocess.labels.transfer import label_size, scale_intrinsic
+from preprocess.geometry.projection import scale_intrinsic
+from preprocess.labels.transfer import label_size
 from shared.text_space import simulated_text_embeddings
 from preprocess.partition.felzenszwalb import felzenszwalb
 from preprocess.reports import LabelQuality

@@ -144,7 +144,7 @@ def test_registry_splits_and_reads(tiny):
 
 
 def test_registry_errors_name_the_problem(tiny):
-    with pytest.raises(ValueError, match=r"unknown dataset 'kitti': known datasets are scannet, nuscenes, synthetic"):
+    with pytest.raises(ValueError, match=r"dataset.name = 'kitti' is not one of scannet, synthetic, nuscenes, ply-folder"):
         list_scenes(DatasetConfig("kitti", str(tiny)))
     (tiny / "bad_split.txt").write_text("scene0000_00\nscene0999_00\n")
     with pytest.raises(DatasetError, match=r"bad_split\.txt: scene 'scene0999_00' is not under"):

@@ -13,8 +13,7 @@ from test_readers_nuscenes import VERSION, _dataset
 PIPELINE = """
 [dataset]
 name = "{name}"
-root = "{root}"
-version = "{version}"
+root = "{root}"{version}
 train = {train}
 val = []
 [store]
@@ -35,7 +34,8 @@ def _pipeline(tmp_path, name="nuscenes", labeler="maskclip", weights="missing.pt
         _dataset(root)
     train = '["scene-0001_000"]' if name == "nuscenes" else '"all"'
     path = tmp_path / "p.toml"
-    path.write_text(PIPELINE.format(name=name, root=root, version=VERSION, train=train, store=tmp_path / "s.zarr",
+    version = f'\nversion = "{VERSION}"' if name == "nuscenes" else ""  # a key of nuScenes only
+    path.write_text(PIPELINE.format(name=name, root=root, version=version, train=train, store=tmp_path / "s.zarr",
                                     labeler=labeler, weights=tmp_path / weights))
     return load_pipeline(path)
 
@@ -48,7 +48,7 @@ def test_nuscenes_without_weights_names_only_fixes_that_work_for_lidar(tmp_path)
     assert "or write per-frame label maps of another 2D model and set labels.labeler = \"precomputed\"" in message
     assert "simulated" not in message
     with pytest.raises(ConfigError, match=r"\"simulated-clip\" renders ground-truth label images from a labelled mesh, "
-                                          r"and nuscenes has none; .* or \"precomputed\" with per-frame label maps"):
+                                          r"and nuscenes has none; .* or write per-frame label maps .* \"precomputed\""):
         run(_pipeline(tmp_path, labeler="simulated-clip"), scheduler="inline", progress=False)
 
 

@@ -117,7 +117,7 @@ def test_input_features_in_the_configured_order(tmp_path):
     assert feats.shape == (len(sample["coords"]), 7)
     assert np.allclose(feats[:, 0], raw["xyz"][kept, 2] - raw["xyz"][:, 2].min())
     assert np.allclose(feats[:, 1:4], raw["normal"][kept]) and np.allclose(feats[:, 4:] * 255, raw["rgb"][kept])
-    with pytest.raises(ConfigError, match="'train.input_features' = \\['rgb', 'depth'\\] must be a non-empty list"):
+    with pytest.raises(ConfigError, match="'train.input_features\\[1\\]' = 'depth' must be one of rgb, normal, height"):
         load_pipeline(make_toy_store(tmp_path / "b"), {"train.input_features": ["rgb", "depth"]})
 
 

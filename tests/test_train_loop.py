@@ -70,7 +70,8 @@ def test_hicl_with_similar_positives_trains(tmp_path):
 def test_cli_errors_are_clear(tmp_path, capsys):
     path = make_toy_store(tmp_path)
     assert main(["fit", str(path), "--set", "store.path=" + str(tmp_path / "none.zarr")]) == 2
-    assert "make preprocess" in capsys.readouterr().err
+    # the command that makes the store repeats the user's --set
+    assert f"run `python -m preprocess run {path} --set store.path={tmp_path / 'none.zarr'}`" in capsys.readouterr().err
     assert main(["fit", str(path), "--set", "train.optimizer=adam"]) == 2
     assert "train.optimizer" in capsys.readouterr().err
     assert main(["eval", str(path), "--checkpoint", str(tmp_path / "none.pt")]) == 2

@@ -10,7 +10,8 @@ from preprocess.datasets.scannet import read_scannet_scene
 from preprocess.datasets.scene import Scene, View
 from shared.render import render
 from preprocess.labels.simulated import render_vertex_labels
-from preprocess.labels.transfer import fuse, label_size, patch_index, project, scale_intrinsic, transfer_labels
+from preprocess.geometry.projection import project, scale_intrinsic
+from preprocess.labels.transfer import fuse, label_size, patch_index, transfer_labels
 from shared.schema import PAIRS_POINT, PATCH_FEAT
 
 K = np.array([[100.0, 0, 80], [0, 100.0, 60], [0, 0, 1]])  # a 160 x 120 camera

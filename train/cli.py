@@ -11,7 +11,7 @@ from pathlib import Path
 from shared.cli import parse_overrides
 from shared.config import AMP_SETTINGS, SPARSE_BACKENDS, load_pipeline
 from shared.errors import ConfigError, UserError
-from train.inference.submission import FORMATS
+from train.inference.submission import formats
 
 log = logging.getLogger("train")
 
@@ -72,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("checkpoint", help="a checkpoint `fit` wrote (last.pt or best.pt)")
     pr.add_argument("inputs", nargs="+", metavar="INPUT", help="scan files or folders (folders are searched for scans)")
     pr.add_argument("--out", required=True, help="output folder: <scene>/<scene>.ply, labels.npy, ...")
-    pr.add_argument("--format", choices=FORMATS, help="also write the benchmark's submission files")
+    pr.add_argument("--format", choices=list(formats()), help="also write the benchmark's submission files")
     pr.add_argument("--split", default="test", help="nuScenes: the evaluation set of the submission (default test)")
     pr.add_argument("--classes", help='open vocabulary: "sofa,lamp,plant" or a file of one name per line (text heads only)')
     pr.add_argument("--probs", action="store_true", help="also write probs.npy (float16 class probabilities per point)")

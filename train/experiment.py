@@ -28,6 +28,7 @@ import numpy as np
 
 from shared.config import Pipeline, RunConfig, run_pipeline
 from shared.errors import ConfigError, MissingData
+from shared.labelers import LABELERS
 from shared.metrics import IoUResult, SeedResults, p_text, welch_p, write_tables
 from train.engine.loop import CHECKPOINT, VAL_LOG, fit
 from train.reports.curves import CURVES, plot_learning_curves
@@ -239,10 +240,10 @@ def gather(pipeline: Pipeline, out_dir: str | Path | None = None) -> dict[str, S
                           + f"; run python -m train experiment {pipeline.source}")
     seeds = pipeline.experiment.seeds
     labeler = pipeline.labels.labeler
-    simulated = " (simulated-CLIP: a model of MaskCLIP run on ground truth, not real CLIP)"
-    note = (f"Pipeline: {pipeline.source}; labeler: {labeler}" + (simulated if labeler == "simulated-clip" else "")
-            + f"; {pipeline.train.epochs} epochs per model, {len(seeds)} training seed{'s' * (len(seeds) > 1)} "
-            f"{seeds}: model rows show the mean mIoU ± its std over seeds and per-class means.")
+    note = f"Pipeline: {pipeline.source}; labeler: {labeler}" + (
+        f" ({labeler}: {LABELERS[labeler].note})" if LABELERS[labeler].note else ""
+    ) + (f"; {pipeline.train.epochs} epochs per model, {len(seeds)} training seed{'s' if len(seeds) > 1 else ''} "
+         f"{seeds}: model rows show the mean mIoU ± its std over seeds and per-class means.")
     gaps = _gaps_sentence(found)
     verdict = noise_sentence(rows)
     teacher = ("Against the pseudo-labels (one-sample t-test of the seeds' mIoUs against the labels' score, "

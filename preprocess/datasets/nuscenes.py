@@ -13,7 +13,6 @@ a scene's keyframes), -1 outside every box: the instances partitions are measure
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from functools import lru_cache, partial
@@ -24,9 +23,11 @@ import numpy as np
 from PIL import Image
 
 from preprocess.datasets.scene import Scene, View
+from preprocess.io.jsonfile import read_json
+from shared.classes import NUSCENES, NUSCENES_RAW_NAMES
+from shared.config import DatasetConfig
 from shared.errors import DatasetError
 from shared.lidar import read_lidar_points
-from shared.classes import NUSCENES, NUSCENES_RAW_NAMES
 
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT")
 LIDAR = "LIDAR_TOP"
@@ -70,6 +71,36 @@ class NuScenesIndex:
                 f"{self.table_dir / table}.json: no record with token {token!r} (referenced by {referrer}); "
                 "the tables are incomplete, download this version's metadata again"
             ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# The reader interface (preprocess/datasets/registry.py)
+# --------------------------------------------------------------------------------------------
+def list_scenes(cfg: DatasetConfig) -> list[str]:
+    return list_nuscenes_samples(cfg.root, cfg.version)
+
+
+def scene_group(scene_id: str) -> str:
+    """A keyframe's scene name ("scene-0916" for "scene-0916_000"): a split may name scenes."""
+    return scene_id.rsplit("_", 1)[0]
+
+
+def read_scene(cfg: DatasetConfig, scene_id: str, load_views: bool = True, frame_skip: int = 1) -> Scene:
+    """One keyframe (its 6 cameras are not a video: `frame_skip` does not apply)."""
+    return read_nuscenes_sample(cfg.root, cfg.version, scene_id, load_views=load_views, box_instances=cfg.box_instances)
+
+
+def scene_files(cfg: DatasetConfig, scene_id: str) -> list[Path]:
+    return nuscenes_sample_files(cfg.root, cfg.version, scene_id, box_instances=cfg.box_instances)
+
+
+def frame_files(cfg: DatasetConfig, scene_id: str, folder: str) -> list[Path]:
+    return nuscenes_frame_files(cfg.root, cfg.version, scene_id, folder)
+
+
+def frame_folders(cfg: DatasetConfig, folder: str) -> tuple[list[Path], Path]:
+    path = Path(cfg.root) / folder
+    return [path] if path.is_dir() else [], path / "<CAM>" / "<image stem>.png"
 
 
 def list_nuscenes_samples(root: str | os.PathLike, version: str) -> list[str]:
@@ -230,14 +261,7 @@ def _read_table(path: Path) -> list[dict]:
     """A table's records, each holding the fields of `_FIELDS` with their JSON types."""
     if not path.is_file():
         raise DatasetError(f"{path}: table not found; download the nuScenes metadata for this version")
-    try:
-        records = json.loads(path.read_bytes())
-    except ValueError as e:  # JSONDecodeError, or bytes that are not text at all
-        raise DatasetError(f"{path}: malformed JSON ({e}); download the nuScenes metadata again") from None
-    if not isinstance(records, list):
-        raise DatasetError(
-            f"{path}: holds a JSON {type(records).__name__}, expected a list of records; download it again"
-        )
+    records = read_json(path, list, "download the nuScenes metadata again")
     fields = _FIELDS[path.stem].items()
     for i, record in enumerate(records):
         if not isinstance(record, dict):

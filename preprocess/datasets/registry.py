@@ -1,46 +1,55 @@
-"""Dataset name -> reader: which scenes a pipeline's dataset has and how to read one.
+"""A pipeline's dataset: which scenes its splits hold and how to read one, through the reader
+module its entry in `shared.datasets.DATASETS` names.
 
-ScanNet and the generated dataset share the ScanNet v2 layout (`root/scans/<scene>/`);
-nuScenes scenes are keyframe samples of the JSON tables in `root/<version>/`.
+A reader module offers:
+- `list_scenes(cfg) -> list[str]`: every scene id under `cfg.root`, sorted;
+- `scene_group(scene_id) -> str`: the name a split file may use for a group of scenes (a
+  nuScenes scene name stands for all its keyframes; elsewhere a scene is its own group);
+- `read_scene(cfg, scene_id, load_views, frame_skip) -> Scene`;
+- `scene_files(cfg, scene_id) -> list[Path]`: the raw files a scene is read from (cache
+  fingerprints);
+- `frame_files(cfg, scene_id, folder) -> list[Path]`: the files another program made for the
+  scene's frames in per-frame `folder` (see `View.frame_file`), found without reading the scene;
+- `frame_folders(cfg, folder) -> (list[Path], Path)`: the per-frame folders named `folder` that
+  exist, and the path a frame's file takes (placeholders in <>), for the checks made before
+  any scene is processed.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
-from preprocess.datasets.nuscenes import (
-    list_nuscenes_samples,
-    nuscenes_frame_files,
-    nuscenes_sample_files,
-    read_nuscenes_sample,
-)
-from preprocess.datasets.scannet import list_scannet_scenes, read_scannet_scene, read_split
 from preprocess.datasets.scene import Scene
-from shared.config import DATASETS, DatasetConfig
-from shared.errors import ConfigError, DatasetError
+from shared.config import DatasetConfig
+from shared.datasets import DATASETS
+from shared.errors import DatasetError, pick
 
 
-def _check_name(cfg: DatasetConfig) -> None:
-    if cfg.name not in DATASETS:
-        raise ConfigError(f"unknown dataset {cfg.name!r}: known datasets are {', '.join(DATASETS)}")
+def reader(cfg: DatasetConfig) -> ModuleType:
+    return pick(DATASETS, cfg.name, "dataset.name").reader()
 
 
-def _available(cfg: DatasetConfig) -> list[str]:
-    if cfg.name == "nuscenes":
-        return list_nuscenes_samples(cfg.root, cfg.version)
-    return list_scannet_scenes(cfg.root)
+def read_split(root: str | Path, spec: str | list[str]) -> list[str]:
+    """Scene ids of a split given as a text file relative to `root` (one id a line) or a list."""
+    if isinstance(spec, list):
+        return list(spec)
+    path = Path(root) / spec
+    if not path.is_file():
+        raise DatasetError(f"{path}: split file not found; give \"all\", a list of scene ids, or a file under {root}")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
 def _expand(entries: list[str], available: list[str], cfg: DatasetConfig, spec: str | list[str]) -> list[str]:
-    """Split entries as scene ids; for nuScenes a scene name ("scene-0916") stands for all its
-    keyframes. An entry naming nothing on disk is an error naming the split."""
-    known = set(available)
+    """Split entries as scene ids; an entry naming a group (`scene_group`) stands for all its
+    scenes. An entry naming nothing on disk is an error naming the split."""
+    known, group = set(available), reader(cfg).scene_group
     ids: list[str] = []
     for entry in entries:
         if entry in known:
             ids.append(entry)
-        elif cfg.name == "nuscenes" and (samples := [s for s in available if s.startswith(f"{entry}_")]):
-            ids.extend(samples)
+        elif members := [s for s in available if group(s) == entry]:
+            ids.extend(members)
         else:
             where = Path(cfg.root) / spec if isinstance(spec, str) else "dataset.train/val"
             raise DatasetError(
@@ -53,8 +62,8 @@ def _expand(entries: list[str], available: list[str], cfg: DatasetConfig, spec: 
 def split_of(cfg: DatasetConfig) -> dict[str, list[str]]:
     """Train and val scene ids. "all" for train means every scene not in val; `max_scenes`
     (when > 0) keeps the first that many of each split."""
-    _check_name(cfg)
-    available = _available(cfg)
+    available = reader(cfg).list_scenes(cfg)
+    group = reader(cfg).scene_group
     cap = cfg.max_scenes if cfg.max_scenes > 0 else None
 
     def resolve(spec: str | list[str]) -> list[str]:
@@ -65,9 +74,8 @@ def split_of(cfg: DatasetConfig) -> dict[str, list[str]]:
 
     val_entries = set(available if cfg.val == "all" else read_split(cfg.root, cfg.val))
     train = resolve(cfg.train)
-    if cfg.train == "all":  # keep every val scene (a nuScenes scene name: all its keyframes) out
-        train = [s for s in train if s not in val_entries
-                 and not (cfg.name == "nuscenes" and s.rsplit("_", 1)[0] in val_entries)]
+    if cfg.train == "all":  # keep every val scene (and every scene of a val group) out
+        train = [s for s in train if s not in val_entries and group(s) not in val_entries]
     return {"train": train[:cap], "val": resolve(cfg.val)[:cap]}
 
 
@@ -78,28 +86,15 @@ def list_scenes(cfg: DatasetConfig) -> list[str]:
 
 
 def read_scene(cfg: DatasetConfig, scene_id: str, load_views: bool = True, frame_skip: int = 1) -> Scene:
-    """One scene of the dataset (`frame_skip` thins ScanNet's frames; nuScenes has 6 views per keyframe)."""
-    _check_name(cfg)
-    if cfg.name == "nuscenes":
-        return read_nuscenes_sample(cfg.root, cfg.version, scene_id, load_views=load_views, box_instances=cfg.box_instances)
-    return read_scannet_scene(Path(cfg.root) / "scans" / scene_id, load_views=load_views, frame_skip=frame_skip)
+    """One scene of the dataset (`frame_skip` thins a video's frames; nuScenes has 6 views per keyframe)."""
+    return reader(cfg).read_scene(cfg, scene_id, load_views, frame_skip)
 
 
 def scene_files(cfg: DatasetConfig, scene_id: str) -> list[Path]:
-    """The raw files a scene is read from (ScanNet layout: the top-level files of its folder;
-    nuScenes: the keyframe's LiDAR sweep, labels and camera images), for cache fingerprints."""
-    _check_name(cfg)
-    if cfg.name == "nuscenes":
-        return nuscenes_sample_files(cfg.root, cfg.version, scene_id, box_instances=cfg.box_instances)
-    folder = Path(cfg.root) / "scans" / scene_id
-    return sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
+    """The raw files a scene is read from, for cache fingerprints."""
+    return reader(cfg).scene_files(cfg, scene_id)
 
 
 def frame_files(cfg: DatasetConfig, scene_id: str, folder: str) -> list[Path]:
-    """The files another program made for a scene's frames in per-frame `folder` (see
-    `View.frame_file`), found without reading the scene, for cache fingerprints."""
-    _check_name(cfg)
-    if cfg.name == "nuscenes":
-        return nuscenes_frame_files(cfg.root, cfg.version, scene_id, folder)
-    path = Path(cfg.root) / "scans" / scene_id / folder
-    return sorted(p for p in path.glob("*") if p.is_file()) if path.is_dir() else []
+    """The files another program made for a scene's frames in per-frame `folder`, for cache fingerprints."""
+    return reader(cfg).frame_files(cfg, scene_id, folder)

@@ -8,7 +8,6 @@ intrinsic/`) or, where none were exported, straight from the raw `.sens` recordi
 
 from __future__ import annotations
 
-import json
 import os
 from functools import partial
 from pathlib import Path
@@ -17,10 +16,12 @@ import numpy as np
 from PIL import Image
 
 from preprocess.datasets.scene import Scene, View
-from shared.errors import DatasetError
 from preprocess.datasets.sens import SensFile, open_sens
+from preprocess.io.jsonfile import read_json
 from shared.ply import read_ply
 from shared.classes import SCANNET
+from shared.config import DatasetConfig
+from shared.errors import DatasetError
 
 DEPTH_SHIFT = 1000.0  # exported depth PNGs hold millimetres
 
@@ -92,31 +93,40 @@ def list_scannet_scenes(root: str | os.PathLike) -> list[str]:
     return sorted(p.name for p in scans.iterdir() if p.is_dir())
 
 
-def read_split(root: str | os.PathLike, spec: str | list[str]) -> list[str]:
-    """Scene ids of a split given as a text file relative to `root` (one id a line) or a list."""
-    if isinstance(spec, list):
-        return list(spec)
-    path = Path(root) / spec
-    if not path.is_file():
-        raise DatasetError(f"{path}: split file not found; give \"all\", a list of scene ids, or a file under {root}")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+# --------------------------------------------------------------------------------------------
+# The reader interface (preprocess/datasets/registry.py)
+# --------------------------------------------------------------------------------------------
+def list_scenes(cfg: DatasetConfig) -> list[str]:
+    return list_scannet_scenes(cfg.root)
+
+
+def scene_group(scene_id: str) -> str:
+    return scene_id
+
+
+def read_scene(cfg: DatasetConfig, scene_id: str, load_views: bool = True, frame_skip: int = 1) -> Scene:
+    return read_scannet_scene(Path(cfg.root) / "scans" / scene_id, load_views=load_views, frame_skip=frame_skip)
+
+
+def scene_files(cfg: DatasetConfig, scene_id: str) -> list[Path]:
+    """The top-level files of the scene's folder."""
+    folder = Path(cfg.root) / "scans" / scene_id
+    return sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
+
+
+def frame_files(cfg: DatasetConfig, scene_id: str, folder: str) -> list[Path]:
+    path = Path(cfg.root) / "scans" / scene_id / folder
+    return sorted(p for p in path.glob("*") if p.is_file()) if path.is_dir() else []
+
+
+def frame_folders(cfg: DatasetConfig, folder: str) -> tuple[list[Path], Path]:
+    scans = Path(cfg.root) / "scans"
+    return [f for f in scans.glob(f"*/{folder}") if f.is_dir()], scans / "<scene>" / folder / "<frame>.png"
 
 
 # --------------------------------------------------------------------------------------------
 # Annotations and meta
 # --------------------------------------------------------------------------------------------
-def _read_json(path: Path) -> dict:
-    try:
-        document = json.loads(path.read_bytes())
-    except ValueError as e:  # JSONDecodeError, or bytes that are not text at all
-        raise DatasetError(f"{path}: malformed JSON ({e}); download it again") from None
-    if not isinstance(document, dict):
-        raise DatasetError(
-            f"{path}: holds a JSON {type(document).__name__}, expected an object; download it again"
-        )
-    return document
-
-
 def _int_list(values: object, path: Path, what: str) -> np.ndarray:
     """`values` as a 1-D int64 array, or an error naming the file (hand-edited or corrupt JSON)."""
     try:
@@ -131,14 +141,14 @@ def _int_list(values: object, path: Path, what: str) -> np.ndarray:
 def _instances(aggregation_path: Path, segs_path: Path, num_vertices: int) -> np.ndarray:
     """Instance id per vertex (-1 none) from the segment groups of the aggregation."""
     seg_indices = _int_list(
-        _read_json(segs_path).get("segIndices", []), segs_path, "segIndices must be a list of integers"
+        read_json(segs_path, dict, "download it again").get("segIndices", []), segs_path, "segIndices must be a list of integers"
     )
     if len(seg_indices) != num_vertices:
         raise DatasetError(
             f"{segs_path}: {len(seg_indices)} segIndices for a mesh of {num_vertices} vertices; "
             "download the segs.json that matches the mesh"
         )
-    groups = _read_json(aggregation_path).get("segGroups", [])
+    groups = read_json(aggregation_path, dict, "download it again").get("segGroups", [])
     if not isinstance(groups, list) or not all(isinstance(g, dict) and "segments" in g for g in groups):
         raise DatasetError(
             f"{aggregation_path}: segGroups must be a list of objects with 'segments'; download it again"

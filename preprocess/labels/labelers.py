@@ -16,7 +16,7 @@ from PIL import Image
 from preprocess.datasets.scene import Scene, View
 from preprocess.labels.checks import teacher_fixes
 from preprocess.labels.maskclip import MaskCLIP
-from preprocess.labels.precomputed import read_label_maps, read_text_embeddings
+from preprocess.labels.precomputed import read_label_maps
 from preprocess.labels.simulated import (
     SceneModel,
     confusion_matrix,
@@ -25,9 +25,11 @@ from preprocess.labels.simulated import (
     seed_for,
     simulate_view,
 )
-from preprocess.labels.transfer import label_size, scale_intrinsic, transfer_labels
-from shared.config import LabelsConfig
-from shared.errors import ConfigError
+from preprocess.geometry.projection import scale_intrinsic
+from preprocess.labels.transfer import label_size, transfer_labels
+from shared.config import LabelsConfig, Pipeline
+from shared.errors import ConfigError, pick
+from shared.labelers import LABELERS
 from shared.text_space import CLIPWeightsError, load_clip, simulated_text_embeddings
 
 LabelMaps = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # label i16, score f16, feature f16 | None
@@ -62,8 +64,9 @@ class SimulatedCLIPLabeler:
     def label_views(self, scene: Scene, views: list[View]) -> list[LabelMaps]:
         if scene.faces is None or scene.gt is None:
             raise ConfigError(
-                f"scene {scene.scene_id}: the simulated-clip labeler renders ground-truth label images "
-                f"and needs a mesh with per-vertex gt; use labels.labeler = \"maskclip\" for this dataset"
+                f"scene {scene.scene_id}: the simulated labeler renders ground-truth label images and needs a "
+                "mesh with per-vertex gt; choose another labels.labeler for this dataset (README: any 2D model "
+                "as the teacher)"
             )
         model = self.scene_model(scene)
         vertex = np.arange(len(scene.xyz), dtype=np.int64)
@@ -128,29 +131,20 @@ def _resize(image: np.ndarray, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
 
 
-LABELERS: dict[str, type] = {
-    "simulated-clip": SimulatedCLIPLabeler, "maskclip": MaskCLIPLabeler, "precomputed": PrecomputedLabeler,
-}
-
-
 @contextmanager
-def teacher_advice(dataset: str) -> Iterator[None]:
+def teacher_advice(pipeline: Pipeline) -> Iterator[None]:
     """A CLIP-weights failure met while labelling a scene, as a one-line ConfigError naming the
-    fixes that fit the dataset (the preflight `check_labeler` cannot see every such failure: a
-    corrupt checkpoint, or a worker machine without the weights)."""
+    fixes that fit the dataset (the preflight check cannot see every such failure: a corrupt
+    checkpoint, or a worker machine without the weights)."""
     try:
         yield
     except CLIPWeightsError as e:
-        raise ConfigError(f"{e}; or {teacher_fixes(dataset, weights=False)}") from None
+        raise ConfigError(f"{e}; or {teacher_fixes(pipeline, but=pipeline.labels.labeler)}") from None
 
 
 def make_labeler(labels_cfg: LabelsConfig, class_names: list[str] | tuple[str, ...]) -> Labeler:
     """The labeler named by `labels_cfg.labeler` for these classes."""
-    try:
-        cls = LABELERS[labels_cfg.labeler]
-    except KeyError:
-        raise ValueError(f"labels.labeler = {labels_cfg.labeler!r} is not one of {sorted(LABELERS)}") from None
-    return cls(labels_cfg, class_names)
+    return pick(LABELERS, labels_cfg.labeler, "labels.labeler").make(labels_cfg, tuple(class_names))
 
 
 def select_views(scene: Scene, frame_skip: int = 20) -> list[View]:
@@ -176,7 +170,7 @@ def labels_for_scene(
     start_time = time.perf_counter()
     labeler = make_labeler(labels_cfg, class_names)
     views = select_views(scene, labels_cfg.frame_skip)
-    step = max(1, labels_cfg.maskclip.batch_size)
+    step = LABELERS[labels_cfg.labeler].batch_size(labels_cfg)
     labeler_seconds = time.perf_counter() - start_time  # a model's weights load here
 
     def maps() -> Iterator[LabelMaps]:
@@ -196,14 +190,7 @@ def labels_for_scene(
 
 
 def text_embeddings(labels_cfg: LabelsConfig, class_names: list[str] | tuple[str, ...]) -> np.ndarray:
-    """(C, D) float32 class embeddings for the trainer's text head: CLIP's text tower
-    (prompt-template means) for "maskclip", the fixed random ones for "simulated-clip", the
-    user's file for "precomputed"."""
-    if labels_cfg.labeler not in LABELERS:
-        raise ValueError(f"labels.labeler = {labels_cfg.labeler!r} is not one of {sorted(LABELERS)}")
-    if labels_cfg.labeler == "precomputed":
-        return read_text_embeddings(labels_cfg.precomputed.text_embeddings, len(class_names))
-    if labels_cfg.labeler == "simulated-clip":
-        sim = labels_cfg.simulated
-        return simulated_text_embeddings(len(class_names), sim.feature_dim, sim.seed)
-    return MaskCLIPLabeler(labels_cfg, class_names).maskclip.text.cpu().numpy().astype(np.float32)
+    """(C, D) class embeddings for the trainer's text head, from the labeler `labels_cfg` names
+    (CLIP's text tower for MaskCLIP, the fixed random ones of the simulated labeler, the file of
+    a precomputed teacher)."""
+    return pick(LABELERS, labels_cfg.labeler, "labels.labeler").text_embeddings(labels_cfg, tuple(class_names))

@@ -37,7 +37,7 @@ one of the C classes. Patch features are normalize(softmax(patch logits) @ T + f
 / sqrt(D)), T the fixed random unit text embeddings: a mixture of the class embeddings weighted
 as the logits are, so distillation learns what the logits say, uncertainty included.
 
-Defaults (`shared.config.SimulatedCLIPConfig`), chosen so that the fused pseudo-labels of the
+Defaults (`shared.labelers.SimulatedCLIPConfig`), chosen so that the fused pseudo-labels of the
 generated val rooms score 20-30% mIoU on the points the views see: MaskCLIP-like (the label-free
 CLIP2Scene network, which learns from MaskCLIP's labels, scores 28.75 on ScanNet val; method.md):
 - margin 4: with 20 classes a clean patch's softmax confidence is about 0.7 (e^4 / (e^4 + 19)),
@@ -277,7 +277,7 @@ def _draw(rows: np.ndarray, u: np.ndarray) -> np.ndarray:
 # Per view: patches, noise, upsampling, labels, scores, features
 # --------------------------------------------------------------------------------------------
 def view_logits(
-    surface: np.ndarray, hit: np.ndarray, rng: np.random.Generator, patch: int = 16, patch_noise: float = 1.5
+    surface: np.ndarray, hit: np.ndarray, rng: np.random.Generator, patch: int = 16, patch_noise: float = 0.5
 ) -> tuple[np.ndarray, np.ndarray]:
     """(pixel logits (H, W, C), patch logits (ceil(H/p), ceil(W/p), C)) of one view.
 
@@ -313,7 +313,7 @@ def simulate_view(
     rng: np.random.Generator,
     text_embeddings: np.ndarray | None = None,
     patch: int = 16,
-    patch_noise: float = 1.5,
+    patch_noise: float = 0.5,
     feature_noise: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """MaskCLIP-like (label i16 (H,W), score f16 (H,W), feature f16 (H/patch, W/patch, D) or None)

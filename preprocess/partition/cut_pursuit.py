@@ -15,8 +15,9 @@ scene0000_00's SPG graph, pieces of 10,000-40,000 vertices raised the energy by 
 0.3. A pair listed twice (mutual kNN) is fused into one edge first, leaving 56% of the arcs
 on that graph. Written from the papers and the notes in docs/oversegmentation.md (c); the
 GPL reference code is not used. On that graph it ends 0.1-0.4% below the official parallel
-cut pursuit's energy at reg 0.01-0.3 (tests/test_cut_pursuit.py), in 0.64-0.72x its time on
-two threads (benchmarks/bench_partitions.py --only cut-pursuit).
+cut pursuit's energy at reg 0.01-0.3 (tests/test_cut_pursuit.py); its speed against the
+official program is the README's cut pursuit table (benchmarks/bench_partitions.py --only
+cut-pursuit).
 """
 
 from __future__ import annotations

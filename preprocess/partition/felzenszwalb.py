@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from preprocess.geometry.graph import knn_pairs
 from preprocess.partition.checks import finite_points
 from preprocess.partition.felzenszwalb_aot import kernels
 
@@ -171,7 +172,7 @@ def felzenszwalb_points(
     n = len(points)
     if n < 2:
         return np.zeros(n, dtype=np.int32)
-    a, b = _knn_edges(points, int(knn))
+    a, b = knn_pairs(points, int(knn))
     if rings is not None:
         from preprocess.partition.rings import ring_neighbours
 
@@ -184,20 +185,3 @@ def felzenszwalb_points(
 
         w = lidar_edge_weights(points, normals, intensity, a, b, np.float32(distance_weight), np.float32(intensity_weight))
     return _sort_and_segment(n, a, b, w, c, min_verts)
-
-
-def _knn_edges(points: np.ndarray, knn: int) -> tuple[np.ndarray, np.ndarray]:
-    """Directed edges from each point to its `knn` nearest other points, nearest first."""
-    n = len(points)
-    query = min(knn + 1, n)
-    if query < 2:
-        return np.empty(0, dtype=np.int32), np.empty(0, dtype=np.int32)
-    from scipy.spatial import cKDTree  # here: the mesh path (the segment command) starts faster without it
-
-    _, idx = cKDTree(points).query(points, k=query)
-    # Coincident points can push a point's own index out of first place: drop it wherever it is.
-    not_self = idx != np.arange(n)[:, None]
-    keep = np.argsort(~not_self, axis=1, kind="stable")[:, : query - 1]
-    b = np.ascontiguousarray(np.take_along_axis(idx, keep, axis=1).ravel(), dtype=np.int32)
-    a = np.repeat(np.arange(n, dtype=np.int32), query - 1)
-    return a, b

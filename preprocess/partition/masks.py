@@ -28,41 +28,12 @@ from typing import Iterable, Iterator
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from scipy.spatial import cKDTree
 
 from preprocess.datasets.scene import Scene, View
 from preprocess.io.frames import check_aspect, read_id_png
-from preprocess.labels.transfer import visible_pixels
-from shared.config import MaskParams
-
-
-def link_graph(xyz: np.ndarray, faces: np.ndarray | None = None, knn: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Undirected edges (a, b), a < b, each once: a mesh's edges, or the k-nearest-neighbour graph
-    of a point cloud (`faces` None or empty)."""
-    n = len(xyz)
-    if faces is not None and len(faces):
-        faces = np.asarray(faces, dtype=np.int64)
-        pairs = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    elif n >= 2:
-        k = min(int(knn) + 1, n)
-        _, idx = cKDTree(xyz).query(xyz, k=k)
-        pairs = np.stack([np.repeat(np.arange(n), k), idx.ravel()], axis=1)
-    else:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    lo, hi = pairs.min(axis=1).astype(np.int64), pairs.max(axis=1).astype(np.int64)
-    keys, _ = _distinct(lo[lo != hi] * n + hi[lo != hi])
-    return keys // n, keys % n
-
-
-def _distinct(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted distinct keys and each key's index among them: np.unique by sorting, which is many
-    times faster than NumPy 2.4's np.unique on a few hundred thousand int64 keys."""
-    order = np.argsort(keys, kind="stable")
-    ordered = keys[order]
-    starts = np.r_[True, ordered[1:] != ordered[:-1]] if len(ordered) else np.zeros(0, bool)
-    inverse = np.empty(len(keys), np.int64)
-    inverse[order] = np.cumsum(starts) - 1
-    return ordered[starts], inverse
+from preprocess.geometry.graph import distinct, neighbour_edges
+from preprocess.geometry.projection import visible_pixels
+from shared.partitioners import MaskParams
 
 
 def count_votes(
@@ -119,7 +90,7 @@ def merge_votes(
     into = small[src] & ~small[dst]
     target = np.arange(count)
     if into.any():
-        pair, inverse = _distinct(src[into] * count + dst[into])
+        pair, inverse = distinct(src[into] * count + dst[into])
         total = np.bincount(inverse, weights=weight[into])
         order = np.lexsort((pair % count, -total, pair // count))  # per small set: heaviest, then lowest id
         first = np.r_[True, (pair[order] // count)[1:] != (pair[order] // count)[:-1]]
@@ -162,7 +133,7 @@ def mask_partition(scene: Scene, params: MaskParams) -> tuple[np.ndarray, dict]:
     """Sets of `scene`'s points from the masks of its views (every `frame_skip`-th frame of a
     video; all cameras of a LiDAR sweep): (segment ids, extra attributes for the store)."""
     views = scene.views[:: params.frame_skip] if scene.faces is not None else list(scene.views)
-    a, b = link_graph(scene.xyz, scene.faces, params.knn)
+    a, b = neighbour_edges(scene.xyz, scene.faces, params.knn).T
 
     def masked_points() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for view in views:

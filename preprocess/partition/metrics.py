@@ -23,7 +23,6 @@ Definitions (N = the points scored; a partition's pieces are its "segments"):
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 
 def _ids(name: str, array: np.ndarray, n: int | None = None) -> np.ndarray:
@@ -96,38 +95,6 @@ def undersegmentation_error(segment: np.ndarray, instances: np.ndarray) -> float
     pair_seg, _, counts = _overlaps(seg, inst)
     sizes = np.bincount(seg)
     return float((sizes[pair_seg] - counts).sum() / len(seg))
-
-
-def mesh_edges(faces: np.ndarray) -> np.ndarray:
-    """Unique undirected edges (E,2), smaller id first, of a triangle mesh: for `boundary_recall`."""
-    faces = np.asarray(faces)
-    if faces.ndim != 2 or faces.shape[1] != 3 or not np.issubdtype(faces.dtype, np.integer):
-        raise ValueError(f"faces must be an integer (F,3) array, got shape {faces.shape} dtype {faces.dtype}")
-    pairs = np.sort(faces[:, [0, 1, 0, 2, 1, 2]].reshape(-1, 2).astype(np.int64), axis=1)
-    return _unique_pairs(pairs)
-
-
-def knn_edges(points: np.ndarray, k: int = 10) -> np.ndarray:
-    """Unique undirected edges (E,2), smaller id first, joining each point to its k nearest
-    neighbours: the neighbourhood for `boundary_recall` on point clouds."""
-    points = np.asarray(points, dtype=np.float64)
-    if points.ndim != 2 or points.shape[1] != 3 or not np.isfinite(points).all():
-        raise ValueError(f"points must be a finite (N,3) array, got shape {points.shape}")
-    if int(k) != k or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k}")
-    n = len(points)
-    if n < 2:
-        return np.empty((0, 2), dtype=np.int64)
-    _, idx = cKDTree(points).query(points, k=min(int(k) + 1, n))
-    pairs = np.stack([np.repeat(np.arange(n), idx.shape[1]), idx.ravel()], axis=1)
-    pairs = np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1)
-    return _unique_pairs(pairs)
-
-
-def _unique_pairs(pairs: np.ndarray) -> np.ndarray:
-    n = int(pairs.max(initial=0)) + 1
-    keys = np.unique(pairs[:, 0] * n + pairs[:, 1])
-    return np.stack([keys // n, keys % n], axis=1)
 
 
 def _checked_edges(edges: np.ndarray, n: int) -> np.ndarray:

@@ -29,11 +29,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from shared.classes import class_table
 from shared.config import Pipeline
 from shared.errors import CheckpointError, MissingData
-from shared.schema import class_names
-from shared.text_space import describe_text_space
+from shared.labelers import LABELERS
+from shared.schema import class_names, dataset_table
 from train.models.heads import CLASSIFIERS
 
 if TYPE_CHECKING:
@@ -104,13 +103,13 @@ def inference_record(pipeline: Pipeline, method: Method) -> dict[str, Any]:
     return {
         "classes": names,
         "dataset": pipeline.dataset.name,
-        "palette": class_table(pipeline.dataset.name).palette.tolist(),
+        "palette": dataset_table(pipeline.dataset).palette.tolist(),
         "voxel_size": cfg.voxel_size,
         "input_features": list(cfg.input_features),
         "normal_knn": pipeline.ingest.normal_knn,
         "network": {"in_channels": method.dataset.in_channels, "width": cfg.width, "head": kind,
                     "num_classes": len(names), "text_dim": None if text is None else int(text.shape[1])},
-        "text_space": None if text is None else describe_text_space(pipeline.labels, names),
+        "text_space": None if text is None else LABELERS[pipeline.labels.labeler].text_space(pipeline.labels, names),
         "method": cfg.method,
         "pipeline": {"source": str(source), "text": source.read_text() if source.is_file() else "",
                      "overrides": json.loads(json.dumps(pipeline.overrides, default=str)),

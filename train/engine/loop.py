@@ -27,7 +27,7 @@ from tqdm import tqdm
 from shared.config import Pipeline
 from train.engine.checkpoint import inference_record, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from train.engine.data import EpochBatchSampler, EpochSampler, SceneDataset, make_loader
-from train.engine.methods import METHODS, Method, build_method
+from train.engine.methods import Method, build_method, method_class
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class Trainer:
         self.out_dir = Path(self.cfg.out_dir)
         self.checkpoint_path = self.out_dir / CHECKPOINT
 
-        self.dataset = SceneDataset(pipeline, "train", fields=METHODS[self.cfg.method].fields_for(self.cfg))
+        self.dataset = SceneDataset(pipeline, "train", fields=method_class(self.cfg).fields_for(self.cfg))
         self.method: Method = build_method(pipeline, self.dataset, self.device)
         self.model = self.method.model.to(self.device)
         self.ddp = (

@@ -1,6 +1,7 @@
 """Training methods: which heads the network has, which targets a sample carries, which loss.
 
-`METHODS` maps the pipeline's `train.method` to a class; that dict is the only indirection.
+`shared.methods.METHODS` maps the pipeline's `train.method` to the class here (its
+`implementation`); that dict is the only indirection.
 - gt:         CE on ground truth (supervised sanity check, an upper bound, not label-free)
 - pseudo-ce:  CE on the raw pseudo-labels
 - clip2scene: CLIP2Scene's label-free losses on the stored pixel-point pairs, as its code
@@ -20,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from shared.config import Pipeline, TrainConfig
-from shared.errors import UserError
+from shared.errors import UserError, pick
+from shared.methods import METHODS
 from train.engine.amp import Precision, resolve_precision
 from train.engine.data import Batch, SceneDataset, text_embedding
 from train.losses import HICLLoss, clip2scene_loss, pseudo_ce_loss
@@ -227,8 +229,10 @@ class HICL(Method):
         return seg + terms["total"], parts
 
 
-METHODS: dict[str, type[Method]] = {"gt": GroundTruth, "pseudo-ce": PseudoCE, "clip2scene": CLIP2Scene, "hicl": HICL}
+def method_class(cfg: TrainConfig) -> type[Method]:
+    """The class of `train.method`, as its entry in shared.methods.METHODS names it."""
+    return pick(METHODS, cfg.method, "train.method").implementation()
 
 
 def build_method(pipeline: Pipeline, dataset: SceneDataset, device: torch.device) -> Method:
-    return METHODS[pipeline.train.method](pipeline, dataset, device)
+    return method_class(pipeline.train)(pipeline, dataset, device)

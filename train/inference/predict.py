@@ -22,16 +22,17 @@ import torch
 from tqdm import tqdm
 
 from shared.errors import UserError
+from shared.methods import METHODS
 from shared.ply import write_ply
 from shared.scans import Scan, read_scan, scan_inputs
 from shared.viz import colour_labels, palette_for, segmentation_figure
 from train.inference.model import TrainedModel
-from train.inference.submission import benchmark_ids, write_nuscenes, write_nuscenes_meta, write_scannet
+from train.inference.submission import benchmark_ids, formats
 
 
 @dataclass(frozen=True)
 class PredictOptions:
-    benchmark: str | None = None  # "scannet" | "nuscenes": also write its submission files
+    benchmark: str | None = None  # a `--format` (submission.formats()): also write its submission files
     classes: tuple[str, ...] | None = None  # open-vocabulary: score these names instead of the training classes
     tta: int = 1  # turns about the vertical axis whose probabilities are averaged
     probs: bool = False  # write probs.npy
@@ -61,6 +62,7 @@ def predict_files(model: TrainedModel, inputs: list[str], out: str | Path, optio
     out = Path(out)
     classes = options.classes or model.classes
     text = model.embed(list(options.classes), options.clip_weights) if options.classes else None
+    submission = formats()[options.benchmark] if options.benchmark else None
     ids = benchmark_ids(options.benchmark, classes) if options.benchmark else None
     palette = palette_for(classes, model.classes, model.palette)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,10 +85,8 @@ def predict_files(model: TrainedModel, inputs: list[str], out: str | Path, optio
                 np.save(folder / "features.npy", model.features_scan(scan, options.tta).astype(np.float16))
             if options.render:
                 render(folder / f"{name}.png", scan, labels, classes, palette, model.normal_knn)
-            if options.benchmark == "scannet":
-                write_scannet(out / "scannet", scan, labels, ids)
-            elif options.benchmark == "nuscenes":
-                write_nuscenes(out / "nuscenes", scan, labels, ids, options.split)
+            if submission is not None:
+                submission.write(out / options.benchmark, scan, labels, ids, options.split)
             done.append(folder)
         except UserError as e:
             failed.append(f"skipped {path}: {e}")
@@ -96,8 +96,8 @@ def predict_files(model: TrainedModel, inputs: list[str], out: str | Path, optio
             tqdm.write(failed[-1], file=sys.stderr)
             torch.cuda.empty_cache()
     bar.close()
-    if options.benchmark == "nuscenes" and done:
-        write_nuscenes_meta(out / "nuscenes", options.split, use_external=model.method != "gt")
+    if submission is not None and done:
+        submission.finish(out / options.benchmark, options.split, use_external=METHODS[model.method].pseudo_labels)
     return done, failed
 
 

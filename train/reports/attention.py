@@ -16,6 +16,7 @@ import numpy as np
 
 from shared.config import Pipeline
 from shared.errors import UserError
+from shared.methods import HICL
 from shared.scans import Scan
 from shared.schema import POINTS, class_names
 from shared.viz import colour_values, oblique_camera, render_view, save_figure
@@ -48,7 +49,7 @@ def attention_figure(model: TrainedModel, scan: Scan, other: Scan, out_png: str 
                      query_class: str = "chair", tau: float | None = None) -> Path:
     """Write the two-panel figure; the query is `point`, or a point of `query_class` (see
     `query_point`), drawn black (the points within 15 cm). `tau`: the checkpoint's by default."""
-    tau = tau if tau is not None else model.settings["hicl"]["tau"]
+    tau = tau if tau is not None else model.settings[HICL.section]["tau"]
     point = query_point(scan, query_class) if point is None else point
     embeddings = {name: model.embeddings_scan(s) for name, s in (("scene", scan), ("other", other))}
     query = embeddings["scene"][point]

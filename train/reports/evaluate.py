@@ -22,8 +22,7 @@ from shared.config import Pipeline
 from shared.errors import CheckpointError, MissingData
 from shared.metrics import IoUAccumulator, IoUResult, SeedResults, one_sample_p, p_text
 from shared.refine import set_labels
-from shared.classes import class_table
-from shared.schema import POINTS, class_names
+from shared.schema import POINTS, class_names, dataset_table
 from train.engine.checkpoint import load_checkpoint
 from train.engine.data import SceneDataset
 from train.engine.methods import Method, build_method
@@ -166,7 +165,7 @@ def evaluate(
                 rows[name].add(labels, data["gt"])  # unseen points count as misses
                 rows[f"{name}, seen points only"].add(labels[seen], data["gt"][seen])
         if i < render:
-            render_scene(out, dataset, i, pred, data, names, class_table(pipeline.dataset.name).palette)
+            render_scene(out, dataset, i, pred, data, names, dataset_table(pipeline.dataset).palette)
     results = {name: acc.result() for name, acc in rows.items()}
     verdict = teacher_sentence(pipeline.train.method, SeedResults((results[pipeline.train.method],)),
                                dict(list(results.items())[1:]))
