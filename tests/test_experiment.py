@@ -269,7 +269,7 @@ def test_the_synthetic_experiments_are_what_their_rows_say():
     """The comparison's rows, the budget's thirds, and the runs the experiments share (trained
     once: equal settings and the same partition parameters give equal config hashes)."""
     from shared.config import run_pipeline
-    from train.engine.methods import METHODS
+    from train.engine.methods import method_class
     from train.run_record import hashed_settings
 
     def runs(name):
@@ -279,7 +279,7 @@ def test_the_synthetic_experiments_are_what_their_rows_say():
     compare = runs("compare")
     assert list(compare) == ["pseudo-ce", "refined-ce", "hicl", "clip2scene", "clip2scene-no-switch"]
     for name, p in compare.items():
-        fields = METHODS[p.train.method].fields_for(p.train)
+        fields = method_class(p.train).fields_for(p.train)
         assert ("refined" in fields) == (name in ("refined-ce", "hicl")), name  # CE targets: refined or raw
         assert name.startswith("clip2scene") or p.train.head == "linear"
     terms = ("intra_set", "intra_scene", "inter_scene", "feedback")
