@@ -34,7 +34,7 @@ from bench_sparse import run as bench_sparse  # noqa: E402
 from device_equality import max_errors  # noqa: E402
 from shared.config import load_pipeline  # noqa: E402
 from toy_store import make_toy_store  # noqa: E402
-from train.engine.amp import resolve_precision  # noqa: E402
+from train.amp import resolve_precision  # noqa: E402
 from train.sparse import select_backend  # noqa: E402
 from train.sparse.backend import _import_spconv, _import_torchsparse  # noqa: E402
 
@@ -86,7 +86,7 @@ def bench_rows(device: torch.device, backends: list[str], quick: bool) -> list[R
 
 
 def fit_rows(device: torch.device, backends: list[str], quick: bool, tmp: Path) -> tuple[list[Row], bool]:
-    from train.engine.data import SceneDataset
+    from train.engine.dataset import SceneDataset
     from train.reports.evaluate import load_model, validate
     from train.engine.loop import fit
 

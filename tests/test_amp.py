@@ -15,7 +15,7 @@ from shared.config import ConfigError, load_pipeline
 from test_correlation import _batch, _config
 from test_minkunet import batch_of, make_model, random_scene
 from toy_store import make_toy_store
-from train.engine.amp import resolve_precision
+from train.amp import resolve_precision
 from train.cli import main
 from train.losses import HICLLoss, clip2scene_loss, pseudo_ce_loss
 from train.engine.loop import Trainer

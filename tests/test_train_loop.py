@@ -104,7 +104,8 @@ def test_clip2scene_step_under_cpu_bf16_autocast(tmp_path):
     """Reduced precision (what train.amp runs on a GPU, here CPU bfloat16) in the heads keeps
     the losses finite and near their float32 values, and the gradients finite. (The backbone
     runs in float32 here: the sparse backends' autocast is issue 12's.)"""
-    from train.engine.data import SceneDataset, collate
+    from train.engine.batch import collate
+    from train.engine.dataset import SceneDataset
     from train.engine.methods import build_method
 
     overrides = {"train.clip2scene.spatial_temporal": True}

@@ -3,7 +3,7 @@
 One process, or one per GPU/CPU worker under torchrun (WORLD_SIZE > 1: gloo on CPU, NCCL on
 CUDA; rank 0 logs and checkpoints). Resume restores model, optimiser, schedule, AMP scaler, the
 method's own state (memory bank), every RNG and the position inside the epoch; samples are a
-function of (seed, epoch, index) (train/engine/data.py), so a resumed run repeats an uninterrupted one.
+function of (seed, epoch, index) (train/engine/dataset.py), so a resumed run repeats an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from shared.config import Pipeline
 from train.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from train.engine.data import EpochBatchSampler, EpochSampler, SceneDataset, make_loader
+from train.engine.dataset import SceneDataset
+from train.engine.loader import EpochBatchSampler, EpochSampler, make_loader
 from train.engine.methods import METHODS, Method, build_method
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,9 @@ from torch import Tensor, nn
 
 from shared.config import Pipeline, TrainConfig
 from shared.errors import UserError
-from train.engine.amp import Precision, resolve_precision
-from train.engine.data import Batch, SceneDataset, text_embedding
+from train.amp import Precision, resolve_precision
+from train.engine.batch import Batch
+from train.engine.dataset import SceneDataset, text_embedding
 from train.losses import HICLLoss, clip2scene_loss, pseudo_ce_loss
 from train.models import DotTextHead, LinearHead, MinkUNet, ProjectionHead, TextHead
 from train.sparse import Backend, select_backend
@@ -57,7 +58,7 @@ def class_weights(counts: np.ndarray) -> torch.Tensor:
 class Method:
     """Base: a network with a classifier head, trained with CE on one per-voxel target."""
 
-    fields: ClassVar[tuple[str, ...]] = ()  # sample fields it trains on (train/engine/data.py FIELDS)
+    fields: ClassVar[tuple[str, ...]] = ()  # sample fields it trains on (train/engine/dataset.py FIELDS)
     target: ClassVar[str] = "label"  # the per-voxel CE target
     loss_names: ClassVar[tuple[str, ...]] = ()  # logged loss components
     needs_text: ClassVar[bool] = False  # text embeddings even with a linear classifier

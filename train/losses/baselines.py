@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from train.engine.amp import outside_autocast
+from train.amp import outside_autocast
 
 MAX_MEMBERS = 8  # CLIP2Scene's `max_size`: pairs of a super-node beyond its first 8 are left out
 

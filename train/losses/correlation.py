@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from shared.config import HICLConfig
-from train.engine.amp import outside_autocast, widened
+from train.amp import outside_autocast, widened
 from train.losses.memory_bank import MemoryBank
 
 

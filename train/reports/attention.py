@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from shared.config import Pipeline
 from shared.errors import UserError
 from shared.schema import class_names
-from train.engine.data import SceneDataset, make_loader
+from train.engine.dataset import SceneDataset
+from train.engine.loader import make_loader
 from train.reports.evaluate import load_model
 from shared.viz import render_topdown, save_panels
 

@@ -24,7 +24,8 @@ from shared.metrics import IoUAccumulator, IoUResult, SeedResults
 from shared.refine import set_labels
 from shared.schema import class_names
 from train.engine.checkpoint import load_checkpoint
-from train.engine.data import SceneDataset, make_loader
+from train.engine.dataset import SceneDataset
+from train.engine.loader import make_loader
 from train.engine.methods import Method, build_method
 
 log = logging.getLogger(__name__)
