@@ -47,3 +47,18 @@ def test_rng_state_round_trip():
     first = (random.random(), np.random.rand(), torch.rand(1).item())
     ckpt.set_rng_state(state)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+def test_resume_state_mapped_to_another_device_keeps_cpu_generator_states(tmp_path):
+    """map_location other than the CPU (what resuming on a GPU passes; the meta device stands in
+    for it here): the weights move, the RNG states stay CPU ByteTensors that set_rng_state and
+    Generator.set_state take, and the generators continue exactly."""
+    generator = torch.Generator().manual_seed(3)
+    path = ckpt.save_checkpoint({"rng": ckpt.rng_state(), "generator": generator.get_state(),
+                                 "model": {"w": torch.ones(2)}, "step": 7}, tmp_path / "last.pt")
+    first = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=generator).item())
+    state = ckpt.load_checkpoint(path, map_location="meta")
+    assert state["model"]["w"].device.type == "meta" and state["step"] == 7
+    ckpt.set_rng_state(state["rng"])
+    generator.set_state(state["generator"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=generator).item()) == first

@@ -35,14 +35,29 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """A checkpoint's state dict; a clear error where the file is missing or unreadable."""
+    """A checkpoint's state dict; a clear error where the file is missing or unreadable.
+
+    Loaded on the CPU, then every tensor but the generator states moved to `map_location`: those
+    (uint8) stay CPU ByteTensors, the only kind Generator.set_state, torch.set_rng_state and
+    torch.cuda.set_rng_state_all take (mapped to a GPU, resuming failed on one)."""
     path = Path(path)
     if not path.is_file():
         raise MissingData(f"{path}: checkpoint not found; train it with `python -m train fit` or give --checkpoint")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, OSError) as e:
         raise MissingData(f"{path}: not a readable checkpoint ({e}); train again or give another --checkpoint") from None
+    return _moved(state, torch.device(map_location))
+
+
+def _moved(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value if value.dtype == torch.uint8 else value.to(device)
+    if isinstance(value, dict):
+        return {key: _moved(item, device) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_moved(item, device) for item in value)
+    return value
 
 
 def rng_state() -> dict[str, Any]:
