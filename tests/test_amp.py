@@ -93,8 +93,8 @@ def test_losses_run_in_float32_under_autocast() -> None:
                   similar_visual=-1.0, similar_normal=-1.0, feedback_warmup_epochs=0, exclude_own_set=True)
 
     def losses() -> dict[str, torch.Tensor]:
-        terms = HICLLoss(cfg, 3)(emb, labels, segment, scene, epoch=0, logits=logits, looks=looks,
-                                 scene_ids=torch.arange(2), generator=torch.Generator().manual_seed(0))
+        terms = HICLLoss(cfg, 3)(emb, labels, scene * 6 + segment, scene, torch.arange(2), 0, num_sets=12,
+                                 logits=logits, looks=looks, generator=torch.Generator().manual_seed(0))
         pair_voxel = torch.arange(len(emb))[labels >= 0]
         c2s = clip2scene_loss(logits, looks[0], pair_voxel, labels[pair_voxel], epoch=1, switch_epoch=0,
                               patch_feat=looks[0].flip(0), pair_patch=pair_voxel, text=F.normalize(looks[0][:3], dim=1),

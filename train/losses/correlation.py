@@ -3,15 +3,20 @@
 
 For a query embedding f_q and labelled keys k_g (L2-normalised set prototypes):
     A_qg = softmax_g(f_q · k_g / τ),   p_q[c] = Σ_{g: ŷ_g = c} A_qg,   L = −mean_q log p_q[ŷ_q].
-log p_q[c] is computed as (logsumexp over the keys of class c) − (logsumexp over all keys), with
-the keys sorted by class so each class is one contiguous slice: exact and stable for any τ.
-Work is O(Q × G) for Q queries and G keys, done in chunks of queries that are recomputed in
-backward (activation checkpointing), so peak memory is O(chunk × G); nothing is O(points²)
-or O(Q × points).
+log p_q[c] is computed as (log-sum-exp over the keys of class c) − (log-sum-exp over all keys),
+each class's sum shifted by its own largest term: exact and stable for any τ.
+
+Every tensor has a size known before the data is seen: which keys a query sees and which query
+slots are used are masks, the per-class sums are scatters over a class index, and averages are
+masked means. So nothing waits for a GPU to report a count (per-scene and per-class loops over
+`nonzero` and `tolist` made this loss ~100 host synchronisations a step). Work is O(Q × G) for
+Q queries and G keys, done in chunks of queries that are recomputed in backward (activation
+checkpointing), so peak memory is O(chunk × G); nothing is O(points²) or O(Q × points).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -24,44 +29,45 @@ from train.amp import outside_autocast, widened
 from train.losses.memory_bank import MemoryBank
 
 
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of `values` where `mask`; a zero that keeps the graph (so DDP sees every parameter
+    that made `values`) where the mask is empty. No host sync."""
+    return torch.where(mask, values, 0.0).sum() / mask.sum().clamp(min=1)
+
+
 # --------------------------------------------------------------------------------------------
 # Prototypes
 # --------------------------------------------------------------------------------------------
-def scene_segments(segment: Tensor, scene: Tensor) -> Tensor:
-    """Set ids made unique across the scenes of a batch: scene · span + segment; -1 stays -1."""
-    span = int(segment.max()) + 1 if segment.numel() else 1
-    return torch.where(segment >= 0, scene.long() * span + segment.long(), -1)
+def _spare_row(segment: Tensor, num_sets: int) -> Tensor:
+    """Each point's set id, points in no set (-1) sent to a spare row `num_sets` that is dropped."""
+    return torch.where(segment >= 0, segment, num_sets).long()
 
 
 def set_prototypes(
-    embeddings: Tensor, segment: Tensor, labels: Tensor, num_classes: int
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Prototype per set present in `segment`: (protos (G, D) normalised, labels (G,), index (M,)).
+    embeddings: Tensor, segment: Tensor, labels: Tensor, num_classes: int, num_sets: int
+) -> tuple[Tensor, Tensor]:
+    """Prototype and label of every set id 0 .. num_sets - 1: (protos (G, D), labels (G,)).
 
-    `segment` holds batch-global set ids (see `scene_segments`), -1 for points in no set; ids
-    need not be contiguous. A prototype is normalize(mean of its points' embeddings) and keeps
-    the gradient to them. Its label is the most frequent label >= 0 among its points (lowest
-    class on ties; -1 if none): for refined labels of a refined set that is the set label ŷ_g.
-    `index` maps every point to its prototype row, -1 for points in no set.
+    `segment` holds batch-global set ids (collate makes them), -1 for points in no set. A
+    prototype is normalize(mean of its points' embeddings) and keeps the gradient to them. Its
+    label is the most frequent label >= 0 among its points (lowest class on ties; -1 if none):
+    for refined labels of a refined set that is the set label ŷ_g. An id no point has gets a
+    zero prototype and label -1, so it is never a key.
     """
-    in_set = segment >= 0
-    ids = segment.long()[in_set]
-    span = int(ids.max()) + 1 if ids.numel() else 0
-    present = torch.bincount(ids, minlength=span) > 0
-    row = torch.cumsum(present, 0) - 1
-    index = torch.full_like(segment, -1, dtype=torch.long)
-    index[in_set] = row[ids]
-    num_sets = int(present.sum())
+    row = _spare_row(segment, num_sets)
+    sums = embeddings.new_zeros(num_sets + 1, embeddings.shape[1]).index_add(0, row, embeddings)
+    protos = F.normalize(sums[:num_sets], dim=1)
+    voted = (segment >= 0) & (labels >= 0)
+    cell = torch.where(voted, row * num_classes + labels.long(), num_sets * num_classes)
+    counts = torch.zeros((num_sets + 1) * num_classes, device=segment.device).index_add_(
+        0, cell, torch.ones_like(cell, dtype=torch.float32))[: num_sets * num_classes].view(num_sets, num_classes)
+    return protos, torch.where(counts.sum(1) > 0, counts.argmax(1), -1)
 
-    sums = embeddings.new_zeros(num_sets, embeddings.shape[1]).index_add(0, index[in_set], embeddings[in_set])
-    protos = F.normalize(sums, dim=1)
 
-    voted = in_set & (labels >= 0)
-    counts = torch.bincount(
-        index[voted] * num_classes + labels[voted].long(), minlength=num_sets * num_classes
-    ).view(num_sets, num_classes)
-    proto_labels = torch.where(counts.sum(1) > 0, counts.argmax(1), -1)
-    return protos, proto_labels, index
+def set_scenes(segment: Tensor, scene: Tensor, num_sets: int) -> Tensor:
+    """(G,) the batch scene of each set id, -1 for an id no point has."""
+    out = torch.full((num_sets + 1,), -1, dtype=torch.long, device=segment.device)
+    return out.scatter(0, _spare_row(segment, num_sets), scene.long())[:num_sets]
 
 
 # --------------------------------------------------------------------------------------------
@@ -74,19 +80,43 @@ class ClassMass(NamedTuple):
     has_key: Tensor  # (Q, C) bool
 
 
-def _chunk_log_mass(
-    query: Tensor, keys: Tensor, excluded: Tensor, sizes: list[int], present: Tensor, tau: float
-) -> Tensor:
-    """(Qc, C) log class masses for one chunk of queries; keys sorted by class."""
-    sim = query @ keys.T / tau
-    rows = torch.nonzero(excluded >= 0).squeeze(1)
-    # The most negative finite value, not -inf: a slice whose only key is excluded stays
-    # finite, so logsumexp's backward never computes inf − inf.
-    sim = sim.index_put((rows, excluded[rows]), sim.new_tensor(torch.finfo(sim.dtype).min))
-    out = sim.new_full((query.shape[0], present.shape[0]), float("-inf"))
-    parts = [torch.logsumexp(s, dim=1) for s in sim.split(sizes, dim=1)]
-    out[:, present] = torch.stack(parts, dim=1)
-    return out
+class Visible(NamedTuple):
+    """Which labelled keys a query sees: those whose scene is (`same`) or is not the query's,
+    minus one key per query (`exclude`: its row in the keys, -1 for none)."""
+
+    query_scene: Tensor | None  # (Q,); None: every labelled key
+    key_scene: Tensor | None  # (K,)
+    same: bool = True
+    exclude: Tensor | None = None  # (Q,)
+
+    def mask(self, rows: slice, key_label: Tensor) -> Tensor:
+        """(len(rows), K) bool for the queries `rows`."""
+        allowed = (key_label >= 0)[None, :]
+        if self.query_scene is not None:
+            relation = self.key_scene[None, :] == self.query_scene[rows, None]
+            allowed = allowed & (relation if self.same else ~relation)
+        if self.exclude is not None:
+            allowed = allowed & (torch.arange(len(key_label), device=key_label.device)[None, :] != self.exclude[rows, None])
+        return allowed
+
+
+def _log_mass(sim: Tensor, key_label: Tensor, allowed: Tensor, num_classes: int) -> Tensor:
+    """(Q, C) log Σ_{allowed g of class c} exp(sim[q, g]), -inf where class c has no allowed key:
+    a segmented log-sum-exp, each (query, class) shifted by its own largest term."""
+    label = key_label.clamp(min=0).expand_as(sim)
+    masked = sim.masked_fill(~allowed, float("-inf"))
+    peak = sim.new_full((sim.shape[0], num_classes), float("-inf")).scatter_reduce(1, label, masked.detach(), "amax")
+    shift = torch.where(torch.isfinite(peak), peak, 0.0)
+    mass = sim.new_zeros(sim.shape[0], num_classes).scatter_add(1, label, torch.exp(masked - shift.gather(1, label)))
+    return torch.where(mass > 0, mass.clamp(min=torch.finfo(mass.dtype).tiny).log() + shift, float("-inf"))
+
+
+def _chunked(fn: Callable[[slice], Tensor], rows: int, chunk_size: int, track: bool) -> Tensor:
+    """fn over row chunks, concatenated; with `track` each chunk is recomputed in backward
+    (activation checkpointing), so only one chunk's (chunk × keys) intermediates live at a time."""
+    parts = [checkpoint(fn, chunk, use_reentrant=False) if track else fn(chunk)
+             for chunk in (slice(start, start + chunk_size) for start in range(0, rows, chunk_size))]
+    return torch.cat(parts)
 
 
 def class_log_mass(
@@ -96,42 +126,20 @@ def class_log_mass(
     *,
     num_classes: int,
     tau: float = 0.1,
-    exclude: Tensor | None = None,
+    visible: Visible = Visible(None, None),
     chunk_size: int = 2048,
 ) -> ClassMass:
-    """Class masses of the correlation of `query` (Q, D) with the keys (G, D) whose label >= 0.
+    """Class masses of the correlation of `query` (Q, D) with the keys (G, D) that `visible` lets
+    each query see (always only those with label >= 0)."""
+    if query.shape[0] == 0:
+        return ClassMass(query.new_zeros(0, num_classes), torch.zeros(0, num_classes, dtype=torch.bool, device=query.device))
 
-    `exclude` (Q,) names one key row (into `keys`) per query to leave out, -1 for none.
-    """
-    num_q = query.shape[0]
-    usable = torch.nonzero(key_label >= 0).squeeze(1)
-    order = usable[torch.argsort(key_label[usable], stable=True)]
-    sorted_keys = keys[order]
-    counts = torch.bincount(key_label[order].long(), minlength=num_classes)
-    present = counts > 0
-    sizes = counts[present].tolist()
+    def chunk(rows: slice) -> Tensor:
+        return _log_mass(query[rows] @ keys.T / tau, key_label, visible.mask(rows, key_label), num_classes)
 
-    # Position of each query's excluded key in the sorted order (-1: none or not a usable key).
-    position = torch.full((keys.shape[0],), -1, dtype=torch.long, device=keys.device)
-    position[order] = torch.arange(order.shape[0], device=keys.device)
-    excluded = torch.full((num_q,), -1, dtype=torch.long, device=query.device)
-    if exclude is not None:
-        excluded = torch.where(exclude >= 0, position[exclude.clamp(min=0)], -1)
-
-    key_count = counts.expand(num_q, num_classes).clone()
-    hit = torch.nonzero(excluded >= 0).squeeze(1)
-    key_count[hit, key_label[order[excluded[hit]]].long()] -= 1
-    has_key = key_count > 0
-
-    if order.numel() == 0:
-        return ClassMass(query.new_full((num_q, num_classes), float("-inf")), has_key)
     track = torch.is_grad_enabled() and (query.requires_grad or keys.requires_grad)
-    chunks = []
-    for start in range(0, num_q, chunk_size):
-        args = (query[start:start + chunk_size], sorted_keys, excluded[start:start + chunk_size], sizes, present, tau)
-        chunks.append(checkpoint(_chunk_log_mass, *args, use_reentrant=False) if track else _chunk_log_mass(*args))
-    log_mass = torch.cat(chunks) if chunks else query.new_zeros(0, num_classes)
-    return ClassMass(log_mass, has_key)
+    log_mass = _chunked(chunk, query.shape[0], chunk_size, track)
+    return ClassMass(log_mass, torch.isfinite(log_mass))
 
 
 def combine(a: ClassMass, b: ClassMass) -> ClassMass:
@@ -139,14 +147,14 @@ def combine(a: ClassMass, b: ClassMass) -> ClassMass:
     return ClassMass(torch.logaddexp(a.log_mass, b.log_mass), a.has_key | b.has_key)
 
 
-def similar_sets(clip: Tensor, normal: Tensor, index: Tensor, num_sets: int, visual: float, geometric: float) -> Tensor:
+def similar_sets(clip: Tensor, normal: Tensor, segment: Tensor, num_sets: int, visual: float, geometric: float) -> Tensor:
     """(G, G) bool: set pairs whose mean CLIP features and mean normals both have a cosine above
     `visual` and `geometric` (method.md §3's visually and geometrically similar sets). Points
     without a CLIP feature (all zeros: seen by no camera) do not count toward their set's mean."""
-    inside = index >= 0
-    seen = inside & (clip.abs().sum(dim=1) > 0)
-    mean_clip = clip.new_zeros(num_sets, clip.shape[1]).index_add(0, index[seen], clip[seen])
-    mean_normal = normal.new_zeros(num_sets, normal.shape[1]).index_add(0, index[inside], normal[inside])
+    row = _spare_row(segment, num_sets)
+    seen = torch.where(clip.abs().sum(dim=1) > 0, row, num_sets)
+    mean_clip = clip.new_zeros(num_sets + 1, clip.shape[1]).index_add(0, seen, clip)[:num_sets]
+    mean_normal = normal.new_zeros(num_sets + 1, normal.shape[1]).index_add(0, row, normal)[:num_sets]
     c, n = F.normalize(mean_clip.float(), dim=1), F.normalize(mean_normal.float(), dim=1)
     return ((c @ c.T) > visual) & ((n @ n.T) > geometric)
 
@@ -169,13 +177,15 @@ def correlation_nll(
     that are already in the class masses, so the denominator stays the sum over all keys.
     """
     label = query_label.long()
+    lowest = torch.finfo(mass.log_mass.dtype).min
     valid = (label >= 0) & mass.has_key.gather(1, label.clamp(min=0)[:, None]).squeeze(1)
     own = mass.log_mass.gather(1, label.clamp(min=0)[:, None]).squeeze(1)
     if extra is not None:
         extra_mass, has_extra = extra
-        own = torch.logaddexp(own.clamp(min=torch.finfo(own.dtype).min), extra_mass)
+        own = torch.logaddexp(own.clamp(min=lowest), extra_mass)
         valid = (label >= 0) & (valid | has_extra)
-    nll = torch.logsumexp(mass.log_mass, dim=1) - own
+    # clamped: a query with no key at all has only -inf masses, whose logsumexp has a NaN gradient
+    nll = torch.logsumexp(mass.log_mass.clamp(min=lowest), dim=1) - own
     return nll, valid
 
 
@@ -199,13 +209,13 @@ def correlation_loss(
     exclude: Tensor | None = None,
     chunk_size: int = 2048,
 ) -> tuple[Tensor, Tensor]:
-    """(−mean_q log p_q[ŷ_q], p (Q, C) detached). Queries whose class has no key are skipped;
-    with none left the loss is a zero that keeps the graph (so DDP sees every parameter)."""
-    mass = class_log_mass(query, keys, key_label, num_classes=num_classes, tau=tau, exclude=exclude,
-                          chunk_size=chunk_size)
+    """(−mean_q log p_q[ŷ_q], p (Q, C) detached) over the labelled keys, each query leaving out
+    its `exclude` key (-1: none). Queries whose class has no key are skipped; with none left the
+    loss is a zero that keeps the graph (so DDP sees every parameter)."""
+    mass = class_log_mass(query, keys, key_label, num_classes=num_classes, tau=tau,
+                          visible=Visible(None, None, exclude=exclude), chunk_size=chunk_size)
     nll, valid = correlation_nll(mass, query_label)
-    loss = nll[valid].mean() if bool(valid.any()) else query.sum() * 0.0
-    return loss, propagated_distribution(mass)
+    return masked_mean(nll, valid), propagated_distribution(mass)
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,7 +244,8 @@ class HICLLoss(nn.Module):
       features, normals), an intra-scene key of another label whose set is similar to the
       query's own set (`similar_sets`) joins the positives of the intra-scene term.
     The returned dict has one entry per active term ("set", "intra", "inter", "feedback"), unweighted,
-    and "total" = Σ λ · term (0 when no term is active).
+    and "total" = Σ λ · term (a zero that keeps the embeddings' graph when no term is active yet,
+    e.g. feedback alone before its warm-up: DDP needs every parameter in the graph).
     """
 
     def __init__(self, cfg: HICLConfig, num_classes: int, chunk_size: int = 2048) -> None:
@@ -245,16 +256,22 @@ class HICLLoss(nn.Module):
         self.memory = MemoryBank(cfg.memory_size, cfg.embed_dim) if cfg.inter_scene else None
 
     def _sample_queries(
-        self, labels: Tensor, scene: Tensor, generator: torch.Generator | None
-    ) -> list[tuple[int, Tensor]]:
-        """(scene, point indices of its queries) for every scene present in the batch."""
-        out = []
-        for b in torch.unique(scene).tolist():
-            candidates = torch.nonzero((scene == b) & (labels >= 0)).squeeze(1)
-            device = generator.device if generator is not None else candidates.device
-            perm = torch.randperm(candidates.shape[0], generator=generator, device=device)
-            out.append((b, candidates[perm[: self.cfg.queries_per_scene].to(candidates.device)]))
-        return out
+        self, labels: Tensor, scene: Tensor, num_scenes: int, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
+        """Up to `queries_per_scene` (q) random labelled points of every scene, without
+        replacement: (point of each slot (B·q,), slot used (B·q,)). Scene b owns slots
+        [b·q, (b+1)·q); the first min(q, its labelled points) are used."""
+        n = labels.shape[0]
+        q = min(self.cfg.queries_per_scene, n)
+        device = generator.device if generator is not None else labels.device
+        draw = torch.rand(n, generator=generator, device=device).to(labels.device, torch.float64)
+        # per scene, its labelled points in random order, then the others
+        order = torch.argsort(scene.double() * 2 + (labels < 0).double() + draw)
+        sizes = torch.zeros(num_scenes, dtype=torch.long, device=labels.device).index_add_(0, scene, torch.ones_like(scene))
+        labelled = torch.zeros_like(sizes).index_add_(0, scene, (labels >= 0).long())
+        slot = torch.arange(q, device=labels.device)
+        points = order[((torch.cumsum(sizes, 0) - sizes)[:, None] + slot[None, :]).clamp(max=n - 1)]
+        return points.reshape(-1), (slot[None, :] < labelled[:, None]).reshape(-1)
 
     @outside_autocast
     def forward(
@@ -263,94 +280,75 @@ class HICLLoss(nn.Module):
         labels: Tensor,
         segment: Tensor,
         scene: Tensor,
+        scene_ids: Tensor,
         epoch: int,
+        *,
+        num_sets: int,
         logits: Tensor | None = None,
         generator: torch.Generator | None = None,
         looks: tuple[Tensor, Tensor] | None = None,
-        scene_ids: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """embeddings (N, D) L2-normalised; labels (N,) refined, -1 none; segment (N,) per-scene
-        set ids, -1 none; scene (N,) batch index; logits (N, C) for the feedback term; looks
-        = (CLIP features (N, D'), normals (N, 3)) for `similar_positives`; scene_ids (B,) the
-        dataset's id of each batch scene, which the memory bank keeps (needed with inter_scene).
+        """embeddings (N, D) L2-normalised; labels (N,) refined, -1 none; segment (N,) batch-global
+        set ids 0 .. num_sets - 1, -1 none; scene (N,) batch index; scene_ids (B,) the dataset's
+        id of each batch scene (what the memory bank keeps); logits (N, C) for the feedback
+        term; looks = (CLIP features (N, D'), normals (N, 3)) for `similar_positives`.
         Runs in float32 under autocast too: half-precision embeddings are widened."""
-        embeddings = widened(embeddings)
+        embeddings, scene = widened(embeddings), scene.long()
         cfg, num_classes = self.cfg, self.num_classes
         feedback = cfg.feedback and logits is not None and epoch >= cfg.feedback_warmup_epochs
-        need_intra, need_inter = cfg.intra_scene or feedback, cfg.inter_scene or feedback
-        if self.memory is not None and scene_ids is None:
-            raise ValueError("HICLLoss: the memory bank needs scene_ids (the dataset id of each batch scene)")
+        protos, proto_labels = set_prototypes(embeddings, segment, labels, num_classes, num_sets)
+        proto_scene = set_scenes(segment, scene, num_sets)
+        proto_ids = torch.where(proto_scene >= 0, scene_ids[proto_scene.clamp(min=0)], -1)
 
-        protos, proto_labels, index = set_prototypes(embeddings, scene_segments(segment, scene), labels, num_classes)
-        proto_scene = torch.full_like(proto_labels, -1).scatter(0, index[index >= 0], scene.long()[index >= 0])
-        similar = None
-        if cfg.similar_positives and cfg.intra_scene:
-            if looks is None:
-                raise ValueError("hicl.similar_positives needs per-point CLIP features and normals (looks)")
-            similar = similar_sets(*looks, index, protos.shape[0], cfg.similar_visual, cfg.similar_normal)
+        points, used = self._sample_queries(labels, scene, len(scene_ids), generator)
+        query, query_label, query_set = embeddings[points], labels[points].long(), segment[points].long()
+        query_id = scene_ids[scene[points]]
+        exclude = query_set if cfg.exclude_own_set else None  # -1 (in no set) excludes nothing
 
-        def mass(query: Tensor, own_scene: bool, b: int, exclude: Tensor | None, grad: bool) -> ClassMass:
-            if own_scene:
-                keys, key_label = protos, torch.where(proto_scene == b, proto_labels, -1)
-            else:
-                bank_keys, bank_labels = protos[:0], proto_labels[:0]
-                if self.memory is not None:
-                    bank_keys, bank_labels, _ = self.memory.get(exclude_scene=int(scene_ids[b]))
-                keys = torch.cat([protos, bank_keys.to(protos)])
-                key_label = torch.cat([torch.where(proto_scene != b, proto_labels, -1), bank_labels.to(proto_labels)])
-            with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-                return class_log_mass(query, keys, key_label, num_classes=num_classes, tau=cfg.tau,
-                                      exclude=exclude, chunk_size=self.chunk_size)
-
-        nll = {"intra": [], "inter": []}
-        targets, query_idx = [], []
-        for b, idx in self._sample_queries(labels, scene, generator):
-            query, query_label = embeddings[idx], labels[idx]
-            exclude = index[idx] if cfg.exclude_own_set else None
-            masses = {}
-            if need_intra:
-                masses["intra"] = mass(query, True, b, exclude, cfg.intra_scene)
-            if need_inter:
-                masses["inter"] = mass(query, False, b, None, cfg.inter_scene)
-            extra = None
-            if similar is not None:  # keys of other labels whose sets look like the query's own
-                own = index[idx]
-                allowed = (similar[own.clamp(min=0)] & (own >= 0)[:, None] & (proto_scene == b)[None, :]
-                           & (proto_labels >= 0)[None, :] & (proto_labels[None, :] != query_label.long()[:, None]))
-                if exclude is not None:
-                    rows = torch.nonzero(exclude >= 0).squeeze(1)
-                    allowed[rows, exclude[rows]] = False
-                extra = masked_log_mass(query, protos, allowed, cfg.tau)
-            for name, enabled in (("intra", cfg.intra_scene), ("inter", cfg.inter_scene)):
-                if enabled:
-                    nll[name].append(correlation_nll(masses[name], query_label, extra if name == "intra" else None))
-            if feedback:
-                union = combine(masses["intra"], masses["inter"])
-                targets.append(propagated_distribution(union))
-                query_idx.append(idx)
+        masses: dict[str, ClassMass] = {}
+        if cfg.intra_scene or feedback:  # the query's scene's prototypes
+            with torch.set_grad_enabled(cfg.intra_scene and torch.is_grad_enabled()):
+                masses["intra"] = class_log_mass(
+                    query, protos, proto_labels, num_classes=num_classes, tau=cfg.tau,
+                    visible=Visible(query_id, proto_ids, same=True, exclude=exclude), chunk_size=self.chunk_size)
+        if cfg.inter_scene or feedback:  # other scenes' prototypes, in the batch and in the bank
+            bank = (self.memory.keys, self.memory.labels, self.memory.scenes) if self.memory is not None else \
+                (protos[:0], proto_labels[:0], proto_ids[:0])
+            with torch.set_grad_enabled(cfg.inter_scene and torch.is_grad_enabled()):
+                masses["inter"] = class_log_mass(
+                    query, torch.cat([protos, bank[0].to(protos)]), torch.cat([proto_labels, bank[1]]),
+                    num_classes=num_classes, tau=cfg.tau, visible=Visible(query_id, torch.cat([proto_ids, bank[2]]), same=False),
+                    chunk_size=self.chunk_size)
 
         terms = {}
         if cfg.intra_set:  # intra-set consistency: each point's embedding toward its own set's prototype
-            inside = index >= 0
-            cos = (embeddings[inside] * protos[index[inside]]).sum(dim=1)
-            terms["set"] = (1.0 - cos).mean() if cos.numel() else embeddings.sum() * 0.0
-        for name, enabled in (("intra", cfg.intra_scene), ("inter", cfg.inter_scene)):
-            if enabled:
-                values = torch.cat([v[m] for v, m in nll[name]]) if nll[name] else embeddings.new_zeros(0)
-                terms[name] = values.mean() if values.numel() else embeddings.sum() * 0.0
+            cos = (embeddings * protos[segment.clamp(min=0)]).sum(dim=1)
+            terms["set"] = masked_mean(1.0 - cos, segment >= 0)
+        if cfg.intra_scene:
+            extra = None
+            if cfg.similar_positives:  # keys of other labels whose sets look like the query's own
+                if looks is None:
+                    raise ValueError("hicl.similar_positives needs per-point CLIP features and normals (looks)")
+                similar = similar_sets(*looks, segment, num_sets, cfg.similar_visual, cfg.similar_normal)
+                allowed = (similar[query_set.clamp(min=0)] & (query_set >= 0)[:, None]
+                           & (proto_labels >= 0)[None, :] & (proto_labels[None, :] != query_label[:, None])
+                           & Visible(query_id, proto_ids, same=True, exclude=exclude).mask(slice(None), proto_labels))
+                extra = masked_log_mass(query, protos, allowed, cfg.tau)
+            nll, valid = correlation_nll(masses["intra"], query_label, extra)
+            terms["intra"] = masked_mean(nll, valid & used)
+        if cfg.inter_scene:
+            nll, valid = correlation_nll(masses["inter"], query_label)
+            terms["inter"] = masked_mean(nll, valid & used)
         if feedback:
-            p, idx = torch.cat(targets), torch.cat(query_idx)
-            rows = p.sum(dim=1) > 0
-            log_q = torch.log_softmax(logits[idx[rows]].float(), dim=1)
-            kl = F.kl_div(log_q, p[rows].to(log_q.dtype), reduction="none").sum(dim=1)
-            terms["feedback"] = kl.mean() if kl.numel() else logits.sum() * 0.0
+            p = propagated_distribution(combine(masses["intra"], masses["inter"]))
+            log_q = torch.log_softmax(logits[points].float(), dim=1)
+            kl = F.kl_div(log_q, p.to(log_q.dtype), reduction="none").sum(dim=1)
+            terms["feedback"] = masked_mean(kl, used & (p.sum(dim=1) > 0))
 
         weights = {"set": cfg.lambda_set, "intra": cfg.lambda_intra, "inter": cfg.lambda_inter,
                    "feedback": cfg.lambda_feedback}
-        terms["total"] = sum((weights[k] * v for k, v in terms.items()), embeddings.new_zeros(()))
+        terms["total"] = sum((weights[k] * v for k, v in terms.items()), embeddings.sum() * 0.0)
 
         if self.memory is not None and self.training:
-            labelled = proto_labels >= 0
-            ids = scene_ids.to(proto_scene.device)[proto_scene[labelled]]
-            self.memory.push(protos[labelled], proto_labels[labelled], ids)
+            self.memory.push(protos, proto_labels, proto_ids, keep=proto_labels >= 0)
         return terms
