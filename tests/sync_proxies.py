@@ -82,9 +82,9 @@ def counting_tolist(mode: SyncProxies) -> Iterator[None]:
         torch.Tensor.tolist = original
 
 
-def count_step(step, optimizer: torch.optim.Optimizer, *args) -> SyncProxies:
-    """The sync proxies of one call `step(*args)`, the optimiser's own step left out (its step
-    counters are host tensors; fused AdamW on a GPU keeps them on the device)."""
+def count_step(step, optimizer: torch.optim.Optimizer, *args):
+    """(step(*args), the sync proxies it made), the optimiser's own step left out (its step
+    counters are host tensors where it is not fused)."""
     mode = SyncProxies()
 
     def pause(*_: object) -> None:
@@ -96,8 +96,8 @@ def count_step(step, optimizer: torch.optim.Optimizer, *args) -> SyncProxies:
     handles = [optimizer.register_step_pre_hook(pause), optimizer.register_step_post_hook(resume)]
     try:
         with counting_tolist(mode), mode:
-            step(*args)
+            result = step(*args)
     finally:
         for handle in handles:
             handle.remove()
-    return mode
+    return result, mode

@@ -71,6 +71,6 @@ def test_host_syncs_per_training_step(store, method, tmp_path, one_thread):
     trainer, batches = _trainer_and_batches(store, method, tmp_path)
     with conv_algorithm("gather"):
         trainer.train_step(batches[0])
-        counted = count_step(trainer.train_step, trainer.optimizer, batches[1])
+        _, counted = count_step(trainer.train_step, trainer.optimizer, batches[1])
     print(f"{method}: {counted.total} sync proxies per step {dict(counted.counts)}")
     assert dict(counted.counts) == SYNCS
