@@ -6,18 +6,16 @@ For a query embedding f_q and labelled keys k_g (L2-normalised set prototypes):
 log p_q[c] is computed as (log-sum-exp over the keys of class c) − (log-sum-exp over all keys),
 each class's sum shifted by its own largest term: exact and stable for any τ.
 
-Every tensor has a size known before the data is seen: which keys a query sees and which query
-slots are used are masks, the per-class sums are scatters over a class index, and averages are
-masked means. So nothing waits for a GPU to report a count (per-scene and per-class loops over
+Every tensor has a size known before the data is seen: which keys a query sees is a group index
+per key (its class among the query scene's own keys, among the other keys, or none), the sums
+per group are scatters, unused query slots and empty groups are masked, averages are masked
+means. So nothing waits for a GPU to report a count (per-scene and per-class loops over
 `nonzero` and `tolist` made this loss ~100 host synchronisations a step). Work is O(Q × G) for
 Q queries and G keys, done in chunks of queries that are recomputed in backward (activation
 checkpointing), so peak memory is O(chunk × G); nothing is O(points²) or O(Q × points).
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -73,78 +71,55 @@ def set_scenes(segment: Tensor, scene: Tensor, num_sets: int) -> Tensor:
 # --------------------------------------------------------------------------------------------
 # Correlation
 # --------------------------------------------------------------------------------------------
-class ClassMass(NamedTuple):
-    """Per query and class: log Σ_{g: ŷ_g=c} exp(f_q·k_g/τ) and whether class c has a key for q."""
-
-    log_mass: Tensor  # (Q, C); -inf for classes without keys
-    has_key: Tensor  # (Q, C) bool
-
-
-class Visible(NamedTuple):
-    """Which labelled keys a query sees: those whose scene is (`same`) or is not the query's,
-    minus one key per query (`exclude`: its row in the keys, -1 for none)."""
-
-    query_scene: Tensor | None  # (Q,); None: every labelled key
-    key_scene: Tensor | None  # (K,)
-    same: bool = True
-    exclude: Tensor | None = None  # (Q,)
-
-    def mask(self, rows: slice, key_label: Tensor) -> Tensor:
-        """(len(rows), K) bool for the queries `rows`."""
-        allowed = (key_label >= 0)[None, :]
-        if self.query_scene is not None:
-            relation = self.key_scene[None, :] == self.query_scene[rows, None]
-            allowed = allowed & (relation if self.same else ~relation)
-        if self.exclude is not None:
-            allowed = allowed & (torch.arange(len(key_label), device=key_label.device)[None, :] != self.exclude[rows, None])
-        return allowed
-
-
-def _log_mass(sim: Tensor, key_label: Tensor, allowed: Tensor, num_classes: int) -> Tensor:
-    """(Q, C) log Σ_{allowed g of class c} exp(sim[q, g]), -inf where class c has no allowed key:
-    a segmented log-sum-exp, each (query, class) shifted by its own largest term."""
-    label = key_label.clamp(min=0).expand_as(sim)
-    masked = sim.masked_fill(~allowed, float("-inf"))
-    peak = sim.new_full((sim.shape[0], num_classes), float("-inf")).scatter_reduce(1, label, masked.detach(), "amax")
-    shift = torch.where(torch.isfinite(peak), peak, 0.0)
-    mass = sim.new_zeros(sim.shape[0], num_classes).scatter_add(1, label, torch.exp(masked - shift.gather(1, label)))
-    return torch.where(mass > 0, mass.clamp(min=torch.finfo(mass.dtype).tiny).log() + shift, float("-inf"))
-
-
-def _chunked(fn: Callable[[slice], Tensor], rows: int, chunk_size: int, track: bool) -> Tensor:
-    """fn over row chunks, concatenated; with `track` each chunk is recomputed in backward
-    (activation checkpointing), so only one chunk's (chunk × keys) intermediates live at a time."""
-    parts = [checkpoint(fn, chunk, use_reentrant=False) if track else fn(chunk)
-             for chunk in (slice(start, start + chunk_size) for start in range(0, rows, chunk_size))]
-    return torch.cat(parts)
-
-
-def class_log_mass(
-    query: Tensor,
-    keys: Tensor,
-    key_label: Tensor,
-    *,
-    num_classes: int,
-    tau: float = 0.1,
-    visible: Visible = Visible(None, None),
+def group_log_mass(
+    query: Tensor, keys: Tensor, group: Tensor, groups: int, *, tau: float, exclude: Tensor | None = None,
     chunk_size: int = 2048,
-) -> ClassMass:
-    """Class masses of the correlation of `query` (Q, D) with the keys (G, D) that `visible` lets
-    each query see (always only those with label >= 0)."""
-    if query.shape[0] == 0:
-        return ClassMass(query.new_zeros(0, num_classes), torch.zeros(0, num_classes, dtype=torch.bool, device=query.device))
+) -> Tensor:
+    """(Q, groups) log Σ_{g in group j} exp(f_q·k_g/τ) for queries (Q, D) and keys (K, D), where
+    `group` (K,) puts each key in one of `groups` groups (`groups` itself: in none) and `exclude`
+    (Q,) leaves one key out per query (its row in `keys`; -1: none). Each group's sum is shifted
+    by its own largest term, so it is exact for any τ; an empty group gets the most negative
+    finite value (not -inf, whose log-sum-exp has a NaN gradient).
+
+    One product, one exp and two scatters over the (queries × keys) similarities; chunks of
+    queries are recomputed in backward (activation checkpointing), so peak memory is
+    O(chunk × keys)."""
+    lowest = torch.finfo(query.dtype).min
+    index = group.long()[None, :]
 
     def chunk(rows: slice) -> Tensor:
-        return _log_mass(query[rows] @ keys.T / tau, key_label, visible.mask(rows, key_label), num_classes)
+        sim = (query[rows] / tau) @ keys.T
+        if exclude is not None:  # -inf at each query's excluded key; -1 rewrites column 0 with itself
+            column = exclude[rows].clamp(min=0)[:, None]
+            sim.scatter_(1, column, torch.where(exclude[rows, None] >= 0, float("-inf"), sim.gather(1, column)))
+        where = index.expand_as(sim)
+        peak = sim.new_full((sim.shape[0], groups + 1), float("-inf")).scatter_reduce(1, where, sim.detach(), "amax")
+        shift = torch.where(torch.isfinite(peak), peak, 0.0)
+        mass = sim.new_zeros(sim.shape[0], groups + 1).scatter_add(1, where, torch.exp(sim - shift.gather(1, where)))
+        return torch.where(mass > 0, mass.clamp(min=torch.finfo(mass.dtype).tiny).log() + shift, lowest)[:, :groups]
 
     track = torch.is_grad_enabled() and (query.requires_grad or keys.requires_grad)
-    log_mass = _chunked(chunk, query.shape[0], chunk_size, track)
-    return ClassMass(log_mass, torch.isfinite(log_mass))
+    parts = [checkpoint(chunk, rows, use_reentrant=False) if track else chunk(rows)
+             for rows in (slice(start, start + chunk_size) for start in range(0, query.shape[0], chunk_size))]
+    return torch.cat(parts) if parts else query.new_zeros(0, groups)
 
 
-def combine(a: ClassMass, b: ClassMass) -> ClassMass:
-    """Class masses over the union of two disjoint key sets."""
-    return ClassMass(torch.logaddexp(a.log_mass, b.log_mass), a.has_key | b.has_key)
+def correlation_nll(log_mass: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
+    """(−log p_q[ŷ_q] (Q,), valid (Q,)) from class masses (Q, C): valid where ŷ_q >= 0 and its
+    class has a key for q."""
+    own = log_mass.gather(1, label.clamp(min=0).long()[:, None]).squeeze(1)
+    valid = (label >= 0) & (own > torch.finfo(log_mass.dtype).min)
+    return torch.logsumexp(log_mass, dim=1) - own, valid
+
+
+@torch.no_grad()
+def class_distribution(log_mass: Tensor, num_classes: int) -> Tensor:
+    """p (Q, C), detached (it is a target), from masses (Q, k·C) of k disjoint key sets (each
+    C classes): the softmax over every key in reach summed per class; zero rows for queries
+    without any key."""
+    any_key = (log_mass > torch.finfo(log_mass.dtype).min).any(dim=1, keepdim=True)
+    p = torch.softmax(log_mass, dim=1).view(log_mass.shape[0], -1, num_classes).sum(dim=1)
+    return torch.where(any_key, p, 0.0)
 
 
 def similar_sets(clip: Tensor, normal: Tensor, segment: Tensor, num_sets: int, visual: float, geometric: float) -> Tensor:
@@ -168,35 +143,6 @@ def masked_log_mass(query: Tensor, keys: Tensor, allowed: Tensor, tau: float) ->
     return torch.logsumexp(sim, dim=1).clamp(min=lowest), allowed.any(dim=1)
 
 
-def correlation_nll(
-    mass: ClassMass, query_label: Tensor, extra: tuple[Tensor, Tensor] | None = None
-) -> tuple[Tensor, Tensor]:
-    """(−log p_q[ŷ_q] (Q,), valid (Q,)): valid where ŷ_q >= 0 and class ŷ_q has a key for q.
-
-    `extra` (from `masked_log_mass`) adds positives of other labels to the numerator: keys
-    that are already in the class masses, so the denominator stays the sum over all keys.
-    """
-    label = query_label.long()
-    lowest = torch.finfo(mass.log_mass.dtype).min
-    valid = (label >= 0) & mass.has_key.gather(1, label.clamp(min=0)[:, None]).squeeze(1)
-    own = mass.log_mass.gather(1, label.clamp(min=0)[:, None]).squeeze(1)
-    if extra is not None:
-        extra_mass, has_extra = extra
-        own = torch.logaddexp(own.clamp(min=lowest), extra_mass)
-        valid = (label >= 0) & (valid | has_extra)
-    # clamped: a query with no key at all has only -inf masses, whose logsumexp has a NaN gradient
-    nll = torch.logsumexp(mass.log_mass.clamp(min=lowest), dim=1) - own
-    return nll, valid
-
-
-@torch.no_grad()
-def propagated_distribution(mass: ClassMass) -> Tensor:
-    """p (Q, C), detached (it is a target); rows of queries without any key are zero."""
-    log_mass = mass.log_mass.masked_fill(~mass.has_key, float("-inf"))
-    any_key = mass.has_key.any(dim=1, keepdim=True)
-    return torch.where(any_key, torch.softmax(log_mass.masked_fill(~any_key, 0.0), dim=1), 0.0)
-
-
 @outside_autocast
 def correlation_loss(
     query: Tensor,
@@ -212,10 +158,10 @@ def correlation_loss(
     """(−mean_q log p_q[ŷ_q], p (Q, C) detached) over the labelled keys, each query leaving out
     its `exclude` key (-1: none). Queries whose class has no key are skipped; with none left the
     loss is a zero that keeps the graph (so DDP sees every parameter)."""
-    mass = class_log_mass(query, keys, key_label, num_classes=num_classes, tau=tau,
-                          visible=Visible(None, None, exclude=exclude), chunk_size=chunk_size)
-    nll, valid = correlation_nll(mass, query_label)
-    return masked_mean(nll, valid), propagated_distribution(mass)
+    group = torch.where(key_label >= 0, key_label, num_classes)
+    log_mass = group_log_mass(query, keys, group, num_classes, tau=tau, exclude=exclude, chunk_size=chunk_size)
+    nll, valid = correlation_nll(log_mass, query_label)
+    return masked_mean(nll, valid), class_distribution(log_mass, num_classes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,49 +244,62 @@ class HICLLoss(nn.Module):
         feedback = cfg.feedback and logits is not None and epoch >= cfg.feedback_warmup_epochs
         protos, proto_labels = set_prototypes(embeddings, segment, labels, num_classes, num_sets)
         proto_scene = set_scenes(segment, scene, num_sets)
-        proto_ids = torch.where(proto_scene >= 0, scene_ids[proto_scene.clamp(min=0)], -1)
+        proto_ids = torch.where(proto_scene >= 0, scene_ids[proto_scene.clamp(min=0)], -1)  # the dataset's scene ids
 
         points, used = self._sample_queries(labels, scene, len(scene_ids), generator)
         query, query_label, query_set = embeddings[points], labels[points].long(), segment[points].long()
-        query_id = scene_ids[scene[points]]
         exclude = query_set if cfg.exclude_own_set else None  # -1 (in no set) excludes nothing
+        labelled = used & (query_label >= 0)
 
-        masses: dict[str, ClassMass] = {}
-        if cfg.intra_scene or feedback:  # the query's scene's prototypes
-            with torch.set_grad_enabled(cfg.intra_scene and torch.is_grad_enabled()):
-                masses["intra"] = class_log_mass(
-                    query, protos, proto_labels, num_classes=num_classes, tau=cfg.tau,
-                    visible=Visible(query_id, proto_ids, same=True, exclude=exclude), chunk_size=self.chunk_size)
-        if cfg.inter_scene or feedback:  # other scenes' prototypes, in the batch and in the bank
-            bank = (self.memory.keys, self.memory.labels, self.memory.scenes) if self.memory is not None else \
-                (protos[:0], proto_labels[:0], proto_ids[:0])
-            with torch.set_grad_enabled(cfg.inter_scene and torch.is_grad_enabled()):
-                masses["inter"] = class_log_mass(
-                    query, torch.cat([protos, bank[0].to(protos)]), torch.cat([proto_labels, bank[1]]),
-                    num_classes=num_classes, tau=cfg.tau, visible=Visible(query_id, torch.cat([proto_ids, bank[2]]), same=False),
-                    chunk_size=self.chunk_size)
+        # Keys: the batch's prototypes (intra: the query's scene's; inter: the others'), then the
+        # memory bank's entries of other scenes (an empty slot has label -1). Per query scene,
+        # each key falls in one group: its class among the intra keys (0..C-1), among the inter
+        # keys (C..2C-1), or none (2C).
+        keys, key_label, key_id = protos, proto_labels, proto_ids
+        if self.memory is not None and (cfg.inter_scene or feedback):
+            keys = torch.cat([protos, self.memory.keys.to(protos)])
+            key_label = torch.cat([proto_labels, self.memory.labels])
+            key_id = torch.cat([proto_ids, self.memory.scenes])
+        in_batch = torch.arange(len(keys), device=keys.device) < len(protos)
+        log_mass, slots = [], len(points) // len(scene_ids)  # scene b's queries: slots [b·slots, (b+1)·slots)
+        with torch.set_grad_enabled((cfg.intra_scene or cfg.inter_scene) and torch.is_grad_enabled()):
+            for b in range(len(scene_ids) if cfg.intra_scene or cfg.inter_scene or feedback else 0):
+                rows = slice(b * slots, (b + 1) * slots)
+                same = key_id == scene_ids[b]
+                intra = (key_label >= 0) & same & in_batch & (cfg.intra_scene or feedback)
+                inter = (key_label >= 0) & ~same & (cfg.inter_scene or feedback)
+                group = torch.where(intra, key_label, torch.where(inter, num_classes + key_label, 2 * num_classes))
+                log_mass.append(group_log_mass(query[rows], keys, group, 2 * num_classes, tau=cfg.tau,
+                                               exclude=exclude[rows] if exclude is not None else None,
+                                               chunk_size=self.chunk_size))
+        log_mass = torch.cat(log_mass) if log_mass else None
 
         terms = {}
         if cfg.intra_set:  # intra-set consistency: each point's embedding toward its own set's prototype
             cos = (embeddings * protos[segment.clamp(min=0)]).sum(dim=1)
             terms["set"] = masked_mean(1.0 - cos, segment >= 0)
         if cfg.intra_scene:
-            extra = None
+            intra = log_mass[:, :num_classes]
+            nll, valid = correlation_nll(intra, query_label)
             if cfg.similar_positives:  # keys of other labels whose sets look like the query's own
                 if looks is None:
                     raise ValueError("hicl.similar_positives needs per-point CLIP features and normals (looks)")
                 similar = similar_sets(*looks, segment, num_sets, cfg.similar_visual, cfg.similar_normal)
                 allowed = (similar[query_set.clamp(min=0)] & (query_set >= 0)[:, None]
-                           & (proto_labels >= 0)[None, :] & (proto_labels[None, :] != query_label[:, None])
-                           & Visible(query_id, proto_ids, same=True, exclude=exclude).mask(slice(None), proto_labels))
-                extra = masked_log_mass(query, protos, allowed, cfg.tau)
-            nll, valid = correlation_nll(masses["intra"], query_label, extra)
-            terms["intra"] = masked_mean(nll, valid & used)
+                           & (proto_ids[None, :] == scene_ids[scene[points]][:, None])
+                           & (proto_labels >= 0)[None, :] & (proto_labels[None, :] != query_label[:, None]))
+                if exclude is not None:
+                    allowed &= torch.arange(len(protos), device=allowed.device)[None, :] != exclude[:, None]
+                extra, has_extra = masked_log_mass(query, protos, allowed, cfg.tau)
+                own = intra.gather(1, query_label.clamp(min=0)[:, None]).squeeze(1)
+                nll = torch.logsumexp(intra, dim=1) - torch.logaddexp(own, extra)
+                valid = (query_label >= 0) & (valid | has_extra)
+            terms["intra"] = masked_mean(nll, valid & labelled)
         if cfg.inter_scene:
-            nll, valid = correlation_nll(masses["inter"], query_label)
-            terms["inter"] = masked_mean(nll, valid & used)
+            nll, valid = correlation_nll(log_mass[:, num_classes:], query_label)
+            terms["inter"] = masked_mean(nll, valid & labelled)
         if feedback:
-            p = propagated_distribution(combine(masses["intra"], masses["inter"]))
+            p = class_distribution(log_mass, num_classes)
             log_q = torch.log_softmax(logits[points].float(), dim=1)
             kl = F.kl_div(log_q, p.to(log_q.dtype), reduction="none").sum(dim=1)
             terms["feedback"] = masked_mean(kl, used & (p.sum(dim=1) > 0))
