@@ -86,6 +86,23 @@ def test_push_keeps_only_the_chosen_rows_newest_last():
     assert bank.labels.tolist() == [7, 8, 4, 5]  # FIFO slots: the spare slot took the rows that did not stay
 
 
+def test_slots_past_every_pushed_row_are_left_out_without_a_sync():
+    bank = MemoryBank(6, 2)
+    assert bank.slots()[0].shape == (0, 2)
+    bank.push(*_entries([1, 2, 3]), keep=torch.tensor([True, False, True]))
+    assert bank.slots()[1].tolist() == [1, 3, -1]  # a bound: the unkept row's slot stays empty
+    bank.push(*_entries([4, 5, 6, 7]))
+    assert bank.slots()[1].tolist() == [1, 3, 4, 5, 6, 7]
+    restored = MemoryBank(6, 2)
+    restored.load_state_dict(bank.state_dict())
+    assert restored.slots()[1].tolist() == [1, 3, 4, 5, 6, 7]
+    short = MemoryBank(6, 2)
+    short.push(*_entries([1, 2, 3]), keep=torch.tensor([True, False, True]))
+    older = {k: v for k, v in short.state_dict().items() if k != "reach"}  # a checkpoint from before `reach`
+    restored.load_state_dict(older)
+    assert restored.slots()[1].tolist() == [1, 3]  # the filled slots
+
+
 def test_push_needs_one_scene_id_per_prototype():
     with pytest.raises(ValueError, match="scene ids"):
         MemoryBank(4, 2).push(torch.zeros(2, 2), torch.tensor([0, 1]), torch.tensor([0]))

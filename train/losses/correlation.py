@@ -257,9 +257,10 @@ class HICLLoss(nn.Module):
         # keys (C..2C-1), or none (2C).
         keys, key_label, key_id = protos, proto_labels, proto_ids
         if self.memory is not None and (cfg.inter_scene or feedback):
-            keys = torch.cat([protos, self.memory.keys.to(protos)])
-            key_label = torch.cat([proto_labels, self.memory.labels])
-            key_id = torch.cat([proto_ids, self.memory.scenes])
+            bank_keys, bank_labels, bank_ids = self.memory.slots()
+            keys = torch.cat([protos, bank_keys.to(protos)])
+            key_label = torch.cat([proto_labels, bank_labels])
+            key_id = torch.cat([proto_ids, bank_ids])
         in_batch = torch.arange(len(keys), device=keys.device) < len(protos)
         log_mass, slots = [], len(points) // len(scene_ids)  # scene b's queries: slots [b·slots, (b+1)·slots)
         with torch.set_grad_enabled((cfg.intra_scene or cfg.inter_scene) and torch.is_grad_enabled()):

@@ -25,6 +25,11 @@ class MemoryBank(nn.Module):
         self.register_buffer("scenes", torch.full((size,), -1, dtype=torch.long))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))  # next slot to write
         self.register_buffer("count", torch.zeros((), dtype=torch.long))  # filled slots
+        # Slots from `reach` on are still empty (pushes fill slots 0, 1, ... until the bank wraps):
+        # the rows pushed so far, at most `size`. Mirrored on the host (`_reach`) so the loss reads
+        # it without a sync; a buffer so a resumed run reads the same slots an uninterrupted one does.
+        self.register_buffer("reach", torch.zeros((), dtype=torch.long))
+        self._reach = 0
 
     @torch.no_grad()
     def push(self, protos: torch.Tensor, labels: torch.Tensor, scenes: torch.Tensor,
@@ -39,6 +44,8 @@ class MemoryBank(nn.Module):
                              f"{scenes.shape[0]} scene ids")
         if protos.shape[0] == 0:
             return
+        self._reach = min(self.size, self._reach + protos.shape[0])
+        self.reach.fill_(self._reach)
         device = self.keys.device
         keep = torch.ones(protos.shape[0], dtype=torch.bool, device=device) if keep is None else keep.to(device)
         rank = torch.cumsum(keep, 0) - 1  # a kept row's place among the kept rows
@@ -53,9 +60,19 @@ class MemoryBank(nn.Module):
         self.ptr.copy_((self.ptr + stay) % self.size)
         self.count.copy_(torch.clamp(self.count + stay, max=self.size))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        if prefix + "count" in state_dict:  # checkpoints from before `reach` was kept: the filled slots
+            state_dict.setdefault(prefix + "reach", state_dict[prefix + "count"].clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._reach = int(self.reach)  # once, when a run resumes
+
+    def slots(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Keys, labels and scene ids of every slot that may hold an entry, in slot order, without
+        a host sync (an empty one among them has label -1, so it is never a key)."""
+        return self.keys[:self._reach], self.labels[:self._reach], self.scenes[:self._reach]
+
     def get(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Filled entries, oldest first: keys (k, dim), labels (k,), scene ids (k,). (The loss reads
-        the buffers whole: an empty slot has label -1, so it is never a key.)"""
+        """Filled entries, oldest first: keys (k, dim), labels (k,), scene ids (k,)."""
         count = int(self.count)
         if count < self.size:
             order = torch.arange(count, device=self.keys.device)
