@@ -8,7 +8,7 @@ CHECKPOINT ?=
 ARGS ?=
 
 .PHONY: setup test test-fast demo synth synth-experiments preprocess train eval bench clean budget compare ablation-threshold \
-	ablation-partition ablation-components cost figures report experiments gt-check gpu-check
+	ablation-partition ablation-components cost figures report experiments gt-check gpu-check gpu-wheels
 
 VENV_STAMP := .venv/.installed
 KERNELS_STAMP := .venv/.kernels
@@ -112,9 +112,13 @@ gt-check: $(GT_DIR)/scannetv2_train.txt  ## can the trainer learn? ground-truth 
 	$(PY) -m train fit pipelines/synthetic-gt.toml
 	$(PY) -m train eval pipelines/synthetic-gt.toml --out reports/synthetic-gt-check
 
-# Needs only torch, numpy, numba, zarr and tqdm (no `make setup`): on a bare GPU machine, PY=python3.
-gpu-check:  ## on a GPU machine (< 8 min): CUDA equality, bench_sparse per backend, short HICL fit + eval with AMP; one table
+# Needs only torch, numpy, numba, tqdm and zarr (no `make setup`): on a bare GPU machine, PY=python3
+# after installing the wheels `make gpu-wheels` stages (README: Checking a GPU machine).
+gpu-check:  ## on a GPU machine (< 8 min): equality, AMP vs fp32, bench_sparse vs goal, every method x head in bf16/fp16 + eval, resume; one table
 	$(PY) benchmarks/gpu_check.py $(ARGS)
+
+gpu-wheels:  ## download into build/gpu-wheels the wheels gpu-check needs on a GPU machine without zarr (Python 3.12)
+	scripts/stage_gpu_wheels.sh build/gpu-wheels
 
 bench:  ## speed benchmarks (tables on stdout)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

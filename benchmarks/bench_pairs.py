@@ -29,7 +29,7 @@ from shared import schema  # noqa: E402
 from shared.cli import parse_overrides  # noqa: E402
 from shared.config import Pipeline, load_pipeline  # noqa: E402
 from shared.store import Store  # noqa: E402
-from train.engine.data import sample_pairs, voxelize  # noqa: E402
+from train.engine.transforms import sample_pairs, voxelize  # noqa: E402
 from train.losses.baselines import pair_ce_loss, pair_distill_loss, spatial_temporal_loss  # noqa: E402
 
 PAIRS = [schema.PAIRS_POINT, schema.PAIRS_VIEW, schema.PAIRS_LABEL, schema.PAIRS_SCORE, schema.PAIRS_PATCH, schema.PATCH_FEAT]

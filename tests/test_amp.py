@@ -15,7 +15,7 @@ from shared.config import ConfigError, load_pipeline
 from test_correlation import _batch, _config
 from test_minkunet import batch_of, make_model, random_scene
 from toy_store import make_toy_store
-from train.engine.amp import resolve_precision
+from train.amp import resolve_precision
 from train.cli import main
 from train.losses import HICLLoss, clip2scene_loss, pseudo_ce_loss
 from train.engine.loop import Trainer
@@ -43,6 +43,22 @@ def test_convolution_sums_offsets_in_float32(algorithm: str) -> None:
     centre = int(torch.nonzero((coords[:, 1:] == 1).all(dim=1)))
     assert out.dtype == torch.bfloat16
     assert out[centre].item() == torch.tensor(27.421875).bfloat16().item() == 27.375
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_weight_gradient_sums_rows_in_float32(algorithm: str) -> None:
+    """A conv's weight gradient sums over every row: 5000 rows of input 1 and output gradient 16
+    give 80000 at the centre offset, past float16's largest value (65504), where a float16 sum
+    overflows to inf; summed in float32 it is exact."""
+    coords = torch.cat([torch.zeros(5000, 1), torch.arange(5000)[:, None] * 3, torch.zeros(5000, 2)], dim=1).int()
+    conv = spnn.Conv3d(1, 1, 3)
+    x = torch.ones(5000, 1, dtype=torch.float16, requires_grad=True)
+    with conv_algorithm(algorithm):
+        out = conv(SparseTensor(x, coords)).F
+    out.backward(torch.full_like(out, 16.0))
+    centre = len(conv.kernel) // 2
+    assert conv.kernel.grad[centre].item() == 80000.0
+    assert torch.count_nonzero(conv.kernel.grad) == 1  # no site has a neighbour: spaced 3 apart on x
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -77,8 +93,8 @@ def test_losses_run_in_float32_under_autocast() -> None:
                   similar_visual=-1.0, similar_normal=-1.0, feedback_warmup_epochs=0, exclude_own_set=True)
 
     def losses() -> dict[str, torch.Tensor]:
-        terms = HICLLoss(cfg, 3)(emb, labels, segment, scene, epoch=0, logits=logits, looks=looks,
-                                 scene_ids=torch.arange(2), generator=torch.Generator().manual_seed(0))
+        terms = HICLLoss(cfg, 3)(emb, labels, scene * 6 + segment, scene, torch.arange(2), 0, num_sets=12,
+                                 logits=logits, looks=looks, generator=torch.Generator().manual_seed(0))
         pair_voxel = torch.arange(len(emb))[labels >= 0]
         c2s = clip2scene_loss(logits, looks[0], pair_voxel, labels[pair_voxel], epoch=1, switch_epoch=0,
                               patch_feat=looks[0].flip(0), pair_patch=pair_voxel, text=F.normalize(looks[0][:3], dim=1),

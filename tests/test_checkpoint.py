@@ -94,3 +94,19 @@ def test_rng_state_round_trip_through_a_safe_load():
     buffer.seek(0)
     ckpt.set_rng_state(torch.load(buffer, weights_only=True))
     assert (random.random(), np.random.rand(), np.random.standard_normal(), torch.rand(1).item()) == first
+
+
+def test_resume_on_another_device_loads_on_the_cpu_then_moves(tmp_path):
+    """Resuming on a GPU (the meta device stands in for it here): the checkpoint loads on the CPU,
+    so the RNG states are the CPU ByteTensors that set_rng_state and Generator.set_state take
+    (mapped to a GPU, resuming failed); the weights move when loaded into the module."""
+    generator = torch.Generator().manual_seed(3)
+    path = ckpt.save_checkpoint({"rng": ckpt.rng_state(), "generator": generator.get_state(),
+                                 "model": {"w": torch.ones(2)}, "step": 7}, tmp_path / "last.pt")
+    first = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=generator).item())
+    state = ckpt.load_checkpoint(path)
+    assert state["step"] == 7 and state["generator"].device.type == "cpu" and state["generator"].dtype == torch.uint8
+    assert state["model"]["w"].device.type == "cpu"  # the trainer's load_state_dict moves it
+    ckpt.set_rng_state(state["rng"])
+    generator.set_state(state["generator"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=generator).item()) == first

@@ -12,12 +12,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from shared.config import HICLConfig
-from train.losses.correlation import (
-    HICLLoss,
-    correlation_loss,
-    scene_segments,
-    set_prototypes,
-)
+from train.losses.correlation import HICLLoss, correlation_loss, set_prototypes
 from train.reports.attention import correlation
 
 Q2 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
@@ -97,18 +92,14 @@ def test_stable_at_tiny_tau():
     assert loss.item() == pytest.approx(1000.0, rel=1e-6)  # (0 − (−1)) / τ
 
 
-def test_set_prototypes_and_scene_segments():
+def test_set_prototypes():
     emb = torch.tensor([[1.0, 0.0], [0.0, 1.0], [3.0, 0.0], [0.0, 2.0], [5.0, 5.0], [1.0, 1.0]], requires_grad=True)
-    segment = torch.tensor([0, 0, 4, 4, -1, 7])
-    scene = torch.tensor([0, 0, 0, 1, 1, 1])
-    gseg = scene_segments(segment, scene)
-    assert gseg.tolist() == [0, 0, 4, 12, -1, 15]  # span = 8
+    segment = torch.tensor([0, 0, 1, 3, -1, 4])  # set 2 has no point
     labels = torch.tensor([2, 2, 1, -1, 0, -1])
-    protos, proto_labels, index = set_prototypes(emb, gseg, labels, num_classes=3)
+    protos, proto_labels = set_prototypes(emb, segment, labels, num_classes=3, num_sets=5)
     s = 1 / math.sqrt(2)
-    torch.testing.assert_close(protos, torch.tensor([[s, s], [1.0, 0.0], [0.0, 1.0], [s, s]]))
-    assert proto_labels.tolist() == [2, 1, -1, -1]
-    assert index.tolist() == [0, 0, 1, 2, -1, 3]
+    torch.testing.assert_close(protos, torch.tensor([[s, s], [1.0, 0.0], [0.0, 0.0], [0.0, 1.0], [s, s]]))
+    assert proto_labels.tolist() == [2, 1, -1, -1, -1]
     protos[0, 0].backward()
     assert emb.grad[0].abs().sum() > 0 and emb.grad[4].abs().sum() == 0
 
@@ -117,7 +108,7 @@ def test_set_prototype_label_is_plurality_lowest_on_ties():
     emb = F.normalize(torch.ones(7, 2), dim=1)
     segment = torch.tensor([0, 0, 0, 1, 1, 1, 1])
     labels = torch.tensor([3, 3, 1, 2, 0, 0, 2])
-    _, proto_labels, _ = set_prototypes(emb, segment, labels, num_classes=4)
+    _, proto_labels = set_prototypes(emb, segment, labels, num_classes=4, num_sets=2)
     assert proto_labels.tolist() == [3, 0]
 
 
@@ -135,8 +126,11 @@ def _config(**kw) -> HICLConfig:
     return dataclasses.replace(HICLConfig(intra_set=False), **kw)
 
 
+SETS = 6  # per scene of `_batch`
+
+
 def _batch(seed: int = 0, points_per_scene: int = 60, scenes: int = 2, dim: int = 8, classes: int = 3):
-    """Scenes of 6 sets each (10 points per set); set j has class j % classes."""
+    """Scenes of 6 sets each (10 points per set, ids 0..5 per scene); set j has class j % classes."""
     g = torch.Generator().manual_seed(seed)
     n = points_per_scene * scenes
     scene = torch.arange(scenes).repeat_interleave(points_per_scene)
@@ -147,15 +141,23 @@ def _batch(seed: int = 0, points_per_scene: int = 60, scenes: int = 2, dim: int 
     return emb, labels, segment, scene
 
 
+def _hicl(loss, emb, labels, segment, scene, epoch=0, scene_ids=None, sets=SETS, **kw):
+    """The loss on a batch of per-scene set ids 0..sets-1, made batch-global as collate does."""
+    scenes = int(scene.max()) + 1
+    scene_ids = torch.arange(scenes) if scene_ids is None else scene_ids
+    global_ids = torch.where(segment >= 0, scene * sets + segment, -1)
+    return loss(emb, labels, global_ids, scene, scene_ids, epoch, num_sets=sets * scenes, **kw)
+
+
 def test_intra_scene_matches_per_scene_correlation_loss():
     emb, labels, segment, scene = _batch()
     loss = HICLLoss(_config(inter_scene=False, feedback=False, queries_per_scene=1000, embed_dim=8), 3)
-    terms = loss(emb, labels, segment, scene, epoch=0)
+    terms = _hicl(loss, emb, labels, segment, scene)
     assert set(terms) == {"intra", "total"}
     total, count = 0.0, 0
     for b in range(2):
         m = scene == b
-        protos, proto_labels, _ = set_prototypes(emb[m], segment[m], labels[m], 3)
+        protos, proto_labels = set_prototypes(emb[m], segment[m], labels[m], 3, SETS)
         q = m & (labels >= 0)
         value, _ = correlation_loss(emb[q], labels[q], protos, proto_labels, num_classes=3, tau=0.1)
         total += value.item() * int(q.sum())
@@ -174,8 +176,8 @@ def test_similar_positives_add_lookalike_sets_of_other_labels():
     looks_normal = torch.tensor([[0.0, 0, 1], [0, 0, 1], [1, 0, 0], [0, 0, 1], [0, 0, 1], [0, 0, 1]])[segment]
     looks_clip[::7] = 0.0  # points no camera saw: not part of their set's mean CLIP feature
     cfg = _config(inter_scene=False, feedback=False, queries_per_scene=1000, embed_dim=8, similar_positives=True)
-    terms = HICLLoss(cfg, 3)(emb, labels, segment, scene, epoch=0, looks=(looks_clip, looks_normal))
-    protos, proto_labels, _ = set_prototypes(emb.detach(), segment, labels, 3)
+    terms = _hicl(HICLLoss(cfg, 3), emb, labels, segment, scene, looks=(looks_clip, looks_normal))
+    protos, proto_labels = set_prototypes(emb.detach(), segment, labels, 3, SETS)
     expected = []
     for q in torch.nonzero(labels >= 0).squeeze(1).tolist():
         weights = torch.exp(protos @ emb[q].detach() / 0.1)
@@ -186,20 +188,20 @@ def test_similar_positives_add_lookalike_sets_of_other_labels():
     assert terms["intra"].item() == pytest.approx(sum(expected) / len(expected), rel=1e-5)
     terms["intra"].backward()
     assert torch.isfinite(emb.grad).all() and emb.grad.abs().sum() > 0
-    off = HICLLoss(dataclasses.replace(cfg, similar_positives=False), 3)(emb, labels, segment, scene, epoch=0)
+    off = _hicl(HICLLoss(dataclasses.replace(cfg, similar_positives=False), 3), emb, labels, segment, scene)
     assert terms["intra"].item() < off["intra"].item()
     with pytest.raises(ValueError, match="similar_positives needs"):
-        HICLLoss(cfg, 3)(emb, labels, segment, scene, epoch=0)
+        _hicl(HICLLoss(cfg, 3), emb, labels, segment, scene)
 
 
 def test_inter_scene_uses_other_scenes_then_the_bank():
     emb, labels, segment, scene = _batch()
     loss = HICLLoss(_config(intra_scene=False, feedback=False, queries_per_scene=1000, embed_dim=8), 3)
-    terms = loss(emb, labels, segment, scene, epoch=0, scene_ids=torch.tensor([10, 11]))
+    terms = _hicl(loss, emb, labels, segment, scene, scene_ids=torch.tensor([10, 11]))
     # Keys of scene 0's queries: scene 1's prototypes only (the bank is empty).
     m0, m1 = scene == 0, scene == 1
-    p1, l1, _ = set_prototypes(emb[m1], segment[m1], labels[m1], 3)
-    p0, l0, _ = set_prototypes(emb[m0], segment[m0], labels[m0], 3)
+    p1, l1 = set_prototypes(emb[m1], segment[m1], labels[m1], 3, SETS)
+    p0, l0 = set_prototypes(emb[m0], segment[m0], labels[m0], 3, SETS)
     q0, q1 = m0 & (labels >= 0), m1 & (labels >= 0)
     v0, _ = correlation_loss(emb[q0], labels[q0], p1, l1, num_classes=3)
     v1, _ = correlation_loss(emb[q1], labels[q1], p0, l0, num_classes=3)
@@ -212,7 +214,7 @@ def test_inter_scene_uses_other_scenes_then_the_bank():
 
     # Next batch with one new scene: its inter keys are exactly the bank.
     emb2, labels2, segment2, scene2 = _batch(seed=1, scenes=1)
-    terms2 = loss(emb2, labels2, segment2, scene2, epoch=0, scene_ids=torch.tensor([12]))
+    terms2 = _hicl(loss, emb2, labels2, segment2, scene2, scene_ids=torch.tensor([12]))
     q = labels2 >= 0
     expected, _ = correlation_loss(emb2[q], labels2[q], keys, bank_labels, num_classes=3)
     assert terms2["inter"].item() == pytest.approx(expected.item(), rel=1e-5)
@@ -223,22 +225,21 @@ def test_a_scene_never_meets_its_own_bank_entries():
     and its own earlier prototypes are not among them."""
     emb, labels, segment, scene = _batch()
     loss = HICLLoss(_config(intra_scene=False, feedback=False, queries_per_scene=1000, embed_dim=8), 3)
-    loss(emb, labels, segment, scene, epoch=0, scene_ids=torch.tensor([7, 8]))
-    others, other_labels, other_scenes = loss.memory.get(exclude_scene=7)
-    assert other_scenes.tolist() == [8] * len(other_scenes) and len(other_scenes) > 0
+    _hicl(loss, emb, labels, segment, scene, scene_ids=torch.tensor([7, 8]))
+    keys, bank_labels, bank_scenes = loss.memory.get()
+    others = bank_scenes == 8
+    assert 0 < int(others.sum()) < len(bank_scenes)
     emb2, labels2, segment2, scene2 = _batch(seed=1, scenes=1)
-    terms = loss(emb2, labels2, segment2, scene2, epoch=1, scene_ids=torch.tensor([7]))
+    terms = _hicl(loss, emb2, labels2, segment2, scene2, epoch=1, scene_ids=torch.tensor([7]))
     q = labels2 >= 0
-    expected, _ = correlation_loss(emb2[q], labels2[q], others, other_labels, num_classes=3)
+    expected, _ = correlation_loss(emb2[q], labels2[q], keys[others], bank_labels[others], num_classes=3)
     assert terms["inter"].item() == pytest.approx(expected.item(), rel=1e-5)
-    with pytest.raises(ValueError, match="needs scene_ids"):
-        loss(emb2, labels2, segment2, scene2, epoch=1)
 
 
 def test_bank_not_updated_in_eval_mode():
     emb, labels, segment, scene = _batch()
     loss = HICLLoss(_config(embed_dim=8, feedback=False), 3).eval()
-    loss(emb, labels, segment, scene, epoch=0, scene_ids=torch.tensor([0, 1]))
+    _hicl(loss, emb, labels, segment, scene)
     assert loss.memory.get()[0].shape[0] == 0
 
 
@@ -246,10 +247,10 @@ def test_feedback_after_warmup_matches_kl():
     emb, labels, segment, scene = _batch(scenes=1)
     logits = torch.randn(emb.shape[0], 3, generator=torch.Generator().manual_seed(3), requires_grad=True)
     loss = HICLLoss(_config(inter_scene=False, queries_per_scene=1000, embed_dim=8, feedback_warmup_epochs=10), 3)
-    assert "feedback" not in loss(emb, labels, segment, scene, epoch=9, logits=logits)
-    terms = loss(emb, labels, segment, scene, epoch=10, logits=logits)
+    assert "feedback" not in _hicl(loss, emb, labels, segment, scene, epoch=9, logits=logits)
+    terms = _hicl(loss, emb, labels, segment, scene, epoch=10, logits=logits)
     assert set(terms) == {"intra", "feedback", "total"}
-    protos, proto_labels, _ = set_prototypes(emb, segment, labels, 3)
+    protos, proto_labels = set_prototypes(emb, segment, labels, 3, SETS)
     q = labels >= 0
     _, p = correlation_loss(emb[q], labels[q], protos, proto_labels, num_classes=3)
     log_q = torch.log_softmax(logits[q], dim=1)
@@ -268,18 +269,23 @@ def test_exclude_own_set_skips_queries_without_other_sets_of_their_class():
     scene = torch.zeros(30, dtype=torch.long)
     on = HICLLoss(_config(inter_scene=False, feedback=False, exclude_own_set=True, embed_dim=8), 3)
     off = HICLLoss(_config(inter_scene=False, feedback=False, embed_dim=8), 3)
-    assert on(emb, labels, segment, scene, epoch=0)["intra"].item() == 0.0
-    assert off(emb, labels, segment, scene, epoch=0)["intra"].item() > 0.0
+    assert _hicl(on, emb, labels, segment, scene, sets=3)["intra"].item() == 0.0
+    assert _hicl(off, emb, labels, segment, scene, sets=3)["intra"].item() > 0.0
 
 
 def test_queries_per_scene_caps_and_samples_labelled_points():
     emb, labels, segment, scene = _batch(points_per_scene=200)
+    labels[scene == 1] = -1
+    labels[torch.nonzero(scene == 1)[:5, 0]] = 2  # scene 1: only five labelled points
     loss = HICLLoss(_config(queries_per_scene=16, embed_dim=8), 3)
-    sampled = loss._sample_queries(labels, scene, torch.Generator().manual_seed(0))
-    assert [b for b, _ in sampled] == [0, 1]
-    for b, idx in sampled:
-        assert idx.shape == (16,) and len(set(idx.tolist())) == 16
-        assert bool((scene[idx] == b).all()) and bool((labels[idx] >= 0).all())
+    generator = torch.Generator().manual_seed(0)
+    points, used = loss._sample_queries(labels, scene, 2, generator)
+    assert points.shape == used.shape == (32,) and used.tolist() == [True] * 16 + [True] * 5 + [False] * 11
+    first = points[:16]
+    assert len(set(first.tolist())) == 16 and bool((scene[first] == 0).all()) and bool((labels[first] >= 0).all())
+    assert sorted(points[16:21].tolist()) == torch.nonzero(labels * (scene == 1) == 2)[:, 0].tolist()
+    again, _ = loss._sample_queries(labels, scene, 2, generator)
+    assert not torch.equal(again[:16], first)  # a new draw per step
 
 
 @pytest.fixture(autouse=True)
@@ -310,8 +316,7 @@ def test_sgd_on_free_embeddings_lowers_loss_and_compacts_classes():
     same_before, other_before = _class_cosines(raw, labels)
     history = []
     for _ in range(60):
-        terms = loss(F.normalize(raw, dim=1), labels, segment, scene, epoch=0, generator=g,
-                     scene_ids=torch.arange(3))
+        terms = _hicl(loss, F.normalize(raw, dim=1), labels, segment, scene, sets=9, generator=g)
         opt.zero_grad()
         terms["total"].backward()
         opt.step()
@@ -349,8 +354,7 @@ def test_memory_linear_in_points_no_query_by_point_tensors():
     logits = torch.randn(n, 20, generator=g, requires_grad=True)
     loss = HICLLoss(_config(queries_per_scene=queries, embed_dim=dim, memory_size=4096, feedback_warmup_epochs=0), 20)
     with _LargestTensor() as probe:
-        terms = loss(F.normalize(raw, dim=1), labels, segment, scene, epoch=0, logits=logits, generator=g,
-                     scene_ids=torch.arange(scenes))
+        terms = _hicl(loss, F.normalize(raw, dim=1), labels, segment, scene, sets=1000, logits=logits, generator=g)
         terms["total"].backward()
     assert set(terms) == {"intra", "inter", "feedback", "total"}
     # Biggest tensors are per-point (N × 20 logits, N × D embeddings); a (Q·scenes) × N tensor
@@ -365,7 +369,7 @@ def test_intra_set_term_is_mean_distance_to_own_prototype():
     labels = torch.tensor([0, 0, 1, 1])
     scene = torch.zeros(4, dtype=torch.long)
     loss = HICLLoss(_config(intra_set=True, intra_scene=False, inter_scene=False, feedback=False), num_classes=2)
-    terms = loss(emb, labels, segment, scene, epoch=0)
+    terms = _hicl(loss, emb, labels, segment, scene, sets=2)
     # set 0: prototype at 45 degrees, both points at cos = 1/sqrt(2); set 1: cos = 1; point 3 in no set
     expected = (2 * (1 - 2 ** -0.5) + 0.0) / 3
     torch.testing.assert_close(terms["set"], torch.tensor(expected))

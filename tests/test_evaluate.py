@@ -9,7 +9,7 @@ import numpy as np
 from plyfile import PlyData
 
 from shared.metrics import IoUAccumulator
-from train.engine.data import voxelize
+from train.engine.transforms import voxelize
 from train.reports.evaluate import voxel_ceiling
 from shared.ply import write_ply
 from shared.classes import SCANNET

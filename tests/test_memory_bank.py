@@ -63,19 +63,44 @@ def test_state_dict_roundtrip():
     assert torch.equal(restored.get()[0], torch.tensor([[4.0, -4.0], [5.0, -5.0], [6.0, -6.0], [7.0, -7.0]]))
 
 
-def test_never_returns_a_scenes_own_keys():
+def test_scene_ids_travel_with_their_entries():
     bank = MemoryBank(6, 2)
     bank.push(*_entries([1, 2], scene=3))
     bank.push(*_entries([3, 4, 5], scene=4))
     bank.push(*_entries([6, 7, 8], scene=3))  # wraps around: scene 3's first entries are overwritten
-    keys, labels, scenes = bank.get(exclude_scene=3)
-    assert labels.tolist() == [3, 4, 5] and scenes.tolist() == [4, 4, 4]
-    assert keys[:, 0].tolist() == [3.0, 4.0, 5.0]
-    assert bank.get(exclude_scene=4)[1].tolist() == [6, 7, 8]
-    assert bank.get()[2].tolist() == [4, 4, 4, 3, 3, 3]
+    keys, labels, scenes = bank.get()
+    assert labels.tolist() == [3, 4, 5, 6, 7, 8] and scenes.tolist() == [4, 4, 4, 3, 3, 3]
     restored = MemoryBank(6, 2)
     restored.load_state_dict(bank.state_dict())
-    assert restored.get(exclude_scene=3)[1].tolist() == [3, 4, 5]
+    assert restored.get()[2].tolist() == [4, 4, 4, 3, 3, 3]
+
+
+def test_push_keeps_only_the_chosen_rows_newest_last():
+    bank = MemoryBank(4, 2)
+    bank.push(*_entries([1, 2, 3]), keep=torch.tensor([True, False, True]))
+    assert bank.get()[1].tolist() == [1, 3]
+    bank.push(*_entries([4, 5, 6, 7, 8]), keep=torch.tensor([True, True, False, True, True]))
+    assert bank.get()[1].tolist() == [4, 5, 7, 8]  # of the four kept rows all stay, 1 and 3 go
+    bank.push(*_entries([9]), keep=torch.tensor([False]))
+    assert bank.get()[1].tolist() == [4, 5, 7, 8] and int(bank.count) == 4
+    assert bank.labels.tolist() == [7, 8, 4, 5]  # FIFO slots: the spare slot took the rows that did not stay
+
+
+def test_slots_past_every_pushed_row_are_left_out_without_a_sync():
+    bank = MemoryBank(6, 2)
+    assert bank.slots()[0].shape == (0, 2)
+    bank.push(*_entries([1, 2, 3]), keep=torch.tensor([True, False, True]))
+    assert bank.slots()[1].tolist() == [1, 3, -1]  # a bound: the unkept row's slot stays empty
+    bank.push(*_entries([4, 5, 6, 7]))
+    assert bank.slots()[1].tolist() == [1, 3, 4, 5, 6, 7]
+    restored = MemoryBank(6, 2)
+    restored.load_state_dict(bank.state_dict())
+    assert restored.slots()[1].tolist() == [1, 3, 4, 5, 6, 7]
+    short = MemoryBank(6, 2)
+    short.push(*_entries([1, 2, 3]), keep=torch.tensor([True, False, True]))
+    older = {k: v for k, v in short.state_dict().items() if k != "reach"}  # a checkpoint from before `reach`
+    restored.load_state_dict(older)
+    assert restored.slots()[1].tolist() == [1, 3]  # the filled slots
 
 
 def test_push_needs_one_scene_id_per_prototype():

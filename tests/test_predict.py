@@ -20,7 +20,7 @@ from shared.config import load_pipeline
 from shared.ply import read_ply, write_ply
 from shared.scans import read_scan
 from train.cli import main
-from train.engine.data import SceneDataset
+from train.engine.dataset import SceneDataset
 from train.engine.loop import fit
 from train.inference.submission import LidarsegSubmission, benchmark_ids
 from train.reports.evaluate import load_method, predict

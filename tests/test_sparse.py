@@ -11,6 +11,7 @@ from train.sparse import SparseTensor, nn as spnn, select_backend, sparse_collat
 from train.sparse.nn import conv_algorithm
 from train.sparse.backend import TORCH, _import_torchsparse, torchsparse_batch_first
 from train.sparse.kernel_map import kernel_offsets, pack_coords, unpack_keys
+from train.sparse.tensor import MAX_BATCH
 
 GRID = 8
 SHIFT = -8  # sparse coords = dense grid index + SHIFT: exercises negative coordinates too
@@ -242,3 +243,17 @@ def test_to_moves_data_and_starts_a_new_chain() -> None:
     y = x.to("cpu")
     assert torch.equal(y.F, x.F) and torch.equal(y.C, x.C) and y.s == x.s
     assert y.caches is not x.caches and not y.caches.kernel_maps
+
+
+def test_coords_follow_the_features_device() -> None:
+    """Features on a GPU with coordinates on the CPU (the meta device stands in for the GPU): the
+    tensor refuses the pair with one error naming both devices; sparse_collate checks the
+    coordinates on the CPU and moves them to the features' device."""
+    coords = torch.tensor([[0, 0, 0], [1, 0, 0]], dtype=torch.int32)
+    feats = torch.zeros(2, 3, device="meta")
+    with pytest.raises(ValueError, match="feats are on meta but coords on cpu"):
+        SparseTensor(feats, torch.cat([torch.zeros(2, 1, dtype=torch.int32), coords], dim=1))
+    x = sparse_collate([(coords, feats), (coords, feats)])
+    assert x.C.device == x.F.device == torch.device("meta") and x.C.shape == (4, 4)
+    with pytest.raises(ValueError, match="batch last"):  # checked before the move
+        sparse_collate([(coords, feats)] * (MAX_BATCH + 1))

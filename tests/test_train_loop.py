@@ -107,7 +107,8 @@ def test_clip2scene_step_under_cpu_bf16_autocast(tmp_path):
     """Reduced precision (what train.amp runs on a GPU, here CPU bfloat16) in the heads keeps
     the losses finite and near their float32 values, and the gradients finite. (The backbone
     runs in float32 here: the sparse backends' autocast is issue 12's.)"""
-    from train.engine.data import SceneDataset, collate
+    from train.engine.batch import collate
+    from train.engine.dataset import SceneDataset
     from train.engine.methods import build_method
 
     overrides = {"train.clip2scene.spatial_temporal": True}
@@ -127,7 +128,7 @@ def test_clip2scene_step_under_cpu_bf16_autocast(tmp_path):
     loss.backward()
     assert set(low) == {"ce", "distill", "spatial_temporal"}
     for name in low:
-        assert math.isfinite(low[name]) and low[name] == pytest.approx(exact[name], rel=0.05), name
+        assert math.isfinite(low[name]) and float(low[name]) == pytest.approx(float(exact[name]), rel=0.05), name
     assert all(torch.isfinite(p.grad).all() for p in method.parameters() if p.grad is not None)
 
 
@@ -144,7 +145,7 @@ def test_cpu_threads_leave_the_loader_workers_their_cores(monkeypatch) -> None:
 
 def test_best_checkpoint_kept_beside_last_when_validating(tmp_path, one_thread):
     from train.engine.checkpoint import load_checkpoint
-    from train.engine.data import SceneDataset
+    from train.engine.dataset import SceneDataset
     from train.reports.evaluate import load_method, validate
 
     pipeline = load_pipeline(make_toy_store(tmp_path, method="gt"), {**FAST, "train.eval_every_epochs": 1})

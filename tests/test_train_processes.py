@@ -68,3 +68,18 @@ def test_two_process_ddp_scores_like_one_process(tmp_path):
         pipeline = load_pipeline(tmp_path / root / "toy.toml")
         scores.append(next(iter(evaluate(pipeline, tmp_path / root / "run" / "last.pt", render=0).values())).miou)
     assert abs(scores[0] - scores[1]) < 0.15, scores
+
+
+def test_ddp_trains_every_method_and_the_refinement_only_row(tmp_path):
+    """Two gloo processes, a few steps of every method, and of the configurations whose heads
+    once got no gradient (HICL with every correlation term off; feedback alone before its
+    warm-up; CLIP2Scene without distillation): DDP finishes and the ranks end with equal weights."""
+    path = make_toy_store(tmp_path, method="hicl")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "tests/ddp_methods.py", str(path), str(tmp_path / "runs")], env=ENV, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("gt", "pseudo-ce", "clip2scene", "clip2scene-no-distill", "hicl", "hicl-refinement-only",
+                 "hicl-feedback-warming-up"):
+        assert f"rank 1 {name}: 3 steps, parameters equal across ranks: True" in result.stdout

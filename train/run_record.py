@@ -27,14 +27,14 @@ from shared.config import Pipeline
 from shared.errors import MissingData
 from shared.metrics import IoUResult
 from shared.schema import Layout
-from train.engine.data import open_store
+from train.engine.dataset import open_store
 
 # Bump when the trainer's code changes what a run learns or how it is scored (a loss, the
 # sampling, the network, the evaluation): every committed record then stops matching and is
 # trained again, as STAGE_VERSIONS does for the store's outputs.
 TRAINER_VERSION = 1
 # Train keys that change no model: a path, loader processes (samples are a function of seed,
-# epoch and index: train/engine/data.py), how often a checkpoint is written, and the partition's
+# epoch and index: train/engine/dataset.py), how often a checkpoint is written, and the partition's
 # name (its store key is hashed instead: the threshold ablation's "k0.01" is the default's sets).
 NOT_HASHED = frozenset({"out_dir", "num_workers", "checkpoint_every", "partition"})
 RECORD = "record.json"

@@ -1,5 +1,9 @@
 """Training methods: which heads the network has, which targets a sample carries, which loss.
 
+A method builds only the heads its settings train, so every parameter gets a gradient at every
+step and DDP runs with find_unused_parameters=False (its default: no extra graph traversal per
+step); a loss term whose inputs can be empty returns a zero that keeps the graph.
+
 `shared.methods.METHODS` maps the pipeline's `train.method` to the class here (its
 `implementation`); that dict is the only indirection.
 - gt:         CE on ground truth (supervised sanity check, an upper bound, not label-free)
@@ -23,8 +27,9 @@ from torch import Tensor, nn
 from shared.config import Pipeline, TrainConfig
 from shared.errors import UserError, pick
 from shared.methods import METHODS
-from train.engine.amp import Precision, resolve_precision
-from train.engine.data import Batch, SceneDataset, text_embedding
+from train.amp import Precision, resolve_precision
+from train.engine.batch import Batch
+from train.engine.dataset import SceneDataset, text_embedding
 from train.losses import HICLLoss, clip2scene_loss, pseudo_ce_loss
 from train.models import DotTextHead, LinearHead, MinkUNet, ProjectionHead, TextHead
 from train.sparse import Backend, select_backend
@@ -59,7 +64,7 @@ def class_weights(counts: np.ndarray) -> torch.Tensor:
 class Method:
     """Base: a network with a classifier head, trained with CE on one per-voxel target."""
 
-    fields: ClassVar[tuple[str, ...]] = ()  # sample fields it trains on (train/engine/data.py FIELDS)
+    fields: ClassVar[tuple[str, ...]] = ()  # sample fields it trains on (train/engine/dataset.py FIELDS)
     target: ClassVar[str] = "label"  # the per-voxel CE target
     loss_names: ClassVar[tuple[str, ...]] = ()  # logged loss components
     needs_text: ClassVar[bool] = False  # text embeddings even with a linear classifier
@@ -122,7 +127,9 @@ class Method:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
 
-    def loss(self, out: dict[str, Tensor], batch: Batch, epoch: int) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, out: dict[str, Tensor], batch: Batch, epoch: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """(the loss to minimise, its logged components (`loss_names`) as detached tensors: read
+        on the host once per step, by the loop)."""
         loss = pseudo_ce_loss(out["logits"], batch.targets[self.target], self.class_weight)
         return loss, {}
 
@@ -168,19 +175,22 @@ class CLIP2Scene(Method):
         return ("pairs",) + (("pair_feat",) if cfg.clip2scene.distill_weight > 0 else ())
 
     def heads(self, channels: int) -> dict[str, nn.Module]:
-        return {"logits": DotTextHead(channels, self.text), "clip": nn.Linear(channels, self.text.shape[1])}
+        """The "clip" head only where a term trains it (distillation, spatial-temporal)."""
+        c = self.cfg.clip2scene
+        clip = {"clip": nn.Linear(channels, self.text.shape[1])} if c.distill_weight > 0 or c.spatial_temporal else {}
+        return {"logits": DotTextHead(channels, self.text), **clip}
 
-    def loss(self, out: dict[str, Tensor], batch: Batch, epoch: int) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, out: dict[str, Tensor], batch: Batch, epoch: int) -> tuple[Tensor, dict[str, Tensor]]:
         c, pairs = self.cfg.clip2scene, batch.pairs
         terms = clip2scene_loss(
-            out["logits"], out["clip"], pairs["voxel"], pairs["label"], epoch,
+            out["logits"], out.get("clip"), pairs["voxel"], pairs["label"], epoch,
             patch_feat=pairs.get("patch_feat"), pair_patch=pairs.get("patch"),
             text=self.model.heads["logits"].text_embeddings,
             pair_group=pairs["voxel"] if c.spatial_temporal else None,  # keyframe voxels (see above)
             switch_epoch=c.switch_epoch, switch_prob=c.switch_prob, distill_weight=c.distill_weight,
             generator=self.generator, weight=self.class_weight,
         )
-        return terms["total"], {k: float(terms[k].detach()) for k in self.loss_names if k in terms}
+        return terms["total"], {k: terms[k].detach() for k in self.loss_names if k in terms}
 
 
 class HICL(Method):
@@ -192,18 +202,22 @@ class HICL(Method):
     def __init__(self, pipeline: Pipeline, dataset: SceneDataset, device: torch.device):
         super().__init__(pipeline, dataset, device)
         self.criterion = HICLLoss(self.cfg.hicl, self.num_classes).to(device)
-        h = self.cfg.hicl
-        self.target = self.count_field = "refined" if h.refine else "label"
-        self.correlation = h.intra_set or h.intra_scene or h.inter_scene or h.feedback
-        self.scene_id = {name: i for i, name in enumerate(dataset.scenes)}  # what the memory bank keeps
+        self.target = self.count_field = "refined" if self.cfg.hicl.refine else "label"
 
     @classmethod
     def fields_for(cls, cfg: TrainConfig) -> tuple[str, ...]:
         h = cfg.hicl
         return cls.fields + (("refined",) if h.refine else ()) + (("feat", "normal") if h.similar_positives else ())
 
+    @property
+    def correlation(self) -> bool:
+        """Whether any term trains the embedding (without, "refinement only": CE alone)."""
+        h = self.cfg.hicl
+        return h.intra_set or h.intra_scene or h.inter_scene or h.feedback
+
     def heads(self, channels: int) -> dict[str, nn.Module]:
-        return {**super().heads(channels), "embed": ProjectionHead(channels, dim=self.cfg.hicl.embed_dim)}
+        embed = {"embed": ProjectionHead(channels, dim=self.cfg.hicl.embed_dim)} if self.correlation else {}
+        return {**super().heads(channels), **embed}
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "criterion": self.criterion.state_dict()}
@@ -212,20 +226,19 @@ class HICL(Method):
         super().load_state_dict(state)
         self.criterion.load_state_dict(state["criterion"])
 
-    def loss(self, out: dict[str, Tensor], batch: Batch, epoch: int) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, out: dict[str, Tensor], batch: Batch, epoch: int) -> tuple[Tensor, dict[str, Tensor]]:
         labels = batch.targets[self.target]
         seg = pseudo_ce_loss(out["logits"], labels, self.class_weight)
-        parts = {"seg": float(seg.detach())}
+        parts = {"seg": seg.detach()}
         if not self.correlation:
             return seg, parts
         self.criterion.train(self.model.training)
         terms = self.criterion(
-            F.normalize(out["embed"].float(), dim=1), labels, batch.targets["segment"], batch.scene_index, epoch,
-            logits=out["logits"], generator=self.generator,
+            F.normalize(out["embed"].float(), dim=1), labels, batch.targets["segment"], batch.scene_index,
+            batch.scene_ids, epoch, num_sets=batch.num_segments, logits=out["logits"], generator=self.generator,
             looks=(batch.targets["feat"], batch.targets["normal"]) if self.cfg.hicl.similar_positives else None,
-            scene_ids=torch.tensor([self.scene_id[name] for name in batch.scenes]),
         )
-        parts.update({k: float(v.detach()) for k, v in terms.items() if k != "total"})
+        parts.update({k: v.detach() for k, v in terms.items() if k != "total"})
         return seg + terms["total"], parts
 
 

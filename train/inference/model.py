@@ -22,7 +22,7 @@ from shared.errors import CheckpointError, UserError
 from shared.scans import Scan, scan_from_arrays
 from shared.text_space import encode_names
 from train.engine.checkpoint import load_checkpoint
-from train.engine.data import input_features, voxelize
+from train.engine.transforms import input_features, voxelize
 from train.models import MinkUNet
 from train.models.heads import CLASSIFIERS, ProjectionHead
 from train.sparse import select_backend

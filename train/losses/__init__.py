@@ -2,12 +2,7 @@
 (baselines.py). Intra-set refinement lives in shared.refine: preprocessing needs it too."""
 
 from train.losses.baselines import clip2scene_loss, pseudo_ce_loss
-from train.losses.correlation import (
-    HICLLoss,
-    correlation_loss,
-    scene_segments,
-    set_prototypes,
-)
+from train.losses.correlation import HICLLoss, correlation_loss, set_prototypes
 from train.losses.memory_bank import MemoryBank
 
 __all__ = [
@@ -16,6 +11,5 @@ __all__ = [
     "clip2scene_loss",
     "correlation_loss",
     "pseudo_ce_loss",
-    "scene_segments",
     "set_prototypes",
 ]

@@ -6,9 +6,10 @@ pretrain/lightning_trainer.py `scannet_loss` / `loss_nuscenes`, model/fusionNet.
 A pair is one (point, pixel) the labels stage counted: a voxel seen by several views, or by
 several of its points, has one pair each, each with its own pixel's label and feature. Every
 loss here is a mean over pairs (or super-node members); the CE and the distillation take their
-sums over pairs through (voxel, class) counts and a sparse (voxel, patch) matrix, so their
+sums over pairs through (voxel, class) counts and per-voxel sums of pixel features, so their
 memory grows with voxels, not with pairs × channels (ScanNet: up to ~400k pairs a scene at 8
-views, × 512 channels). They compute in float32 whatever the autocast around them.
+views, × 512 channels). They compute in float32 whatever the autocast around them, and (except
+the spatial-temporal term) with no result size that depends on the data, so none waits for a GPU.
 """
 
 from __future__ import annotations
@@ -17,19 +18,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from train.engine.amp import outside_autocast
+from train.amp import outside_autocast
 
 MAX_MEMBERS = 8  # CLIP2Scene's `max_size`: pairs of a super-node beyond its first 8 are left out
+PAIR_CHUNK_ELEMENTS = 1 << 24  # pixel features gathered at once by the distillation (64 MB in float32)
 
 
 @outside_autocast
 def pseudo_ce_loss(logits: Tensor, labels: Tensor, weight: Tensor | None = None) -> Tensor:
     """Cross-entropy over points with label >= 0 (-1 ignored), optionally class-weighted (the
-    weighted mean, as F.cross_entropy takes it); a graph-keeping zero if no point has a label."""
+    weighted mean, as F.cross_entropy takes it); a graph-keeping zero if no point has a label.
+    Taken as a sum over a (weighted) count, so no host sync asks whether any point has one."""
     labels = labels.long()
-    if not bool((labels >= 0).any()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), labels, weight=weight, ignore_index=-1)
+    total = F.cross_entropy(logits.float(), labels, weight=weight, ignore_index=-1, reduction="sum")
+    labelled = (labels >= 0).float()
+    count = labelled.sum() if weight is None else (weight.float()[labels.clamp(min=0)] * labelled).sum()
+    return total / count.clamp(min=torch.finfo(torch.float32).tiny)
 
 
 @outside_autocast
@@ -43,8 +47,9 @@ def pair_ce_loss(logits: Tensor, pair_voxel: Tensor, pair_label: Tensor, weight:
     if pair_voxel.numel() == 0:
         return logits.sum() * 0.0
     voxels, classes = logits.shape
-    counts = torch.bincount(pair_voxel * classes + pair_label, minlength=voxels * classes)
-    counts = counts.view(voxels, classes).float()
+    cells = pair_voxel * classes + pair_label
+    counts = logits.new_zeros(voxels * classes, dtype=torch.float32).index_add_(
+        0, cells, torch.ones_like(cells, dtype=torch.float32)).view(voxels, classes)
     if weight is not None:
         counts = counts * weight.float()[None]
     return -(counts * torch.log_softmax(logits.float(), dim=1)).sum() / counts.sum()
@@ -55,17 +60,19 @@ def pair_distill_loss(features: Tensor, pair_voxel: Tensor, patch_feat: Tensor, 
     """Mean over pairs p of 1 − cos(features[voxel_p], patch_feat[patch_p]): CLIP2Scene's
     `loss_spatial`, the point feature (a head of its own) pulled toward its pixel's CLIP feature.
 
-    Taken as 1 − Σ_v f̂_v · (Σ_{p of v} ĝ_patch_p) / P, the inner sum a sparse (voxel × patch)
-    product, so no (pairs × D) tensor is made.
+    Taken as 1 − Σ_v f̂_v · (Σ_{p of v} ĝ_patch_p) / P, the inner sum (a constant: pixel
+    features are targets) added up per voxel a chunk of pairs at a time, so no (pairs × D)
+    tensor is made.
     """
     pairs = pair_voxel.numel()
     if pairs == 0:
         return features.sum() * 0.0
     unit = F.normalize(features.float(), dim=1)
     pixels = F.normalize(patch_feat.float(), dim=1)
-    which = torch.sparse_coo_tensor(torch.stack([pair_voxel, pair_patch]), torch.ones(pairs, device=features.device),
-                                    (len(features), len(pixels)), check_invariants=False)
-    target = torch.sparse.mm(which, pixels)  # (voxels, D): sum of each voxel's pixel features
+    target = pixels.new_zeros(len(features), pixels.shape[1])  # sum of each voxel's pixel features
+    step = max(1, PAIR_CHUNK_ELEMENTS // pixels.shape[1])
+    for start in range(0, pairs, step):
+        target.index_add_(0, pair_voxel[start:start + step], pixels[pair_patch[start:start + step]])
     return 1.0 - (unit * target).sum() / pairs
 
 
@@ -105,7 +112,7 @@ def spatial_temporal_loss(
 
 def clip2scene_loss(
     logits: Tensor,
-    features: Tensor,
+    features: Tensor | None,
     pair_voxel: Tensor,
     pair_label: Tensor,
     epoch: int,
@@ -121,7 +128,8 @@ def clip2scene_loss(
 ) -> dict[str, Tensor]:
     """CLIP2Scene label-free on pairs: {"ce", ["distill",] ["spatial_temporal",] "total"}.
 
-    logits (voxels, C) from the dot-product text head; features (voxels, D) from the second head.
+    logits (voxels, C) from the dot-product text head; features (voxels, D) from the second head
+    (None where neither term below that uses it is on).
     - "ce": `pair_ce_loss` to the pixels' labels. From epoch `switch_epoch` on (epochs count
       from 0), one coin per call (per step, as CLIP2Scene's `random.randint(1, 10) > 5`) with
       probability `switch_prob` replaces every pair's target by its voxel's own argmax.
@@ -130,9 +138,11 @@ def clip2scene_loss(
       labels (CLIP2Scene packs them before the switch).
     `weight` is the CE's optional per-class weight.
     """
-    device = generator.device if generator is not None else torch.device("cpu")
-    switch = epoch >= switch_epoch and bool(torch.rand((), generator=generator, device=device) < switch_prob)
-    targets = logits.detach().argmax(dim=1)[pair_voxel] if switch else pair_label
+    targets = pair_label
+    if epoch >= switch_epoch:  # the coin stays on the device: both targets made, one kept
+        device = generator.device if generator is not None else torch.device("cpu")
+        switch = torch.rand((), generator=generator, device=device).to(pair_label.device) < switch_prob
+        targets = torch.where(switch, logits.detach().argmax(dim=1)[pair_voxel], pair_label)
     terms = {"ce": pair_ce_loss(logits, pair_voxel, targets, weight)}
     total = terms["ce"]
     if patch_feat is not None:

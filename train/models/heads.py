@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.engine.amp import outside_autocast, widened
+from train.amp import outside_autocast, widened
 
 
 class LinearHead(nn.Linear):

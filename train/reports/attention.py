@@ -20,7 +20,7 @@ from shared.methods import HICL
 from shared.scans import Scan
 from shared.schema import POINTS, class_names
 from shared.viz import colour_values, oblique_camera, render_view, save_figure
-from train.engine.data import SceneDataset
+from train.engine.dataset import SceneDataset
 from train.inference.model import TrainedModel
 from train.reports.evaluate import stored_faces
 

@@ -24,7 +24,7 @@ from shared.metrics import IoUAccumulator, IoUResult, SeedResults, one_sample_p,
 from shared.refine import set_labels
 from shared.schema import POINTS, class_names, dataset_table
 from train.engine.checkpoint import load_checkpoint
-from train.engine.data import SceneDataset
+from train.engine.dataset import SceneDataset
 from train.engine.methods import Method, build_method
 from train.inference.model import voxel_turns
 

@@ -22,7 +22,7 @@ import torch
 from shared.config import SPARSE_BACKENDS
 from train.sparse import nn as spnn
 from train.sparse.quantize import sparse_collate
-from train.sparse.tensor import SparseTensor
+from train.sparse.tensor import SparseTensor, check_devices
 
 SPCONV_INSTALL = (
     "install the spconv wheel built for your CUDA from PyPI, e.g. `pip install spconv-cu126` (CUDA 12.6; "
@@ -80,6 +80,7 @@ def _torchsparse_backend(ts: Any) -> Backend:
     batch_first = torchsparse_batch_first(ts.__version__)
 
     def make_tensor(feats: torch.Tensor, coords: torch.Tensor, stride: int = 1) -> Any:
+        check_devices(feats, coords)
         native = coords if batch_first else coords[:, [1, 2, 3, 0]]
         return ts.SparseTensor(feats, native.contiguous(), stride)
 

@@ -9,9 +9,11 @@ the sorted input keys plus an equality test. No hash table, runs on any device.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
 import torch
 
 from train.sparse.tensor import COORD_LIMIT, TensorCache
@@ -51,10 +53,15 @@ def kernel_offsets(kernel_size: int, dilation: int = 1) -> torch.Tensor:
     return torch.stack(xyz, dim=-1).reshape(-1, 3)
 
 
-def _key_deltas(offsets: torch.Tensor) -> torch.Tensor:
-    if int(offsets.abs().max()) >= COORD_LIMIT:
-        raise ValueError(f"kernel offsets reach {int(offsets.abs().max())} voxels, beyond the packed range {COORD_LIMIT}")
-    return offsets[:, 0] * (1 << _SHIFTS[1]) + offsets[:, 1] * (1 << _SHIFTS[2]) + offsets[:, 2]
+@functools.lru_cache(maxsize=None)
+def key_deltas(kernel_size: int, dilation: int, stride: int, device: torch.device) -> torch.Tensor:
+    """(K,) int64 key offsets of a kernel's offsets at a tensor stride, made once per device: a
+    copy from host memory in the middle of a forward pass would stall a GPU's queue."""
+    offsets = kernel_offsets(kernel_size, dilation) * stride
+    reach = int(offsets.abs().max())
+    if reach >= COORD_LIMIT:
+        raise ValueError(f"kernel offsets reach {reach} voxels, beyond the packed range {COORD_LIMIT}")
+    return (offsets[:, 0] * (1 << _SHIFTS[1]) + offsets[:, 1] * (1 << _SHIFTS[2]) + offsets[:, 2]).to(device)
 
 
 @dataclass(frozen=True)
@@ -125,10 +132,11 @@ def _invert(table: torch.Tensor, num_rows: int) -> torch.Tensor:
 
 
 def index_coords(coords: torch.Tensor) -> CoordIndex:
-    """Sort the packed keys; duplicate sites are an input error (quantize first)."""
+    """Sort the packed keys; duplicate sites are an input error (quantize first), checked where
+    the keys are on the CPU (on a GPU the check would stop the host; voxelised input has none)."""
     keys = pack_coords(coords)
     sorted_keys, order = torch.sort(keys)
-    if sorted_keys.numel() > 1 and bool((sorted_keys[1:] == sorted_keys[:-1]).any()):
+    if sorted_keys.device.type == "cpu" and (np.diff(sorted_keys.numpy()) == 0).any():
         raise ValueError("duplicate coordinates in a SparseTensor; run sparse_quantize before building it")
     return CoordIndex(keys, sorted_keys, order)
 
@@ -151,7 +159,7 @@ def _index(cache: TensorCache, stride: int) -> CoordIndex:
 def _lookup(inputs: CoordIndex, out_keys: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
     """(K, N_out) input row at each output site plus each offset, len(inputs) where none:
     one searchsorted over all queries, no host synchronisation."""
-    queries = out_keys.unsqueeze(0) + deltas.to(out_keys.device).unsqueeze(1)
+    queries = out_keys.unsqueeze(0) + deltas.unsqueeze(1)
     n = inputs.sorted_keys.numel()
     if n == 0:
         return torch.zeros_like(queries)
@@ -172,7 +180,7 @@ def get_kernel_map(cache: TensorCache, in_stride: int, kernel_size: int, stride:
     if out_stride not in cache.coords:
         cache.coords[out_stride], cache.indexes[out_stride] = downsample_coords(cache.coords[in_stride], out_stride)
     outputs = _index(cache, out_stride)
-    deltas = _key_deltas(kernel_offsets(kernel_size, dilation) * in_stride)
+    deltas = key_deltas(kernel_size, dilation, in_stride, outputs.keys.device)
     volume = deltas.numel()
     # Submanifold: offset K-1-k is the negation of offset k and the centre maps every row to
     # itself, so searching the offsets before the centre is enough.

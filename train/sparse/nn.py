@@ -13,6 +13,7 @@ A convolution runs one of two algorithms on a kernel map (kernel_map.py), same r
 Under autocast both multiply in autocast's dtype (float64 stays float64, as autocast leaves
 it) and sum over offsets in float32: the gather algorithm inside the matrix product, the pairs
 algorithm in a float32 accumulator. Outputs have the product dtype, as autocast's linear does.
+Weight gradients, sums over every row of the batch, are summed and kept in float32.
 """
 
 from __future__ import annotations
@@ -69,6 +70,32 @@ def _accumulator(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def _mm_supports_out_dtype() -> bool:
+    """Whether torch.mm takes out_dtype (torch >= 2.8: cuBLAS's half-in, float32-out GEMM),
+    asked of the meta device so no GPU is needed to find out."""
+    half = torch.empty(2, 2, dtype=torch.float16, device="meta")
+    try:
+        torch.mm(half, half, out_dtype=torch.float32)
+    except (TypeError, RuntimeError, NotImplementedError):
+        return False
+    return True
+
+
+_MM_OUT_DTYPE = _mm_supports_out_dtype()
+
+
+def _wide_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b summed and returned in float32 (or wider) whatever the inputs' precision: a weight
+    gradient sums over every row of a batch, which float16 can overflow under a large GradScaler
+    scale and cuBLAS may add up in half precision. On CUDA with half inputs cuBLAS's
+    mixed-precision GEMM does it where torch has it; elsewhere the inputs are widened first."""
+    if a.dtype not in (torch.float16, torch.bfloat16):
+        return a @ b
+    if a.is_cuda and _MM_OUT_DTYPE:
+        return torch.mm(a, b, out_dtype=torch.float32)
+    return a.float() @ b.float()
+
+
 def _row_chunks(rows: int, width: int) -> list[slice]:
     step = max(1, GATHER_BUDGET // max(1, width))
     return [slice(start, min(start + step, rows)) for start in range(0, rows, step)] or [slice(0, 0)]
@@ -101,7 +128,7 @@ def _gather_backward(
     x: torch.Tensor, w: torch.Tensor, grad_out: torch.Tensor, feeds: torch.Tensor, need_x: bool, need_w: bool
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """One gather G = [g[feeds[:, 0]], ..., g[feeds[:, K-1]]] (N_in, K*Cout); grad_x = G @ W^T
-    and grad_W = x^T G, summed over row chunks in float32."""
+    and grad_W = x^T G, summed over rows in float32 (`_wide_product`, then across row chunks)."""
     k, cin, cout = w.shape
     padded, wt = _padded(grad_out), w.transpose(1, 2).reshape(k * cout, cin)
     grad_x = x.new_empty(x.shape) if need_x else None
@@ -111,8 +138,8 @@ def _gather_backward(
         if grad_x is not None:
             torch.mm(g, wt, out=grad_x[rows])
         if need_w:
-            part = x[rows].t() @ g
-            grad_w = part.to(_accumulator(part.dtype)) if grad_w is None else grad_w + part
+            part = _wide_product(x[rows].t(), g)
+            grad_w = part if grad_w is None else grad_w + part
     if grad_w is not None:
         grad_w = grad_w.view(cin, k, cout).permute(1, 0, 2)
     return grad_x, grad_w
@@ -150,7 +177,7 @@ def _pairs_backward(
                 grad_x.index_add_(0, src[k], (g @ wt[k]).to(acc))
         if grad_w is not None:
             f = x.index_select(0, src[k]) if f is None else f
-            grad_w[k] = f.t() @ g
+            grad_w[k] = _wide_product(f.t(), g)
     return grad_x, grad_w
 
 

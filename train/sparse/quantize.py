@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from train.sparse.tensor import SparseTensor
+from train.sparse.tensor import SparseTensor, check_coords
 
 
 def sparse_quantize(
@@ -34,8 +34,11 @@ def sparse_collate(
     samples: Sequence[tuple[Any, Any]], tensor: Callable[[torch.Tensor, torch.Tensor], Any] = SparseTensor
 ) -> Any:
     """Batch per-sample (coords (N_i, 3) int, feats (N_i, C)) into one tensor whose coords
-    are (b, x, y, z) with the sample index b first; `tensor` builds it (the backend's)."""
-    coords = [torch.as_tensor(c, dtype=torch.int32) for c, _ in samples]
+    are (b, x, y, z) with the sample index b first, checked on the CPU and then moved to the
+    features' device; `tensor` builds it (the backend's)."""
     feats = torch.cat([torch.as_tensor(f) for _, f in samples])
+    coords = [torch.as_tensor(c, dtype=torch.int32).cpu() for c, _ in samples]
     batch = torch.cat([torch.full((len(c), 1), b, dtype=torch.int32) for b, c in enumerate(coords)])
-    return tensor(feats, torch.cat([batch, torch.cat(coords)], dim=1))
+    coords = torch.cat([batch, torch.cat(coords)], dim=1)
+    check_coords(coords, stride=1)
+    return tensor(feats, coords.to(feats.device))

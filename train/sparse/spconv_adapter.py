@@ -26,7 +26,7 @@ import spconv.pytorch as spconv
 import torch
 
 from train.sparse import nn as spnn
-from train.sparse.tensor import check_coords
+from train.sparse.tensor import check_coords, check_devices
 
 ALIGN = 64  # the origin is a multiple of this; strides must divide it
 
@@ -41,6 +41,7 @@ class SpconvTensor:
         if sp is None:
             if ALIGN % stride:
                 raise ValueError(f"the spconv backend needs strides dividing {ALIGN}, got {stride}")
+            check_devices(feats, coords)
             check_coords(coords, stride)
             sp, origin = _to_spconv(feats, coords, stride)
         self.sp, self.stride, self.origin = sp, stride, origin

@@ -25,20 +25,35 @@ COORD_LIMIT = 1 << 15
 
 
 def check_coords(coords: torch.Tensor, stride: int) -> None:
-    """Raise ValueError unless coords follow the layout in this module's docstring."""
+    """Raise ValueError unless coords follow the layout in this module's docstring.
+
+    The values are checked where coords are on the CPU, read through NumPy at no cost. On an
+    accelerator each value check would stop the host until the device catches up, so only
+    dtype and shape are checked there: build from CPU coords checked here (the trainer checks
+    every batch once in `collate`, train/engine/batch.py; `sparse_collate` before moving them).
+    """
     if coords.dtype != torch.int32 or coords.dim() != 2 or coords.shape[1] != 4:
         raise ValueError(
             f"coords must be an (M, 4) int32 tensor (batch, x, y, z), got {tuple(coords.shape)} {coords.dtype}"
         )
-    if coords.shape[0] == 0:
+    if coords.shape[0] == 0 or coords.device.type != "cpu":
         return
-    batch, xyz = coords[:, 0], coords[:, 1:]
-    if int(batch.min()) < 0 or int(batch.max()) >= MAX_BATCH:
+    values = coords.numpy()
+    batch, xyz = values[:, 0], values[:, 1:]
+    if batch.min() < 0 or batch.max() >= MAX_BATCH:
         raise ValueError(f"batch column (coords[:, 0]) must lie in [0, {MAX_BATCH}); is batch last instead of first?")
-    if int(xyz.min()) < -COORD_LIMIT or int(xyz.max()) >= COORD_LIMIT:
+    if xyz.min() < -COORD_LIMIT or xyz.max() >= COORD_LIMIT:
         raise ValueError(f"voxel coordinates must lie in [-{COORD_LIMIT}, {COORD_LIMIT}); use a coarser voxel size")
-    if stride > 1 and bool((xyz % stride != 0).any()):
+    if stride > 1 and (xyz % stride != 0).any():
         raise ValueError(f"coords of a stride-{stride} tensor must be multiples of {stride} (original voxel units)")
+
+
+def check_devices(feats: torch.Tensor, coords: torch.Tensor) -> None:
+    """Features and coordinates on one device, or one error saying how to get there: ops index
+    the features with tensors made from the coordinates, which would fail (or copy) mid-network."""
+    if feats.device != coords.device:
+        raise ValueError(f"feats are on {feats.device} but coords on {coords.device}: build both on one device "
+                         "(coords.to(feats.device); sparse_collate does this)")
 
 
 @dataclass
@@ -55,8 +70,9 @@ class SparseTensor:
     """Features (M, C) on coordinates (M, 4) at a tensor stride, torchsparse's call shape.
 
     A tensor built without `caches` starts a new chain and its coords are checked against the
-    layout; ops pass their input's caches to the tensors they make, whose coords come from a
-    checked chain, so only shapes are checked there (the value checks would sync a GPU).
+    layout (`check_coords`: values on the CPU only) and must be on the features' device; ops pass
+    their input's caches to the tensors they make, whose coords come from a checked chain, so
+    only shapes are checked there.
     """
 
     def __init__(
@@ -65,6 +81,7 @@ class SparseTensor:
         if feats.dim() != 2 or feats.shape[0] != coords.shape[0]:
             raise ValueError(f"feats must be (M, C) with M = len(coords), got {tuple(feats.shape)} for M={coords.shape[0]}")
         if caches is None:
+            check_devices(feats, coords)
             check_coords(coords, stride)
             caches = TensorCache()
         self.feats = feats
