@@ -56,7 +56,7 @@ def _write_maps(root: Path, scene_id: str) -> None:
 @pytest.fixture(scope="module")
 def rooms(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("rooms")
-    for scene_id in generate(root, scenes=3, seed=4, resolution=0.12, min_vertices=0, frames=6, width=160, height=120):
+    for scene_id in generate(root, scenes=3, seed=4, resolution=0.12, frames=6, width=160, height=120):
         _write_maps(root, scene_id)
     np.save(root / "text_embeddings.npy", np.random.default_rng(1).normal(size=(20, FEATURE_DIM)).astype(np.float32))
     return root

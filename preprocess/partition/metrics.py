@@ -12,6 +12,7 @@ Definitions (N = the points scored; a partition's pieces are its "segments"):
 - in-box purity (boxes only): the same, the majority still taken over all of a segment's points
   (background included), scored on the points inside boxes only. A car merged with the road
   around it fails here although purity, dominated by background points, barely moves.
+- spanning share: share of segments whose points belong to more than one instance.
 - under-segmentation error (Levinshtein et al.'s "leakage"): (1/N) sum over instances G of
   sum over segments S touching G of |S \\ G|.
 - boundary recall: over a neighbour graph (mesh edges, or each point's k nearest neighbours),
@@ -96,6 +97,17 @@ def undersegmentation_error(segment: np.ndarray, instances: np.ndarray) -> float
     pair_seg, _, counts = _overlaps(seg, inst)
     sizes = np.bincount(seg)
     return float((sizes[pair_seg] - counts).sum() / len(seg))
+
+
+def spanning_share(segment: np.ndarray, instances: np.ndarray) -> float:
+    """Share of segments whose labelled points (instances >= 0) belong to more than one
+    instance: the consistency sets that join two objects. Segments without a labelled point are
+    not counted; NaN when no point is labelled."""
+    seg, inst = _labelled(segment, instances, "instances")
+    if len(seg) == 0:
+        return float("nan")
+    pair_seg, _, _ = _overlaps(seg, inst)
+    return float((np.bincount(pair_seg) > 1).mean())
 
 
 def mesh_edges(faces: np.ndarray) -> np.ndarray:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import open3d as o3d
 import open3d.core as o3c
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
 
 from preprocess.datasets.scannet import DEPTH_SHIFT
 from preprocess.geometry.render import MeshRaycaster
@@ -51,25 +53,60 @@ def fuse(colours: np.ndarray, depths: np.ndarray, camera_to_world: np.ndarray, i
         depth_image = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(depth)))
         colour_image = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(colour)))
         extrinsic = o3c.Tensor(np.linalg.inv(pose))
-        blocks = grid.compute_unique_block_coordinates(depth_image, k, extrinsic, DEPTH_SHIFT, SENSOR_RANGE[1],
-                                                       trunc_voxel_multiplier=TRUNCATION_VOXELS)
+        # the blocks (8 voxels wide) the readings touch, from every other pixel's: open3d's own
+        # sampling of the depth image can miss all of a small frame's readings and abort
+        points = o3d.t.geometry.PointCloud.create_from_depth_image(depth_image, k, extrinsic, DEPTH_SHIFT,
+                                                                   SENSOR_RANGE[1], stride=2)
+        if points.is_empty():  # no reading (a wall nearer than the sensor's range, in a tiny test frame)
+            continue
+        blocks = grid.compute_unique_block_coordinates(points, trunc_voxel_multiplier=TRUNCATION_VOXELS)
         grid.integrate(blocks, depth_image, colour_image, k, extrinsic, DEPTH_SHIFT, SENSOR_RANGE[1],
                        trunc_voxel_multiplier=TRUNCATION_VOXELS)
-    return grid.extract_triangle_mesh(weight_threshold=MIN_WEIGHT).to_legacy()
+    return _canonical(grid.extract_triangle_mesh(weight_threshold=MIN_WEIGHT).to_legacy())
 
 
-def clean_and_decimate(mesh: o3d.geometry.TriangleMesh, vertices_per_m2: float = SCANNET_VERTICES_PER_M2
-                       ) -> o3d.geometry.TriangleMesh:
-    """Drop pieces smaller than `MIN_PIECE_M2`, then quadric-decimate to `vertices_per_m2`
-    (ScanNet's vh_clean_2 meshes are quadric-decimated reconstructions); a mesh already
-    coarser is kept as it is."""
-    cluster, _, area = (np.asarray(a) for a in mesh.cluster_connected_triangles())
-    mesh.remove_triangles_by_mask(area[cluster] < MIN_PIECE_M2)
-    mesh.remove_unreferenced_vertices()
-    target = int(round(vertices_per_m2 * mesh.get_surface_area() * SCANNET_FACES_PER_VERTEX))
+def _canonical(mesh: o3d.geometry.TriangleMesh) -> o3d.geometry.TriangleMesh:
+    """The mesh with vertices sorted by position and triangles by their vertices (each
+    starting at its smallest, orientation kept): the fusion's block order depends on its
+    threads, and a room must be the same bytes whatever the machine."""
+    xyz, colour, faces = (np.asarray(a) for a in (mesh.vertices, mesh.vertex_colors, mesh.triangles))
+    order = np.lexsort(xyz.T[::-1])
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    faces = rank[faces]
+    first = faces.argmin(axis=1)[:, None]
+    faces = np.take_along_axis(faces, (first + np.arange(3)) % 3, axis=1)
+    faces = faces[np.lexsort(faces.T[::-1])]
+    out = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(xyz[order]), o3d.utility.Vector3iVector(faces))
+    out.vertex_colors = o3d.utility.Vector3dVector(colour[order])
+    return out
+
+
+def clean_and_decimate(mesh: o3d.geometry.TriangleMesh, vertices: int | None = None) -> o3d.geometry.TriangleMesh:
+    """Quadric-decimate to ScanNet's vertex density (or to about `vertices` vertices; ScanNet's
+    vh_clean_2 meshes are quadric-decimated reconstructions; a mesh already coarser is kept as
+    it is), dropping pieces smaller than `MIN_PIECE_M2` before (fusion debris) and after (slivers
+    the decimation cut off)."""
+    mesh = _without_small_pieces(mesh)
+    vertices = SCANNET_VERTICES_PER_M2 * mesh.get_surface_area() if vertices is None else vertices
+    target = int(round(vertices * SCANNET_FACES_PER_VERTEX))
     if len(mesh.triangles) > target:
-        mesh = mesh.simplify_quadric_decimation(target)
+        mesh = _without_small_pieces(mesh.simplify_quadric_decimation(target))
     mesh.remove_degenerate_triangles()
+    mesh.remove_unreferenced_vertices()
+    return mesh
+
+
+def _without_small_pieces(mesh: o3d.geometry.TriangleMesh) -> o3d.geometry.TriangleMesh:
+    """The mesh without its connected pieces of less than `MIN_PIECE_M2` (scipy's components:
+    open3d's cluster_connected_triangles takes seconds on a room)."""
+    xyz, faces = np.asarray(mesh.vertices), np.asarray(mesh.triangles)
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
+    graph = sparse.coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(len(xyz),) * 2)
+    piece = connected_components(graph, directed=False)[1][faces[:, 0]]
+    corners = xyz[faces]
+    area = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
+    mesh.remove_triangles_by_mask(np.bincount(piece, area)[piece] < MIN_PIECE_M2)
     mesh.remove_unreferenced_vertices()
     return mesh
 
@@ -83,14 +120,15 @@ def carry_labels(source: SynthMesh, raycaster: MeshRaycaster, points: np.ndarray
 
 
 def reconstruct(source: SynthMesh, raycaster: MeshRaycaster, camera_to_world: np.ndarray, width: int, height: int,
-                voxel: float, rng: np.random.Generator) -> SynthMesh:
+                voxel: float, rng: np.random.Generator, vertices: int | None = None) -> SynthMesh:
     """The written mesh of a room: its scan (`width` x `height` RGB-D frames from every pose of
     `camera_to_world`, rendered from the `source` surfaces, depth read by `sensor_depth`)
-    fused at `voxel` metres (`fuse`), cleaned and decimated (`clean_and_decimate`), coloured
+    fused at `voxel` metres (`fuse`), cleaned and decimated to ScanNet's density or about
+    `vertices` vertices (`clean_and_decimate`), coloured
     by the fusion, and labelled from the nearest source surface (`carry_labels`)."""
     k = intrinsic_for(width, height)
     colours, depths = render_frames(source, camera_to_world, k, width, height, raycaster)
-    mesh = clean_and_decimate(fuse(colours, sensor_depth(depths, rng), camera_to_world, k, voxel))
+    mesh = clean_and_decimate(fuse(colours, sensor_depth(depths, rng), camera_to_world, k, voxel), vertices)
     xyz = np.asarray(mesh.vertices, np.float32)
     instance = carry_labels(source, raycaster, xyz)
     nyu40 = np.zeros(int(source.instance.max()) + 1, np.uint16)

@@ -57,13 +57,15 @@ def write_scene(scene_dir: Path, scene_id: str, room: SynthRoom, mesh: SynthMesh
 
 
 def generate_scene(scene_dir: str | Path, index: int, seed: int = 0, resolution: float = 0.04, frames: int = 30,
-                   width: int = 320, height: int = 240, voxel: float | None = None) -> SynthMesh:
+                   width: int = 320, height: int = 240, voxel: float | None = None,
+                   vertices: int | None = None) -> SynthMesh:
     """Generate and write scene `index` of the dataset of `seed`; returns the written mesh.
 
     The room's surfaces are meshed at `resolution` metres and scanned (`scan.reconstruct`):
     `SCAN_POSES` RGB-D frames (at least `frames`) at half the exported size, fused at `voxel`
-    metres (default 5/8 of `resolution`: 2.5 cm), decimated to ScanNet's density and labelled
-    from the nearest generated surface. The exported frames are `frames` of the scan's poses,
+    metres (default 5/8 of `resolution`: 2.5 cm), decimated to ScanNet's density (or to about
+    `vertices` vertices, as many as a `voxel` fine enough gives) and labelled from the nearest
+    generated surface. The exported frames are `frames` of the scan's poses,
     evenly spread, rendered at `width` x `height` with the same sensor noise. The folder is
     written beside its final place and then renamed, so it is never seen half-written."""
     rng = np.random.default_rng([seed, index])
@@ -73,7 +75,7 @@ def generate_scene(scene_dir: str | Path, index: int, seed: int = 0, resolution:
     sensor = np.random.default_rng(int(rng.integers(0, 2**63)))
     raycaster = MeshRaycaster(source.xyz, source.faces)
     mesh = reconstruct(source, raycaster, room.camera_to_world, max(1, width // 2), max(1, height // 2),
-                       resolution * 5 / 8 if voxel is None else voxel, sensor)
+                       resolution * 5 / 8 if voxel is None else voxel, sensor, vertices)
     exported = room.camera_to_world[np.arange(frames) * poses // frames]
     colours, depths = render_frames(source, exported, intrinsic_for(width, height), width, height, raycaster)
     scene_dir = Path(scene_dir)
@@ -90,7 +92,7 @@ def generate(out_dir: str | Path, scenes: int = 10, seed: int = 0, val_fraction:
     """Write `scenes` rooms as `out_dir/scans/sceneXXXX_00/` plus `scannetv2_train.txt` and
     `scannetv2_val.txt` (the last `val_fraction` of the scenes, at least one when there are two
     or more). `scene_options` go to `generate_scene` (resolution, frames, width, height,
-    voxel). Returns the scene ids."""
+    voxel, vertices). Returns the scene ids."""
     if scenes < 1:
         raise ValueError(f"scenes must be >= 1, got {scenes}")
     out_dir = Path(out_dir)
