@@ -42,6 +42,9 @@ def test_spanning_share_counts_segments_over_two_instances() -> None:
     # a segment of ignored points only is not counted: segment 2 keeps point 6 alone
     assert spanning_share(SEGMENT, np.array([5, 5, 7, 7, 7, -1, 3, -1])) == pytest.approx(1 / 3)
     assert math.isnan(spanning_share(SEGMENT, np.full(8, -1)))
+    # outside the majority: segment 0 1/3 of its points, segment 2 1/2
+    assert spanning_share(SEGMENT, LABELS, minority=0.4) == pytest.approx(1 / 3)
+    assert spanning_share(SEGMENT, LABELS, minority=0.5) == 0.0
 
 
 def test_purity_scored_on_some_points_keeps_each_segments_majority_over_all() -> None:
