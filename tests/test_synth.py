@@ -114,6 +114,13 @@ def test_scanned_room_has_scannet_vertex_density(scanned):
         assert lo.min() > -0.1 and hi[2] < 3.1 and np.all(hi[:2] <= 8.1)
 
 
+def test_room_of_a_chosen_size(tmp_path):
+    """`vertices=` decimates the scan to about that many vertices instead of ScanNet's density
+    (the scale benchmark's rooms of ScanNet's largest sizes)."""
+    mesh = generate_scene(tmp_path / "scene0000_00", 0, seed=7, vertices=2000, **TINY)
+    assert len(mesh.xyz) == pytest.approx(2000, rel=0.15)
+
+
 def test_scannet_density_is_scene0000s(scannet_scene0000):
     mesh = read_ply(scannet_scene0000 / "scene0000_00_vh_clean_2.ply")
     assert len(mesh["xyz"]) / _area(mesh["xyz"], mesh["faces"]) == pytest.approx(SCANNET_VERTICES_PER_M2, rel=1e-3)
