@@ -121,6 +121,7 @@ def test_room_of_a_chosen_size(tmp_path):
     assert len(mesh.xyz) == pytest.approx(2000, rel=0.15)
 
 
+@pytest.mark.realdata
 def test_scannet_density_is_scene0000s(scannet_scene0000):
     mesh = read_ply(scannet_scene0000 / "scene0000_00_vh_clean_2.ply")
     assert len(mesh["xyz"]) / _area(mesh["xyz"], mesh["faces"]) == pytest.approx(SCANNET_VERTICES_PER_M2, rel=1e-3)
