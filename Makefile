@@ -7,7 +7,7 @@ SYNTH_SCENES ?= 10
 CHECKPOINT ?=
 ARGS ?=
 
-.PHONY: setup test test-fast demo synth synth-experiments preprocess train eval bench clean budget compare ablation-threshold \
+.PHONY: setup test test-fast demo synth synth-experiments synth-spans preprocess train eval bench clean budget compare ablation-threshold \
 	ablation-partition ablation-components cost figures report experiments gt-check gpu-check gpu-wheels
 
 VENV_STAMP := .venv/.installed
@@ -40,16 +40,21 @@ test: $(KERNELS_STAMP)  ## the whole test suite
 test-fast: $(KERNELS_STAMP)  ## skip the slow end-to-end runs
 	$(PY) -m pytest -q -m "not slow"
 
-$(SYNTH_DIR)/scannetv2_train.txt: | $(VENV_STAMP)
+SYNTH_CODE := $(wildcard preprocess/synth/*.py)  # rooms made by an older generator are made again
+
+$(SYNTH_DIR)/scannetv2_train.txt: $(SYNTH_CODE) | $(VENV_STAMP)
 	$(PY) -m preprocess synth --out $(SYNTH_DIR) --scenes $(SYNTH_SCENES) --seed 0
 
 synth: $(SYNTH_DIR)/scannetv2_train.txt  ## generate the embedded default dataset
 
 EXP_DIR ?= data/synthetic-exp
-$(EXP_DIR)/scannetv2_train.txt: | $(VENV_STAMP)
+$(EXP_DIR)/scannetv2_train.txt: $(SYNTH_CODE) | $(VENV_STAMP)
 	$(PY) -m preprocess synth --out $(EXP_DIR) --scenes 48 --seed 1 --frames 20
 
 synth-experiments: $(EXP_DIR)/scannetv2_train.txt  ## the experiments' 48 generated rooms (38 train, 10 val)
+
+synth-spans: $(EXP_DIR)/scannetv2_train.txt  ## Felzenszwalb sets spanning two objects: 10 experiment rooms vs scene0000_00
+	$(PY) benchmarks/instance_spans.py --rooms $(EXP_DIR) --scenes 10 --out reports/instance_spans
 
 demo: synth $(KERNELS_STAMP)  ## generate → preprocess → train (short schedule) → evaluate, on the embedded default
 	$(PY) -m preprocess run pipelines/synthetic.toml $(ARGS)
@@ -104,7 +109,7 @@ report:  ## gather every table and figure into reports/REPORT.md
 experiments: budget compare ablation-threshold ablation-partition ablation-components cost figures report
 
 GT_DIR ?= data/synthetic-gt
-$(GT_DIR)/scannetv2_train.txt: | $(VENV_STAMP)
+$(GT_DIR)/scannetv2_train.txt: $(SYNTH_CODE) | $(VENV_STAMP)
 	$(PY) -m preprocess synth --out $(GT_DIR) --scenes 48 --seed 1 --frames 10
 
 gt-check: $(GT_DIR)/scannetv2_train.txt  ## can the trainer learn? ground-truth supervision, 38 generated rooms, 10 held out

@@ -5,9 +5,9 @@ Run (the full size takes a while; nice it on a shared machine):
     .venv/bin/python benchmarks/bench_preprocess_scale.py [--vertices 150000,500000]
         [--frames 100] [--scenes 2] [--workers 1,2] [--data DIR]
 
-Rooms come from the generator (`python -m preprocess synth`; its mesh is refined until it has
-`--vertices`), with `--frames` camera frames of colour and depth at 640 x 480, ScanNet's depth
-size: 100 frames is a ScanNet scan at its every-20th-frame labelling rate. The pipeline is
+Rooms come from the generator (`python -m preprocess synth`; its scan is fused at 1.2 cm and
+decimated to about `--vertices`), with `--frames` camera frames of colour and depth at 640 x 480,
+ScanNet's depth size: 100 frames is a ScanNet scan at its every-20th-frame labelling rate. The pipeline is
 pipelines/scannet-partition.toml (Felzenszwalb, VCCS, SPG superpoints; 320-px label maps,
 features stored, refinement) with the simulated-CLIP labeler in place of MaskCLIP and every
 generated frame labelled. Each worker runs one core (NUMBA_NUM_THREADS = OMP_NUM_THREADS = 1)
@@ -57,8 +57,8 @@ def rooms(root: Path, scenes: int, vertices: int, frames: int) -> list[str]:
     ids = [f"scene{i:04d}_00" for i in range(scenes)]
     if not all((root / "scans" / s).is_dir() for s in ids) or not (root / "scannetv2_train.txt").is_file():
         start = time.perf_counter()
-        ids = generate(root, scenes=scenes, seed=0, min_vertices=vertices, frames=frames, width=640, height=480)
-        print(f"generated {scenes} rooms of >= {vertices:,} vertices in {time.perf_counter() - start:.0f} s")
+        ids = generate(root, scenes=scenes, seed=0, vertices=vertices, voxel=0.012, frames=frames, width=640, height=480)
+        print(f"generated {scenes} rooms of about {vertices:,} vertices in {time.perf_counter() - start:.0f} s")
     return ids
 
 

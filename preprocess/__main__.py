@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_run)
 
     sub.add_parser("synth", help="generate the embedded default dataset: --out DIR [--scenes 10] [--seed 0] "
-                   "[--frames 30] [--resolution 0.04] [--val-fraction 0.2]", add_help=False)
+                   "[--frames 30] [--resolution 0.04] [--voxel 0.025] [--val-fraction 0.2]", add_help=False)
 
     sub.add_parser("segment", help="ScanNet's segmentator: MESH.ply [--k 0.01] [--min-verts 20] [--out PATH]", add_help=False)
 

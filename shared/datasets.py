@@ -88,7 +88,6 @@ class Synthetic(ScanNet):
     """The generated rooms (`python -m preprocess synth`), in ScanNet's layout and classes."""
 
     root_env = ""
-    instances = "the generated rooms carry no instance annotation (no .aggregation.json)"
 
     @staticmethod
     def submission() -> type | None:

@@ -14,6 +14,7 @@ from preprocess.partition.metrics import (
     partition_report,
     purity,
     size_stats,
+    spanning_share,
     undersegmentation_error,
 )
 
@@ -31,6 +32,18 @@ def test_purity_counts_majority_label_of_each_segment() -> None:
     # Segment ids are names only: union-find roots give the same answer.
     assert purity(SEGMENT * 1000 + 5753, LABELS) == pytest.approx(5 / 7)
     assert math.isnan(purity(SEGMENT, np.full(8, -1)))
+
+
+def test_spanning_share_counts_segments_over_two_instances() -> None:
+    # segment 0 holds instances 5 and 7, segment 1 only 7, segment 2 3 and 4 (point 5 ignored)
+    assert spanning_share(SEGMENT, LABELS) == pytest.approx(2 / 3)
+    assert spanning_share(LABELS, LABELS) == 0.0
+    # a segment of ignored points only is not counted: segment 2 keeps point 6 alone
+    assert spanning_share(SEGMENT, np.array([5, 5, 7, 7, 7, -1, 3, -1])) == pytest.approx(1 / 3)
+    assert math.isnan(spanning_share(SEGMENT, np.full(8, -1)))
+    # outside the majority: segment 0 1/3 of its points, segment 2 1/2
+    assert spanning_share(SEGMENT, LABELS, minority=0.4) == pytest.approx(1 / 3)
+    assert spanning_share(SEGMENT, LABELS, minority=0.5) == 0.0
 
 
 def test_purity_scored_on_some_points_keeps_each_segments_majority_over_all() -> None:

@@ -36,7 +36,7 @@ label_width = 160
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth")
-    generate(root, scenes=2, seed=3, resolution=0.12, min_vertices=0, frames=8, width=160, height=120)
+    generate(root, scenes=2, seed=3, resolution=0.12, frames=8, width=160, height=120)
     return root
 
 

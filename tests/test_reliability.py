@@ -83,7 +83,7 @@ if os.environ.get("HICL_TEST_MARKS"):
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth")
-    generate(root, scenes=len(SCENES), seed=5, resolution=0.12, min_vertices=0, frames=8, width=160, height=120)
+    generate(root, scenes=len(SCENES), seed=5, resolution=0.12, frames=8, width=160, height=120)
     return root
 
 

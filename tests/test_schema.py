@@ -110,7 +110,7 @@ def test_train_and_eval_need_only_the_store(tmp_path):
     from train.reports.evaluate import evaluate
 
     root = tmp_path / "raw"
-    generate(root, scenes=3, seed=5, resolution=0.12, min_vertices=0, frames=6, width=160, height=120)
+    generate(root, scenes=3, seed=5, resolution=0.12, frames=6, width=160, height=120)
     (root / "scannetv2_train.txt").write_text("scene0000_00\nscene0001_00\n")
     (root / "scannetv2_val.txt").write_text("scene0002_00\n")
     path = tmp_path / "p.toml"

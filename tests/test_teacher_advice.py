@@ -55,7 +55,7 @@ def test_nuscenes_without_weights_names_only_fixes_that_work_for_lidar(tmp_path)
 def test_mesh_datasets_get_three_fixes(tmp_path):
     from preprocess.synth import generate
 
-    generate(tmp_path / "synthetic", scenes=1, seed=0, resolution=0.3, min_vertices=0, frames=2, width=32, height=24)
+    generate(tmp_path / "synthetic", scenes=1, seed=0, resolution=0.3, frames=2, width=32, height=24)
     with pytest.raises(ConfigError, match=r"not found; set labels.maskclip.pretrained to a local CLIP checkpoint .*; or "
                                           r"write per-frame label maps .* \"precomputed\" .*; or set labels.labeler = "
                                           r"\"simulated-clip\""):

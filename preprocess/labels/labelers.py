@@ -12,6 +12,7 @@ from typing import Iterator, Protocol
 
 import numpy as np
 from PIL import Image
+from scipy.spatial import cKDTree
 
 from preprocess.datasets.scene import Scene, View
 from preprocess.labels.checks import teacher_fixes
@@ -20,6 +21,7 @@ from preprocess.labels.precomputed import read_label_maps
 from preprocess.labels.simulated import (
     SceneModel,
     confusion_matrix,
+    measured_vertices,
     render_vertex_labels,
     scene_model,
     seed_for,
@@ -43,23 +45,28 @@ class SimulatedCLIPLabeler:
     """MaskCLIP-like labels simulated from the scene's ground truth (see `simulated.py`); needs a
     mesh with per-vertex `gt` (and uses its instances where the dataset has them). The scene's
     systematic logits are drawn once, seeded by (seed, scene id), and every view's noise by (seed,
-    scene id, view name), so a view gets the same labels whatever else is labelled with it."""
+    scene id, view name), so a view gets the same labels whatever else is labelled with it. A view
+    with a depth frame shows what its camera measured (`measured_vertices`), one without the
+    rendered mesh (`render_vertex_labels`)."""
 
     def __init__(self, cfg: LabelsConfig, class_names: list[str] | tuple[str, ...]):
         self.cfg = cfg
         self.sim = cfg.simulated
         self.confusions = confusion_matrix(class_names)
         self.text = simulated_text_embeddings(len(class_names), self.sim.feature_dim, self.sim.seed)
-        self._scene: tuple[str, SceneModel] | None = None  # the last scene's draws
+        self._scene: tuple[str, SceneModel, cKDTree] | None = None  # the last scene's draws and vertex tree
 
     def scene_model(self, scene: Scene) -> SceneModel:
         """The scene's systematic draws (objects, confusions, surface field), made once per
         scene, not per batch of views."""
+        return self._state(scene)[1]
+
+    def _state(self, scene: Scene) -> tuple[str, SceneModel, cKDTree]:
         if self._scene is None or self._scene[0] != scene.scene_id:
             rng = np.random.default_rng(seed_for(self.sim.seed, scene.scene_id))
             model = scene_model(scene.xyz, scene.faces, scene.gt, scene.instance, self.confusions, self.sim, rng)
-            self._scene = (scene.scene_id, model)
-        return self._scene[1]
+            self._scene = (scene.scene_id, model, cKDTree(scene.xyz))
+        return self._scene
 
     def label_views(self, scene: Scene, views: list[View]) -> list[LabelMaps]:
         if scene.faces is None or scene.gt is None:
@@ -68,13 +75,16 @@ class SimulatedCLIPLabeler:
                 "mesh with per-vertex gt; choose another labels.labeler for this dataset (README: any 2D model "
                 "as the teacher)"
             )
-        model = self.scene_model(scene)
+        _, model, vertex_tree = self._state(scene)
         vertex = np.arange(len(scene.xyz), dtype=np.int64)
         out = []
         for view in views:
             w, h = label_size(view.width, view.height, self.cfg.label_width)
             K = scale_intrinsic(view.intrinsic, (view.width, view.height), (w, h))
-            shown = render_vertex_labels(scene.xyz, scene.faces, vertex, view.world_to_camera, K, w, h, scene.raycaster)
+            if view.load_depth is not None:
+                shown = measured_vertices(vertex_tree, view.load_depth(), view.world_to_camera, K, w, h)
+            else:
+                shown = render_vertex_labels(scene.xyz, scene.faces, vertex, view.world_to_camera, K, w, h, scene.raycaster)
             rng = np.random.default_rng(seed_for(self.sim.seed, scene.scene_id, view.name))
             jitter = self.sim.view_noise * rng.standard_normal(len(model.looks))
             out.append(

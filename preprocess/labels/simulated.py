@@ -158,6 +158,37 @@ def render_vertex_labels(
     return out
 
 
+def measured_vertices(
+    vertex_tree: cKDTree,
+    depth: tuple[np.ndarray, np.ndarray],
+    world_to_camera: np.ndarray,
+    intrinsic: np.ndarray,
+    width: int,
+    height: int,
+) -> np.ndarray:
+    """(height, width) int64: per pixel the mesh vertex nearest to the surface point the view's
+    depth frame measured on that pixel's ray (-1 where it has no reading). The image is then what
+    the camera saw, not a rendering of the mesh (which misses what the reconstruction lost and
+    shows what it invented), each point named by its nearest annotated vertex as ScanNet's 2D
+    annotations are its 3D ones projected. depth: (map f32 metres, 0 = none; its (3,3) intrinsic)
+    in the camera frame of `intrinsic` (the label map's, at `width` x `height`)."""
+    K = np.asarray(intrinsic, dtype=np.float64)
+    rows, cols = np.mgrid[0:height, 0:width]
+    yn = (rows + 0.5 - K[1, 2]) / K[1, 1]  # the ray through each pixel centre, at z = 1
+    xn = (cols + 0.5 - K[0, 2] - K[0, 1] * yn) / K[0, 0]
+    depth_map, Kd = depth[0], np.asarray(depth[1], dtype=np.float64)
+    u = np.floor(Kd[0, 0] * xn + Kd[0, 1] * yn + Kd[0, 2]).astype(np.int64)
+    v = np.floor(Kd[1, 1] * yn + Kd[1, 2]).astype(np.int64)
+    inside = (u >= 0) & (u < depth_map.shape[1]) & (v >= 0) & (v < depth_map.shape[0])
+    z = np.where(inside, depth_map[np.clip(v, 0, depth_map.shape[0] - 1), np.clip(u, 0, depth_map.shape[1] - 1)], 0)
+    hit = z > 0
+    camera_to_world = np.linalg.inv(np.asarray(world_to_camera, dtype=np.float64))
+    points = np.stack([xn[hit] * z[hit], yn[hit] * z[hit], z[hit]], axis=1) @ camera_to_world[:3, :3].T
+    out = np.full((height, width), -1, dtype=np.int64)
+    out[hit] = vertex_tree.query(points + camera_to_world[:3, 3])[1]
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Per scene: which object every vertex belongs to, what it looks like, its systematic logits
 # --------------------------------------------------------------------------------------------

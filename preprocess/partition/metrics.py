@@ -12,6 +12,8 @@ Definitions (N = the points scored; a partition's pieces are its "segments"):
 - in-box purity (boxes only): the same, the majority still taken over all of a segment's points
   (background included), scored on the points inside boxes only. A car merged with the road
   around it fails here although purity, dominated by background points, barely moves.
+- spanning share: share of segments whose points belong to more than one instance (or whose
+  points outside their majority instance are more than a given share).
 - under-segmentation error (Levinshtein et al.'s "leakage"): (1/N) sum over instances G of
   sum over segments S touching G of |S \\ G|.
 - boundary recall: over a neighbour graph (mesh edges, or each point's k nearest neighbours),
@@ -95,6 +97,21 @@ def undersegmentation_error(segment: np.ndarray, instances: np.ndarray) -> float
     pair_seg, _, counts = _overlaps(seg, inst)
     sizes = np.bincount(seg)
     return float((sizes[pair_seg] - counts).sum() / len(seg))
+
+
+def spanning_share(segment: np.ndarray, instances: np.ndarray, minority: float = 0.0) -> float:
+    """Share of segments whose labelled points (instances >= 0) belong to more than one
+    instance: the consistency sets that join two objects. With `minority` > 0, only segments
+    where more than that share of their labelled points lie outside their majority instance
+    count (a real join rather than a few points at a boundary). Segments without a labelled
+    point are not counted; NaN when no point is labelled."""
+    seg, inst = _labelled(segment, instances, "instances")
+    if len(seg) == 0:
+        return float("nan")
+    pair_seg, _, counts = _overlaps(seg, inst)
+    starts = np.flatnonzero(np.r_[True, pair_seg[1:] != pair_seg[:-1]])
+    outside = 1.0 - np.maximum.reduceat(counts, starts) / np.add.reduceat(counts, starts)
+    return float((outside > minority).mean())
 
 
 def _checked_edges(edges: np.ndarray, n: int) -> np.ndarray:

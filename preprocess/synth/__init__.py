@@ -2,15 +2,18 @@
 
 Each room (4-8 m, walls and floor, doors, windows, pictures, curtains, and furniture of the
 20 ScanNet benchmark classes plus a few unlabelled-in-the-benchmark props) is built from boxes,
-cylinders and folded sheets meshed as ~4 cm grids, so it has ScanNet's vertex density. Colours
-come from one palette shared by every class, with per-object stripes, checks or blotches, so
-colour alone does not tell the class. Frames are ray-cast from a camera path around the room.
+cylinders and folded sheets meshed as ~4 cm grids. Colours come from one palette shared by every
+class, with per-object stripes, checks or blotches, so colour alone does not tell the class. The
+room is then scanned as a real one is: RGB-D frames along a hand-held path with a depth sensor's
+noise, fused into one surface and decimated to ScanNet's vertex density, its labels and
+instances carried from the generated surfaces; the written mesh is that reconstruction.
 Everything is drawn from `numpy.random.default_rng([seed, scene index])`: the same seed gives
 byte-identical files, and scene i does not depend on how many scenes are generated.
 
-One module a job: `shapes` (mesh primitives), `furniture` (the catalogue), `rooms` (layout
-and coloured mesh), `render` (RGB-D frames), `writer` (ScanNet scan folders and splits),
-`cli` (`python -m preprocess synth`).
+One module a job: `shapes` (mesh primitives), `furniture` (the catalogue), `rooms` (layout,
+scanning path and coloured mesh), `render` (RGB-D frames), `scan` (sensor noise, fusion,
+decimation, labels), `annotation` (ScanNet's instance files), `writer` (ScanNet scan folders and
+splits), `cli` (`python -m preprocess synth`).
 """
 
 from preprocess.synth.furniture import NYU40

@@ -15,13 +15,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--frames", type=int, default=30)
-    parser.add_argument("--resolution", type=float, default=0.04, help="mesh grid spacing in metres")
+    parser.add_argument("--resolution", type=float, default=0.04, help="grid spacing of the generated surfaces in metres")
+    parser.add_argument("--voxel", type=float, help="voxel size of the scan's fusion in metres (default: 5/8 of --resolution)")
     parser.add_argument("--val-fraction", type=float, default=0.2, help="share of the scenes in the val split")
     args = parser.parse_args(argv)
     if not 0.0 <= args.val_fraction < 1.0:
         parser.error(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     ids = generate(args.out, scenes=args.scenes, seed=args.seed, val_fraction=args.val_fraction, frames=args.frames,
-                   resolution=args.resolution)
+                   resolution=args.resolution, voxel=args.voxel)
     print(f"wrote {len(ids)} scenes to {args.out}")
     return 0
 

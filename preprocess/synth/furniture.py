@@ -26,11 +26,11 @@ def make_furniture(kind: str, rng: np.random.Generator) -> list[SynthObject]:
     """One piece of furniture (and what stands on it) in local coordinates, back at y = 0."""
     u = rng.uniform
     if kind == "bed":
-        w, d = u(1.0, 1.9), u(1.95, 2.2)
-        objs = [SynthObject("bed", [box((0, 0, 0), (w, d, 0.3), 1), box((0.03, 0.08, 0.3), (w - 0.03, d - 0.02, u(0.5, 0.6))),
+        w, d, top = u(1.0, 1.9), u(1.95, 2.2), u(0.5, 0.6)
+        objs = [SynthObject("bed", [box((0, 0, 0), (w, d, 0.3), 1), box((0.03, 0.08, 0.3), (w - 0.03, d - 0.02, top)),
                                     box((0, 0, 0), (w, 0.08, u(0.9, 1.2)), 1)])]
-        for x in ([0.1] if w < 1.4 else [0.1, w / 2 + 0.05]):
-            objs.append(SynthObject("pillow", [box((x, 0.15, 0.58), (x + min(0.6, w / 2 - 0.15), 0.55, 0.72))]))
+        for x in ([0.1] if w < 1.4 else [0.1, w / 2 + 0.05]):  # lying on the mattress
+            objs.append(SynthObject("pillow", [box((x, 0.15, top), (x + min(0.6, w / 2 - 0.15), 0.55, top + 0.14))]))
         return objs
     if kind == "night stand":
         w, h = u(0.4, 0.55), u(0.5, 0.65)
@@ -103,7 +103,9 @@ def make_furniture(kind: str, rng: np.random.Generator) -> list[SynthObject]:
                                        cylinder(0.21, 0.45, 0.38, 0.42, 0.2, 1)])]
     if kind in ("bathtub", "shower"):
         w, d, h = u(1.5, 1.8), u(0.7, 0.85), u(0.5, 0.6)
-        curtain = SynthObject("shower curtain", [sheet(0, w, h + 0.1 if kind == "bathtub" else 0.05, 2.0, d + 0.03, 0.03, 0.2)])
+        curtain = SynthObject("shower curtain", [  # on a rod held by two brackets from the wall
+            sheet(0, w, h + 0.1 if kind == "bathtub" else 0.05, 2.0, d + 0.03, 0.03, 0.2), box((0, d, 2.0), (w, d + 0.06, 2.03), 1),
+            box((0, 0, 2.0), (0.03, d, 2.03), 1), box((w - 0.03, 0, 2.0), (w, d, 2.03), 1)])
         if kind == "shower":
             return [curtain]
         t = 0.07

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from preprocess.datasets.scannet import DEPTH_SHIFT
 from shared.render import MeshRaycaster
 from preprocess.synth.rooms import SynthMesh
 
@@ -14,16 +13,14 @@ def intrinsic_for(width: int, height: int) -> np.ndarray:
     return np.array([[0.9 * width, 0, (width - 1) / 2], [0, 0.9 * width, (height - 1) / 2], [0, 0, 1.0]])
 
 
-def render_frames(mesh: SynthMesh, camera_to_world: np.ndarray, intrinsic: np.ndarray, width: int,
-                  height: int) -> tuple[np.ndarray, np.ndarray]:
+def render_frames(mesh: SynthMesh, camera_to_world: np.ndarray, intrinsic: np.ndarray, width: int, height: int,
+                  raycaster: MeshRaycaster) -> tuple[np.ndarray, np.ndarray]:
     """Colour (frames,H,W,3) uint8 — each pixel its face's mean vertex colour, shaded by how
-    squarely the face is seen — and depth (frames,H,W) uint16 in the units the ScanNet reader
-    reads back, millimetres (0 = nothing hit).
+    squarely the face is seen — and true depth (frames,H,W) float32 metres (0 = nothing hit).
 
-    All frames are cast in one call of a raycaster built once per room: building the BVH
-    once instead of per frame is what keeps a room at a few seconds."""
-    depth, face = MeshRaycaster(mesh.xyz, mesh.faces).render(
-        np.linalg.inv(camera_to_world), intrinsic, width, height)
+    All frames are cast in one call of `raycaster`, the mesh's, built once per room: building
+    the BVH once instead of per frame is what keeps a room at a few seconds."""
+    depth, face = raycaster.render(np.linalg.inv(camera_to_world), intrinsic, width, height)
     missed = face < 0
     forward = camera_to_world[:, :3, 2]
     corners = mesh.xyz[mesh.faces].astype(np.float64)
@@ -33,4 +30,4 @@ def render_frames(mesh: SynthMesh, camera_to_world: np.ndarray, intrinsic: np.nd
     face = np.where(missed, 0, face)
     shade = 0.55 + 0.45 * np.abs(np.einsum("fhwc,fc->fhw", normal[face], forward))
     colour = np.where(missed[..., None], 0, np.clip(np.rint(face_colour[face] * shade[..., None]), 0, 255))
-    return colour.astype(np.uint8), np.clip(np.rint(depth * DEPTH_SHIFT), 0, 65535).astype(np.uint16)
+    return colour.astype(np.uint8), depth

@@ -68,11 +68,12 @@ class SynthRoom:
     scene_type: str
     size: tuple[float, float, float]  # width (x), depth (y), wall height
     objects: list[SynthObject]
-    camera_to_world: np.ndarray  # (frames,4,4) OpenCV camera poses
+    camera_to_world: np.ndarray  # (poses,4,4) OpenCV camera poses of the scan's camera stream
 
 
-def make_room(rng: np.random.Generator, frames: int = 30) -> SynthRoom:
-    """Lay out one room: wall items, then furniture without overlapping bounding boxes."""
+def make_room(rng: np.random.Generator, poses: int = 60) -> SynthRoom:
+    """Lay out one room (wall items, then furniture without overlapping bounding boxes) and the
+    `poses` camera poses of its scan."""
     scene_type = str(rng.choice(list(ROOM_TYPES)))
     width, depth = rng.uniform(*ROOM_SIZE[scene_type], size=2)
     height = rng.uniform(2.5, 3.0)
@@ -125,8 +126,10 @@ def make_room(rng: np.random.Generator, frames: int = 30) -> SynthRoom:
                                         box((-0.05, 0, sill), (0, 0.06, sill + h), 1), box((w, 0, sill), (w + 0.05, 0.06, sill + h), 1)])]
         if rng.random() < 0.7:  # a curtain panel over each side of the window
             panel, bottom, period = rng.uniform(0.3, 0.6), rng.uniform(0.02, sill - 0.1), rng.uniform(0.12, 0.2)
-            for x0 in (-panel * 0.6, w - panel * 0.4):
-                items.append(SynthObject("curtain", [sheet(x0, x0 + panel, bottom, sill + h + 0.15, 0.12, 0.03, period)]))
+            top = sill + h + 0.15
+            for x0 in (-panel * 0.6, w - panel * 0.4):  # each on a rod fixed to the wall, as a real one hangs
+                items.append(SynthObject("curtain", [sheet(x0, x0 + panel, bottom, top, 0.12, 0.03, period),
+                                                     box((x0, 0, top), (x0 + panel, 0.16, top + 0.03), 1)]))
         try_place(items, 20, on_wall(0.0), margin=0.15)
 
     plan = [(kind, int(rng.integers(lo, hi + 1))) for kind, lo, hi in ROOM_TYPES[scene_type]]
@@ -143,7 +146,7 @@ def make_room(rng: np.random.Generator, frames: int = 30) -> SynthRoom:
         try_place([SynthObject(name, [box((0, 0, z), (w, 0.03, z + h)), box((0, 0.03, z), (w, 0.035, z + 0.02), 1)])], 20,
                   on_wall(0.0), margin=0.1, clearance=0.4)
 
-    return SynthRoom(scene_type, (width, depth, height), objects, _camera_path(rng, width, depth, frames))
+    return SynthRoom(scene_type, (width, depth, height), objects, _scan_path(rng, width, depth, poses))
 
 
 def _chairs(table: SynthObject, kind: str, rng: np.random.Generator, objects: list[SynthObject],
@@ -172,25 +175,27 @@ def _chairs(table: SynthObject, kind: str, rng: np.random.Generator, objects: li
             objects.append(chair)
 
 
-def _camera_path(rng: np.random.Generator, width: float, depth: float, frames: int) -> np.ndarray:
-    """Poses on an ellipse near the walls, looking across the room and down at the furniture."""
+def _scan_path(rng: np.random.Generator, width: float, depth: float, poses: int) -> np.ndarray:
+    """A hand-held scan's camera stream: one loop about 1 m inside the walls at chest height,
+    turning between the nearest wall and the room's centre, sweeping left and right and
+    between the upper walls and the floor, as a person scanning a room does."""
     centre = np.array([width / 2, depth / 2])
     radii = np.maximum([width / 2 - 1.0, depth / 2 - 1.0], 0.3)
-    phase = rng.uniform(0, 2 * np.pi)
-    poses = np.empty((frames, 4, 4))
-    for i in range(frames):
-        angle = phase + 2 * np.pi * i / frames
-        position = np.r_[centre + radii * [np.cos(angle), np.sin(angle)], rng.uniform(1.3, 1.6)]
-        yaw = angle + np.pi + rng.uniform(-0.7, 0.7)
-        pitch = rng.uniform(0.35, 0.65)
-        forward = np.array([np.cos(yaw) * np.cos(pitch), np.sin(yaw) * np.cos(pitch), -np.sin(pitch)])
-        right = np.cross(forward, [0.0, 0.0, 1.0])
-        right /= np.linalg.norm(right)
-        down = np.cross(forward, right)
-        poses[i] = np.eye(4)
-        poses[i, :3, :3] = np.stack([right, down, forward], axis=1)
-        poses[i, :3, 3] = position
-    return poses
+    phase, p_height, p_turn, p_sweep, p_pitch = rng.uniform(0, 2 * np.pi, 5)
+    t = np.arange(poses) / poses
+    angle = phase + 2 * np.pi * t
+    position = np.c_[centre + radii * np.c_[np.cos(angle), np.sin(angle)], 1.45 + 0.18 * np.sin(6 * np.pi * t + p_height)]
+    facing_centre = 0.5 * (1 + np.cos(8 * np.pi * t + p_turn))  # 1: towards the centre, 0: the nearest wall
+    yaw = angle + np.pi * facing_centre + 0.7 * np.sin(18 * np.pi * t + p_sweep) + rng.normal(0, 0.05, poses)
+    pitch = 0.45 + 0.35 * np.sin(10 * np.pi * t + p_pitch) + rng.normal(0, 0.03, poses)  # radians below level
+    forward = np.stack([np.cos(yaw) * np.cos(pitch), np.sin(yaw) * np.cos(pitch), -np.sin(pitch)], axis=1)
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right, axis=1, keepdims=True)
+    down = np.cross(forward, right)
+    camera_to_world = np.tile(np.eye(4), (poses, 1, 1))
+    camera_to_world[:, :3, :3] = np.stack([right, down, forward], axis=2)
+    camera_to_world[:, :3, 3] = position
+    return camera_to_world
 
 
 @dataclass(frozen=True)
@@ -221,9 +226,9 @@ def _texture(xyz: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return 1 + amplitude * waves / 3
 
 
-def build_mesh(room: SynthRoom, rng: np.random.Generator, resolution: float, jitter: float = 0.002) -> SynthMesh:
-    """Mesh every object at `resolution` metres, colour it from the shared palette with a
-    texture, and add `jitter` metres of sensor-like noise to the vertex positions."""
+def build_mesh(room: SynthRoom, rng: np.random.Generator, resolution: float) -> SynthMesh:
+    """Mesh every object at `resolution` metres and colour it from the shared palette with a
+    texture: the room as it is, before a sensor sees it (noise comes from the scan)."""
     xyz, faces, nyu40, instance, rgb = [], [], [], [], []
     offset = 0
     for i, obj in enumerate(room.objects):
@@ -240,7 +245,6 @@ def build_mesh(room: SynthRoom, rng: np.random.Generator, resolution: float, jit
         instance.append(np.full(len(vertices), i, np.int32))
         offset += len(vertices)
     xyz = np.concatenate(xyz)
-    xyz += rng.normal(scale=jitter, size=xyz.shape)
     rgb = np.concatenate(rgb) + rng.normal(scale=6.0, size=(len(xyz), 3))
     return SynthMesh(xyz.astype(np.float32), np.clip(np.rint(rgb), 0, 255).astype(np.uint8),
                      np.concatenate(faces).astype(np.int32), np.concatenate(nyu40), np.concatenate(instance))

@@ -1,5 +1,6 @@
-"""Rooms written as ScanNet v2 scan folders (meshes, meta .txt, exported frames, poses) plus
-the split files, each scene drawn from its own `numpy.random.default_rng([seed, index])`."""
+"""Rooms written as ScanNet v2 scan folders (the scanned mesh with its labels and instance
+annotation, meta .txt, exported frames, poses) plus the split files, each scene drawn from its
+own `numpy.random.default_rng([seed, index])`."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from shared.render import MeshRaycaster
+from preprocess.synth.annotation import annotation_files
 from preprocess.synth.render import intrinsic_for, render_frames
 from preprocess.synth.rooms import SynthMesh, SynthRoom, build_mesh, make_room
+from preprocess.synth.scan import SCAN_POSES, reconstruct, sensor_depth
 from shared.ply import write_ply
 
 
@@ -18,13 +22,18 @@ def _matrix_text(matrix: np.ndarray) -> str:
     return "".join(" ".join(f"{v:f}" for v in row) + "\n" for row in matrix)
 
 
-def write_scene(scene_dir: Path, scene_id: str, room: SynthRoom, mesh: SynthMesh, width: int, height: int) -> None:
-    """The ScanNet v2 scan folder of `scene_id`: meshes, meta .txt and exported frames."""
+def write_scene(scene_dir: Path, scene_id: str, room: SynthRoom, mesh: SynthMesh, camera_to_world: np.ndarray,
+                colours: np.ndarray, depths: np.ndarray) -> None:
+    """The ScanNet v2 scan folder of `scene_id`: the mesh with its labels and instance
+    annotation, meta .txt, and the exported frames (colour, depth in millimetres, poses)."""
     alpha = np.full(len(mesh.xyz), 255, np.uint8)
     write_ply(scene_dir / f"{scene_id}_vh_clean_2.ply", mesh.xyz, mesh.rgb, mesh.faces, alpha=alpha)
     write_ply(scene_dir / f"{scene_id}_vh_clean_2.labels.ply", mesh.xyz, mesh.rgb, mesh.faces, alpha=alpha, label=mesh.nyu40)
+    segs, aggregation = annotation_files(scene_id, mesh, [o.name for o in room.objects])
+    (scene_dir / f"{scene_id}_vh_clean_2.0.010000.segs.json").write_text(segs)
+    (scene_dir / f"{scene_id}.aggregation.json").write_text(aggregation)
+    frames, height, width = depths.shape
     k = intrinsic_for(width, height)
-    frames = len(room.camera_to_world)
     info = {
         "axisAlignment": " ".join(f"{v:f}" for v in np.eye(4).ravel()),
         "colorHeight": height, "colorWidth": width, "depthHeight": height, "depthWidth": width,
@@ -41,32 +50,39 @@ def write_scene(scene_dir: Path, scene_id: str, room: SynthRoom, mesh: SynthMesh
         (scene_dir / "intrinsic" / f"{name}.txt").write_text(_matrix_text(k4))
     for name in ("extrinsic_color", "extrinsic_depth"):
         (scene_dir / "intrinsic" / f"{name}.txt").write_text(_matrix_text(np.eye(4)))
-
-    colours, depths = render_frames(mesh, room.camera_to_world, k, width, height)
-    for i, (pose, colour, depth) in enumerate(zip(room.camera_to_world, colours, depths)):
+    for i, (pose, colour, depth) in enumerate(zip(camera_to_world, colours, depths)):
         Image.fromarray(colour).save(scene_dir / "color" / f"{i}.jpg", quality=90)
         Image.fromarray(depth).save(scene_dir / "depth" / f"{i}.png", compress_level=1)
         (scene_dir / "pose" / f"{i}.txt").write_text(_matrix_text(pose))
 
 
-def generate_scene(scene_dir: str | Path, index: int, seed: int = 0, resolution: float = 0.04, min_vertices: int = 50_000,
-                   frames: int = 30, width: int = 320, height: int = 240) -> SynthMesh:
-    """Generate and write scene `index` of the dataset of `seed`. The grid is refined below
-    `resolution` until the mesh has `min_vertices` (0: take `resolution` as it is). The folder
-    is written beside its final place and then renamed, so it is never seen half-written."""
+def generate_scene(scene_dir: str | Path, index: int, seed: int = 0, resolution: float = 0.04, frames: int = 30,
+                   width: int = 320, height: int = 240, voxel: float | None = None,
+                   vertices: int | None = None) -> SynthMesh:
+    """Generate and write scene `index` of the dataset of `seed`; returns the written mesh.
+
+    The room's surfaces are meshed at `resolution` metres and scanned (`scan.reconstruct`):
+    `SCAN_POSES` RGB-D frames (at least `frames`) at half the exported size, fused at `voxel`
+    metres (default 5/8 of `resolution`: 2.5 cm), decimated to ScanNet's density (or to about
+    `vertices` vertices, as many as a `voxel` fine enough gives) and labelled from the nearest
+    generated surface. The exported frames are `frames` of the scan's poses,
+    evenly spread, rendered at `width` x `height` with the same sensor noise. The folder is
+    written beside its final place and then renamed, so it is never seen half-written."""
     rng = np.random.default_rng([seed, index])
-    room = make_room(rng, frames)
-    colour_seed = int(rng.integers(0, 2**63))
-    while True:  # colours drawn from the same stream whatever the number of refinements
-        mesh = build_mesh(room, np.random.default_rng(colour_seed), resolution)
-        if len(mesh.xyz) >= min_vertices:
-            break
-        resolution *= 0.97 * np.sqrt(len(mesh.xyz) / min_vertices)
+    poses = max(SCAN_POSES, frames)
+    room = make_room(rng, poses)
+    source = build_mesh(room, np.random.default_rng(int(rng.integers(0, 2**63))), resolution)
+    sensor = np.random.default_rng(int(rng.integers(0, 2**63)))
+    raycaster = MeshRaycaster(source.xyz, source.faces)
+    mesh = reconstruct(source, raycaster, room.camera_to_world, max(1, width // 2), max(1, height // 2),
+                       resolution * 5 / 8 if voxel is None else voxel, sensor, vertices)
+    exported = room.camera_to_world[np.arange(frames) * poses // frames]
+    colours, depths = render_frames(source, exported, intrinsic_for(width, height), width, height, raycaster)
     scene_dir = Path(scene_dir)
     partial = scene_dir.with_name(f".{scene_dir.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    write_scene(partial, scene_dir.name, room, mesh, width, height)
+    write_scene(partial, scene_dir.name, room, mesh, exported, colours, sensor_depth(depths, sensor))
     shutil.rmtree(scene_dir, ignore_errors=True)
     partial.rename(scene_dir)
     return mesh
@@ -75,8 +91,8 @@ def generate_scene(scene_dir: str | Path, index: int, seed: int = 0, resolution:
 def generate(out_dir: str | Path, scenes: int = 10, seed: int = 0, val_fraction: float = 0.2, **scene_options) -> list[str]:
     """Write `scenes` rooms as `out_dir/scans/sceneXXXX_00/` plus `scannetv2_train.txt` and
     `scannetv2_val.txt` (the last `val_fraction` of the scenes, at least one when there are two
-    or more). `scene_options` go to `generate_scene` (resolution, min_vertices, frames, width,
-    height). Returns the scene ids."""
+    or more). `scene_options` go to `generate_scene` (resolution, frames, width, height,
+    voxel, vertices). Returns the scene ids."""
     if scenes < 1:
         raise ValueError(f"scenes must be >= 1, got {scenes}")
     out_dir = Path(out_dir)
