@@ -3,6 +3,8 @@ labels score 0 on the rare classes whose labels have 3-30 IoU: issue 22).
 
 - `class_weights`: 1/sqrt(frequency) per class of the training targets, the CE's weights
   (train.class_weights = "inverse-sqrt").
+- `voxel_weights`: the same weights per voxel, how likely a voxel is to be a training crop's
+  centre (train.crop_centre = "class-balanced").
 """
 
 from __future__ import annotations
@@ -24,3 +26,13 @@ def class_weights(counts: np.ndarray) -> np.ndarray:
     weight[present] /= weight[present].mean()
     return weight
 
+
+def voxel_weights(labels: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """(M,) f64 the weight of each voxel's target class (`labels`, (M,)); a voxel without a target
+    (-1, or no class of `weight`) gets the mean weight of the classes present, so unlabelled space
+    is neither favoured nor shunned."""
+    labels = labels.astype(np.int64)
+    known = (labels >= 0) & (labels < len(weight))
+    out = np.full(len(labels), weight[weight > 0].mean())
+    out[known] = weight[labels[known]]
+    return out
