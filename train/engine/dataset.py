@@ -129,8 +129,9 @@ class SceneDataset(Dataset):
 
     Train (`augment=True`): augmentation, a random point per voxel, optional crop to
     train.max_points, centred as train.crop_centre says (class-balanced: by the classes of
-    `target`, the method's per-voxel training target, `Method.target_for`). Eval: one fixed point per voxel plus the inverse map and the full-resolution
-    ground truth, so predictions can be scored on every original point.
+    `target`, the method's per-voxel training target, `Method.target_for`). Eval: one fixed point
+    per voxel plus the inverse map and the full-resolution ground truth, so predictions can be
+    scored on every original point.
     """
 
     def __init__(
@@ -150,8 +151,10 @@ class SceneDataset(Dataset):
         self.augment = split == "train" if augment is None else augment
         balanced = self.augment and self.cfg.crop_centre == "class-balanced"
         if balanced and target is None:
-            raise ValueError('train.crop_centre = "class-balanced" weighs crop centres by the training target: pass target')
+            raise ValueError('train.crop_centre = "class-balanced" weighs crop centres by the training target: '
+                             'pass target')
         self.target = target if balanced else None
+        # the crop reads the target's labels (CLIP2Scene's samples then carry the raw pseudo-labels too)
         wanted = set(fields) | ({"gt"} if with_gt else set()) | ({field_of(target)} if self.target else set())
         self.fields = tuple(sorted(wanted | {need for name in wanted for need in FIELDS[name].needs}))
         self.num_classes = len(class_names(pipeline))
