@@ -133,6 +133,10 @@ class TrainConfig:
     # | "off" | "fp16" | "bf16" (README: training on a GPU)
     amp: Annotated[str, OneOf(AMP_SETTINGS)] = "auto"
     max_points: Index = 0  # crop scenes above this many points during training (0 = no crop)
+    # where a crop is centred: "uniform" (a random voxel) | "class-balanced" (a voxel drawn with
+    # probability proportional to 1/sqrt(split frequency) of its training target's class, so
+    # crops keep the rare classes' small objects; train/engine/balance.py)
+    crop_centre: Annotated[str, OneOf(("uniform", "class-balanced"))] = "uniform"
     # per-voxel input channels, in this order: "rgb" (3, in [0, 1]), "normal" (3), "height" (1,
     # metres above the scene's lowest point: tells floors, seats, tables and wall items apart)
     input_features: list[Annotated[str, OneOf(tuple(INPUT_FEATURES))]] = field(default_factory=lambda: ["rgb"])
@@ -477,6 +481,10 @@ class _Loader:
                       "'refine.visual_weighting' = true weighs votes by per-point CLIP features, but "
                       "'labels.store_features' = false stores none; set labels.store_features = true "
                       "(and re-run the labels stage) or turn visual weighting off", ("labels", "store_features"))
+        if p.train.crop_centre != "uniform" and p.train.max_points == 0:
+            self.fail(("train", "crop_centre"), f"'train.crop_centre' = {p.train.crop_centre!r} centres the training "
+                      "crop, and 'train.max_points' = 0 crops nothing; set train.max_points (the crop's voxels) or "
+                      "crop_centre = \"uniform\"", ("train", "max_points"))
         features = p.train.input_features
         if not features or len(set(features)) < len(features):
             self.bad(("train", "input_features"), features, "must be a non-empty list without repeats")

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
-from shared.errors import UserError
-from train.engine.methods import class_weights
 from train.losses.baselines import (
     clip2scene_loss,
     pair_ce_loss,
@@ -37,13 +34,6 @@ def test_pseudo_ce_class_weights_give_the_weighted_mean():
     terms = [(0.5, _ce([2.0, 0.0, 0.0], 0)), (2.0, _ce([0.0, 1.0, 0.0], 2)), (1.0, _ce([5.0, 5.0, 5.0], 1))]
     expected = sum(w * v for w, v in terms) / sum(w for w, _ in terms)
     assert pseudo_ce_loss(LOGITS, labels, weight).item() == pytest.approx(expected, rel=1e-6)
-
-
-def test_inverse_sqrt_class_weights():
-    # 1/sqrt(frequency) ∝ [1/10, 1/5, -, 1/2], scaled to mean 1 over the three present classes
-    assert class_weights(np.array([100, 25, 0, 4])).tolist() == pytest.approx([0.375, 0.75, 0.0, 1.875])
-    with pytest.raises(UserError, match="no labelled point"):
-        class_weights(np.zeros(3))
 
 
 def test_pseudo_ce_all_ignored_is_zero_with_graph():

@@ -171,6 +171,52 @@ def test_config_hash_follows_the_model_not_the_paths(toy):
         assert config_hash(load_pipeline(path, change)) != h, change
 
 
+# The train keys (dotted) of every record committed before keys were added (TRAINER_VERSION 1).
+# A train key added later must be in run_record.ADDED_KEYS at its neutral value, or every
+# committed record, and every run training now, stops matching and is trained again.
+RECORDED_TRAIN_KEYS = {
+    "method", "partition", "voxel_size", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "warmup_steps",
+    "grad_clip", "class_weights", "width", "head", "num_workers", "seed", "checkpoint_every", "eval_every_epochs",
+    "out_dir", "backend", "amp", "max_points", "input_features", "hicl.refine", "hicl.intra_set", "hicl.intra_scene",
+    "hicl.inter_scene", "hicl.feedback", "hicl.tau", "hicl.exclude_own_set", "hicl.similar_positives",
+    "hicl.similar_visual", "hicl.similar_normal", "hicl.embed_dim", "hicl.queries_per_scene", "hicl.memory_size",
+    "hicl.lambda_set", "hicl.lambda_intra", "hicl.lambda_inter", "hicl.lambda_feedback", "hicl.feedback_warmup_epochs",
+    "clip2scene.distill_weight", "clip2scene.switch_epoch", "clip2scene.switch_prob", "clip2scene.max_views",
+    "clip2scene.spatial_temporal",
+}
+
+
+def _dotted(settings: dict, prefix: str = "") -> set[str]:
+    return {name for key, value in settings.items()
+            for name in (_dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key})}
+
+
+def _get(settings: dict, dotted: str):
+    for name in dotted.split("."):
+        settings = settings[name]
+    return settings
+
+
+def test_keys_added_after_records_leave_their_hashes_alone(toy):
+    from dataclasses import asdict
+
+    from shared.config import TrainConfig
+    from train.run_record import ADDED_KEYS, NOT_HASHED, hashed_settings
+
+    path, _ = toy
+    cropped = {"train.max_points": 400}
+    base = load_pipeline(path, cropped)
+    assert _dotted(hashed_settings(base)) == RECORDED_TRAIN_KEYS - NOT_HASHED  # what the records hashed
+    assert _dotted(asdict(TrainConfig())) == RECORDED_TRAIN_KEYS | set(ADDED_KEYS)
+    defaults = load_pipeline(path).train
+    for dotted, neutral in ADDED_KEYS.items():  # a pipeline that does not name the key trains as before
+        assert _get(asdict(defaults), dotted) == neutral, dotted
+    h = config_hash(base)
+    assert config_hash(load_pipeline(path, {**cropped, "train.crop_centre": "uniform"})) == h
+    balanced = load_pipeline(path, {**cropped, "train.crop_centre": "class-balanced"})
+    assert hashed_settings(balanced)["crop_centre"] == "class-balanced" and config_hash(balanced) != h
+
+
 def test_config_hash_reads_each_partitions_own_store_keys(toy, monkeypatch):
     path, _ = toy
     fine = load_pipeline(path, {"train.partition": "fine"})

@@ -8,7 +8,8 @@ record carries the hash of the run it would train, from the record alone: no che
 
 The hash covers everything that changes the model or its scores: the train section after the
 overrides (seed included) less the keys that only say where or with how many loader processes
-(NOT_HASHED), the store keys of every scene of both splits (points, pseudo-labels, the training
+(NOT_HASHED) and the keys added after records were committed where they hold the value that
+trains as before them (ADDED_KEYS), the store keys of every scene of both splits (points, pseudo-labels, the training
 partition, refined labels: each key already hashes its stage's parameters and inputs,
 shared/schema.py), and TRAINER_VERSION.
 """
@@ -20,6 +21,7 @@ import hashlib
 import json
 import subprocess
 from dataclasses import asdict, dataclass
+from functools import reduce
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,6 +39,12 @@ TRAINER_VERSION = 1
 # epoch and index: train/engine/dataset.py), how often a checkpoint is written, and the partition's
 # name (its store key is hashed instead: the threshold ablation's "k0.01" is the default's sets).
 NOT_HASHED = frozenset({"out_dir", "num_workers", "checkpoint_every", "partition"})
+# Train keys (dotted below [train]) added after records were committed, each with its neutral
+# value: the one that trains exactly as the trainer did before the key existed. At that value a
+# key stays out of the hash, so the records made before it (and runs training now) still match;
+# at any other value it is hashed as every key is. A new train key goes here, at a neutral
+# default; a TRAINER_VERSION bump, which restarts every record, may empty this.
+ADDED_KEYS: dict[str, Any] = {"crop_centre": "uniform"}
 RECORD = "record.json"
 
 
@@ -66,7 +74,13 @@ def store_keys(pipeline: Pipeline) -> dict[str, list[list[str | None]]]:
 
 def hashed_settings(pipeline: Pipeline) -> dict[str, Any]:
     """The train section as the hash sees it (a record keeps it, so a stale one shows why)."""
-    return {k: v for k, v in asdict(pipeline.train).items() if k not in NOT_HASHED}
+    settings = {k: v for k, v in asdict(pipeline.train).items() if k not in NOT_HASHED}
+    for dotted, neutral in ADDED_KEYS.items():
+        *sections, key = dotted.split(".")
+        table = reduce(lambda t, name: t[name], sections, settings)
+        if table[key] == neutral:
+            del table[key]
+    return settings
 
 
 def config_hash(pipeline: Pipeline) -> str:

@@ -35,6 +35,7 @@ from shared.schema import (
     preprocess_command,
 )
 from shared.store import Store
+from train.engine.balance import class_weights, voxel_weights
 from train.engine.transforms import augment, compact_sets, crop, input_features, sample_pairs, voxelize
 
 
@@ -117,13 +118,20 @@ FIELDS: dict[str, Field] = {
 }
 
 
+def field_of(array: str) -> str:
+    """The field that reads the sample array `array` ("gt", "label", "refined", ...)."""
+    return next(name for name, field in FIELDS.items() if array in field.arrays)
+
+
 # ----------------------------------------------------------------------------- dataset
 class SceneDataset(Dataset):
     """Scenes of one split as voxelised samples (dicts of NumPy arrays, one row per voxel).
 
     Train (`augment=True`): augmentation, a random point per voxel, optional crop to
-    train.max_points. Eval: one fixed point per voxel plus the inverse map and the full-resolution
-    ground truth, so predictions can be scored on every original point.
+    train.max_points, centred as train.crop_centre says (class-balanced: by the classes of
+    `target`, the method's per-voxel training target, `Method.target_for`). Eval: one fixed point
+    per voxel plus the inverse map and the full-resolution ground truth, so predictions can be
+    scored on every original point.
     """
 
     def __init__(
@@ -133,15 +141,22 @@ class SceneDataset(Dataset):
         with_gt: bool = False,
         fields: Sequence[str] = ("pseudo",),
         augment: bool | None = None,
+        target: str | None = None,
     ):
         unknown = set(fields) - set(FIELDS)
         if unknown:
             raise ValueError(f"unknown sample fields {sorted(unknown)}; known: {sorted(FIELDS)}")
         self.pipeline = pipeline
         self.cfg = pipeline.train
-        wanted = set(fields) | ({"gt"} if with_gt else set())
-        self.fields = tuple(sorted(wanted | {need for name in wanted for need in FIELDS[name].needs}))
         self.augment = split == "train" if augment is None else augment
+        balanced = self.augment and self.cfg.crop_centre == "class-balanced"
+        if balanced and target is None:
+            raise ValueError('train.crop_centre = "class-balanced" weighs crop centres by the training target: '
+                             'pass target')
+        self.target = target if balanced else None
+        # the crop reads the target's labels (CLIP2Scene's samples then carry the raw pseudo-labels too)
+        wanted = set(fields) | ({"gt"} if with_gt else set()) | ({field_of(target)} if self.target else set())
+        self.fields = tuple(sorted(wanted | {need for name in wanted for need in FIELDS[name].needs}))
         self.num_classes = len(class_names(pipeline))
         self.store = open_store(pipeline)
         self.layout = Layout(self.store, pipeline)
@@ -150,6 +165,8 @@ class SceneDataset(Dataset):
             raise MissingData(f"{pipeline.source}: the {split} split (dataset.{split} = "
                               f"{getattr(pipeline.dataset, split)!r}) has no scenes in {self.store.path}")
         self.groups = [self._groups(s) for s in self.scenes]
+        # the split's class weights, counted once (a crop centre's weight is its target class's)
+        self.centre_weight = class_weights(self.label_counts(self.target)) if self.target else None
 
     def _groups(self, scene: str) -> dict[str, str]:
         """Resolve every needed stage output once, so a missing one fails before training starts."""
@@ -173,7 +190,7 @@ class SceneDataset(Dataset):
     def label_counts(self, name: str) -> np.ndarray:
         """(C,) points per class over the split of a stored per-point target ("gt", "label": the
         raw pseudo-labels, "refined"). Reads only that one array per scene."""
-        field = next(f for f in FIELDS.values() if name in f.arrays)
+        field = FIELDS[field_of(name)]
         counts = np.zeros(self.num_classes, dtype=np.int64)
         for scene in self.scenes:
             group = GROUPS[field.group](self.layout, scene, self.cfg)
@@ -207,7 +224,11 @@ class SceneDataset(Dataset):
             if normal is not None:
                 data["normal"] = normal
         coords, index, inverse = voxelize(data["xyz"], self.cfg.voxel_size, rng)
-        kept = crop(coords, self.cfg.max_points, rng) if rng is not None else np.arange(len(coords))
+        if rng is None:
+            kept = np.arange(len(coords))
+        else:
+            weight = None if self.target is None else voxel_weights(data[self.target][index], self.centre_weight)
+            kept = crop(coords, self.cfg.max_points, rng, weight)
         voxels = Voxels(index[kept], inverse, kept, len(coords))
         sample: dict[str, Any] = {
             "scene": self.scenes[i], "index": i, "coords": coords[kept], "targets": {},

@@ -125,7 +125,9 @@ class Trainer:
         self.out_dir = Path(self.cfg.out_dir)
         self.checkpoint_path = self.out_dir / CHECKPOINT
 
-        self.dataset = SceneDataset(pipeline, "train", fields=method_class(self.cfg).fields_for(self.cfg))
+        method = method_class(self.cfg)
+        self.dataset = SceneDataset(pipeline, "train", fields=method.fields_for(self.cfg),
+                                    target=method.target_for(self.cfg))
         self.method: Method = build_method(pipeline, self.dataset, self.device)
         self.model = self.method.model.to(self.device)
         # Every parameter gets a gradient at every step (methods.py builds only the heads its

@@ -19,15 +19,15 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from shared.config import Pipeline, TrainConfig
-from shared.errors import UserError, pick
+from shared.errors import pick
 from shared.methods import METHODS
 from train.amp import Precision, resolve_precision
+from train.engine.balance import class_weights
 from train.engine.batch import Batch
 from train.engine.dataset import SceneDataset, text_embedding
 from train.losses import HICLLoss, clip2scene_loss, pseudo_ce_loss
@@ -48,27 +48,15 @@ class SegNet(nn.Module):
         return {name: head(feats) for name, head in self.heads.items()}
 
 
-def class_weights(counts: np.ndarray) -> torch.Tensor:
-    """1/sqrt(frequency) per class, mean 1 over the classes with any count, 0 for the others
-    (a class never seen as a target gets no weight; it has no loss term to weigh anyway)."""
-    counts = np.asarray(counts, dtype=np.float64)
-    present = counts > 0
-    if not present.any():
-        raise UserError("class weights: the training targets hold no labelled point; check the pseudo-labels with `python -m preprocess label-quality`")
-    weight = np.zeros_like(counts)
-    weight[present] = 1.0 / np.sqrt(counts[present] / counts.sum())
-    weight[present] /= weight[present].mean()
-    return torch.from_numpy(weight).float()
-
-
 class Method:
     """Base: a network with a classifier head, trained with CE on one per-voxel target."""
 
     fields: ClassVar[tuple[str, ...]] = ()  # sample fields it trains on (train/engine/dataset.py FIELDS)
-    target: ClassVar[str] = "label"  # the per-voxel CE target
+    # the per-voxel CE target (a sample array: train/engine/dataset.py FIELDS); its stored labels'
+    # class frequencies set train.class_weights and the class-balanced crop (`target_for`)
+    target: ClassVar[str] = "label"
     loss_names: ClassVar[tuple[str, ...]] = ()  # logged loss components
     needs_text: ClassVar[bool] = False  # text embeddings even with a linear classifier
-    count_field: ClassVar[str] = "label"  # stored labels whose frequencies set the class weights
 
     def __init__(self, pipeline: Pipeline, dataset: SceneDataset, device: torch.device):
         self.cfg = pipeline.train
@@ -91,7 +79,12 @@ class Method:
         needs them, and an evaluation dataset does not carry the training targets."""
         if self.cfg.class_weights == "none":
             return None
-        return class_weights(self.dataset.label_counts(self.count_field)).to(self.device)
+        return torch.from_numpy(class_weights(self.dataset.label_counts(self.target))).float().to(self.device)
+
+    @classmethod
+    def target_for(cls, cfg: TrainConfig) -> str:
+        """The per-voxel training target with `cfg` (some settings choose another)."""
+        return cls.target
 
     @classmethod
     def fields_for(cls, cfg: TrainConfig) -> tuple[str, ...]:
@@ -137,7 +130,6 @@ class Method:
 class GroundTruth(Method):
     fields = ("gt",)
     target = "gt"
-    count_field = "gt"
 
 
 class PseudoCE(Method):
@@ -164,6 +156,8 @@ class CLIP2Scene(Method):
     CLIP2Scene's nuScenes loss also computes a CE of unpaired points to their own argmax after
     epoch 10, then overwrites it (`loss_semantic = ...` after `loss_semantic += ...`), so it never
     trains; it is left out here.
+    Its per-voxel target (`target`: the class weights' counts, the class-balanced crop's
+    classes) is the raw pseudo-labels, each point's vote of the very pairs it trains on.
     """
 
     fields = ("pairs", "pair_feat")
@@ -202,7 +196,11 @@ class HICL(Method):
     def __init__(self, pipeline: Pipeline, dataset: SceneDataset, device: torch.device):
         super().__init__(pipeline, dataset, device)
         self.criterion = HICLLoss(self.cfg.hicl, self.num_classes).to(device)
-        self.target = self.count_field = "refined" if self.cfg.hicl.refine else "label"
+        self.target = self.target_for(self.cfg)
+
+    @classmethod
+    def target_for(cls, cfg: TrainConfig) -> str:
+        return "refined" if cfg.hicl.refine else "label"
 
     @classmethod
     def fields_for(cls, cfg: TrainConfig) -> tuple[str, ...]:

@@ -3,7 +3,8 @@
 - `augment`: rotation about z, uniform scaling in [0.9, 1.1], random flips of x and y, small
   Gaussian jitter (CLIP2Scene / Pointcept settings). Only coordinates and normals change, so every
   per-point label stays attached to its point.
-- `voxelize`, `crop`: one point per voxel, the voxels nearest a random one.
+- `voxelize`, `crop`: one point per voxel, the voxels nearest a random one (any voxel alike, or
+  drawn by per-voxel weights: train.crop_centre).
 - `input_features`: the network's per-voxel input channels.
 - `compact_sets`, `sample_pairs`: set ids and pixel-point pairs re-pointed at the sample's voxels.
 The generator is passed in, so a sample is a pure function of its seed (exact resume).
@@ -59,11 +60,14 @@ def voxelize(
     return (voxels - voxels.min(axis=0)).astype(np.int32), index, inv
 
 
-def crop(coords: np.ndarray, max_points: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of the `max_points` voxels nearest a random voxel (Pointcept's SphereCrop)."""
+def crop(coords: np.ndarray, max_points: int, rng: np.random.Generator,
+         weight: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the `max_points` voxels nearest a random voxel (Pointcept's SphereCrop), in
+    order; the centre drawn uniformly, or with probability proportional to `weight` (M,) >= 0."""
     if max_points <= 0 or len(coords) <= max_points:
         return np.arange(len(coords))
-    centre = coords[rng.integers(len(coords))]
+    pick = rng.integers(len(coords)) if weight is None else rng.choice(len(coords), p=weight / weight.sum())
+    centre = coords[pick]
     dist = ((coords - centre).astype(np.int64) ** 2).sum(axis=1)
     return np.sort(np.argpartition(dist, max_points - 1)[:max_points])
 

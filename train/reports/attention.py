@@ -69,7 +69,7 @@ def attention_figure(model: TrainedModel, scan: Scan, other: Scan, out_png: str 
 
 def store_scans(pipeline: Pipeline, indices: list[int], split: str = "val") -> list[Scan]:
     """Scenes of a split of the pipeline's store as scans (with faces and ground truth)."""
-    dataset = SceneDataset(pipeline, split, with_gt=True, fields=())
+    dataset = SceneDataset(pipeline, split, with_gt=True, fields=(), augment=False)  # read only: no crop
     if max(indices) >= len(dataset):
         raise UserError(f"the {split} split has {len(dataset)} scenes; choose --scene/--other below that")
     scans = []
