@@ -141,3 +141,26 @@ def test_bad_ply_folders_name_the_file(tmp_path, scans):
     with pytest.raises(DatasetError, match=r"empty: folder not found; dataset.root must be the folder holding your "
                                            r"\.ply scenes"):
         split_of(load_pipeline(_pipeline(tmp_path, tmp_path / "empty")).dataset)
+
+
+def test_a_dataset_is_its_class_and_its_reader_and_a_missing_one_is_one_error(tmp_path, scans, monkeypatch):
+    """The class (shared/datasets.py, read by both programs) and the reader module
+    (preprocess/datasets/, read by preprocessing only): either missing is one error saying where."""
+    from preprocess.datasets.registry import reader_module, split_of
+    from shared.datasets import DATASETS, PlyFolder
+
+    path = _pipeline(tmp_path, scans)
+    with pytest.raises(ConfigError, match=r"'dataset.name' = 'mine' is not one of scannet, synthetic, nuscenes, "
+                                          r"ply-folder; a dataset of your own is a class in shared/datasets.py's "
+                                          r"DATASETS and a reader module in preprocess/datasets/"):
+        load_pipeline(path, {"dataset.name": "mine"})
+    for reader, error in (("", r"shared/datasets.py: Mine.reader is not set; name the dataset's reader module"),
+                          ("preprocess.datasets.mine", r"shared/datasets.py: Mine.reader = 'preprocess.datasets.mine': "
+                                                       r"no such module; write the reader as preprocess/datasets/mine.py"),
+                          ("preprocess.datasets.scene", r"scene.py: the reader of dataset 'mine' lacks list_scenes, "
+                                                        r"scene_group, read_scene, scene_files, frame_files, frame_folders")):
+        monkeypatch.setitem(DATASETS, "mine", type("Mine", (PlyFolder,), {"reader": reader}))
+        reader_module.cache_clear()
+        with pytest.raises(DatasetError, match=error):
+            split_of(load_pipeline(path, {"dataset.name": "mine"}).dataset)
+    reader_module.cache_clear()
