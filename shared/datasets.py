@@ -43,6 +43,7 @@ class Dataset:
     mesh: ClassVar[bool] = True  # every scene is a triangle mesh (the simulated labeler renders it)
     views: ClassVar[bool] = True  # scenes come with posed camera images (what 2D teachers and masks need)
     channels: ClassVar[tuple[str, ...]] = ()  # per-point sensor channels its points carry (LiDAR intensity, ring)
+    sweeps: ClassVar[bool] = False  # its points are LiDAR sweeps in the sensor's frame (point normals face the origin)
     boxes: ClassVar[bool] = False  # instances are annotated 3D boxes: a point outside every box is background
     instances: ClassVar[str] = ""  # how its scenes get per-point instances (partition-quality needs them)
 
@@ -101,6 +102,7 @@ class NuScenes(Dataset):
     root_env = "NUSCENES_ROOT"
     mesh = False
     channels = ("intensity", "ring")
+    sweeps = True
     boxes = True
     instances = "set dataset.box_instances = true and rerun the ingest stage"
 
@@ -134,7 +136,9 @@ class PlyFolder(Dataset):
 
     @classmethod
     def key_params(cls, cfg: DatasetConfig) -> dict[str, Any]:
-        return {"classes": list(cfg.classes)}  # the labels' ids are read against this list
+        # the labels' ids are read against the class list; a point cloud's normals are the PLY's
+        # own, else made toward the scan's centre, as `train predict` makes them
+        return {"classes": list(cfg.classes), "normals": "own, else toward the centre"}
 
 
 DATASETS: dict[str, type[Dataset]] = {
