@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import DatasetError
+from shared.errors import DatasetError, first_line
 from shared.lidar import read_lidar_points
 from shared.ply import read_ply
 
@@ -147,8 +147,7 @@ def _read_pth(path: Path) -> Scan:
         with torch.serialization.safe_globals([reconstruct, np.ndarray, np.dtype, *dtypes]):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- pickled code is refused; a corrupt file fails anywhere
-        line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise DatasetError(f"{path}: cannot read it as arrays without running pickled code ({line}); save plain "
+        raise DatasetError(f"{path}: cannot read it as arrays without running pickled code ({first_line(e)}); save plain "
                            "tensors or NumPy arrays") from None
     if isinstance(data, dict):
         xyz = _pick(data, ("coord", "xyz", "points"), path, required=True)
