@@ -121,8 +121,8 @@ def test_a_ply_folder_goes_through_preprocess_training_and_predict(tmp_path, sca
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert list(results["rows"]["gt"]["classes"]) == ["floor", "box"]
     val = SceneDataset(pipeline, "val", with_gt=True, fields=())
-    checkpoint = load_method(pipeline, tmp_path / "run" / "last.pt", val, torch.device("cpu"))
-    evaluated = next(predict(checkpoint, val, torch.device("cpu")))[1]
+    method = load_method(pipeline, tmp_path / "run" / "last.pt", val, torch.device("cpu"))
+    evaluated = next(predict(method, val, torch.device("cpu")))[1]
 
     # From the checkpoint alone: a val scan's PLY labelled exactly as evaluation labels it from the store.
     path.unlink()
