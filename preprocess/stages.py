@@ -23,6 +23,7 @@ import numpy as np
 from preprocess.datasets.registry import frame_files, read_scene, scene_files
 from preprocess.datasets.scene import Scene
 from shared.config import PartitionConfig, Pipeline
+from shared.datasets import DATASETS
 from shared.errors import ConfigError, DatasetError, UserError
 from shared.labelers import LABELERS
 from shared.partitioners import PARTITIONERS
@@ -130,14 +131,12 @@ def ingest_output(pipeline: Pipeline, scene_id: str) -> Output:
     return points_output(pipeline, _source_fingerprint(pipeline, scene_id))
 
 
-def scene_arrays(scene: Scene, normal_knn: int) -> dict[str, np.ndarray]:
-    """The store's `points` arrays of a scene (normals computed here)."""
-    from shared.normals import mesh_normals, point_normals  # open3d: only where normals are made
+def scene_arrays(scene: Scene, normal_knn: int, sweep: bool) -> dict[str, np.ndarray]:
+    """The store's `points` arrays of a scene: its normals, else made here as `python -m train
+    predict` makes a scan's (`sweep`: its points are a LiDAR sweep in the sensor's frame)."""
+    from shared.normals import scan_normals  # open3d: only where normals are made
 
-    if scene.faces is not None and len(scene.faces):
-        normal = mesh_normals(scene.xyz, scene.faces)
-    else:
-        normal = point_normals(scene.xyz, knn=normal_knn)
+    normal = scene.normal if scene.normal is not None else scan_normals(scene.xyz, scene.faces, normal_knn, sweep)
     arrays = {
         "xyz": scene.xyz.astype(np.float32),
         "rgb": scene.rgb.astype(np.uint8),
@@ -178,12 +177,12 @@ def ingest(pipeline: Pipeline, scene_id: str) -> StageResult:
         keep = np.linalg.norm(scene.xyz, axis=1) <= pipeline.ingest.max_range
         scene = dataclasses.replace(
             scene,
-            xyz=scene.xyz[keep], rgb=scene.rgb[keep],
+            xyz=scene.xyz[keep], rgb=scene.rgb[keep], normal=None if scene.normal is None else scene.normal[keep],
             gt=None if scene.gt is None else scene.gt[keep],
             instance=None if scene.instance is None else scene.instance[keep],
             meta={k: v[keep] if _per_point(v, len(keep)) else v for k, v in scene.meta.items()},  # intensity, ring
         )
-    arrays = scene_arrays(scene, pipeline.ingest.normal_knn)
+    arrays = scene_arrays(scene, pipeline.ingest.normal_knn, DATASETS[pipeline.dataset.name].sweeps)
     seconds = time.perf_counter() - start
     attrs = {
         "key": key, "stage": "ingest", "dataset": pipeline.dataset.name, "scene": scene_id,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 from shared.cli import format_override
-from shared.datasets import DATASETS
+from shared.datasets import DATASETS, NEW_DATASET
 from shared.errors import ConfigError
 from shared.labelers import DEFAULT_LABELER, LABELERS, MaskCLIPConfig, PrecomputedConfig, SimulatedCLIPConfig
 from shared.methods import DEFAULT_METHOD, METHODS, CLIP2SceneConfig, HICLConfig
@@ -391,10 +391,10 @@ class _Loader:
                 self.fail(path, f"missing required key '{shown((*path, f.name))}'")
         return cls(**kwargs)
 
-    def choice(self, registry: dict, name: Any, path: KeyPath) -> Any:
-        """The registry entry `name` chooses, or one error listing the known names."""
+    def choice(self, registry: dict, name: Any, path: KeyPath, advice: str = "") -> Any:
+        """The registry entry `name` chooses, or one error listing the known names (and `advice`)."""
         if not isinstance(name, str) or name not in registry:
-            self.bad(path, name, f"is not one of {', '.join(registry)}")
+            self.bad(path, name, f"is not one of {', '.join(registry)}" + (f"; {advice}" if advice else ""))
         return registry[name]
 
     def section(self, raw: dict, key: str) -> Any:
@@ -449,7 +449,7 @@ class _Loader:
 
     def dataset(self, raw: dict) -> DatasetConfig:
         cfg = self.section(raw, "dataset")
-        entry = self.choice(DATASETS, cfg.name, ("dataset", "name"))
+        entry = self.choice(DATASETS, cfg.name, ("dataset", "name"), NEW_DATASET)
         for key in raw["dataset"]:
             if key not in GENERIC_DATASET_KEYS and key not in entry.options:
                 takers = [name for name, d in DATASETS.items() if key in d.options]

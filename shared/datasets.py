@@ -3,20 +3,21 @@
 A class carries what both programs must know about a dataset: its class table (what the
 store's ground truth indexes, what reports name), the [dataset] keys of its own, what its
 scenes are (meshes or point clouds, with camera views or without: which labelers and
-partitions can work on them), and `reader`, its reader module in preprocess/datasets/,
-imported when called: only preprocessing reads raw data, so the trainer, which imports this
-module for the class names, never loads preprocess/. Config validation, the schema, the
+partitions can work on them), and `reader`, the name of its reader module in
+preprocess/datasets/, which only preprocessing imports. Config validation, the schema, the
 checks, the reports and the dataset registry ask this dict; nothing else spells a dataset's
 name.
 
-A reader module offers the functions preprocess/datasets/registry.py lists (list the scenes,
-read one, name the files its cache keys fingerprint). A new dataset is its reader module, a
-class here, and a pipeline file (README: your own data).
+So a new dataset is two modules and a pipeline file (README: your own data): its class here,
+which the trainer reads (it loads the pipeline file and names the classes without importing
+preprocess/), and its reader module, which reads raw files into preprocessing's scenes (the
+functions preprocess/datasets/registry.py lists). Without the class the pipeline file does not
+load (the error says where the class goes); a reader module that is missing or lacks a function
+is one error when preprocessing starts.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from shared.classes import NUSCENES, SCANNET, ClassTable, user_table
@@ -27,15 +28,22 @@ if TYPE_CHECKING:
 Fail = Callable[..., None]  # (key below [dataset], what is wrong, *other keys it is with) -> raises ConfigError
 
 
-class Dataset:
-    """What a dataset is; subclasses fill in the class attributes and `reader`."""
+# What the error for an unknown dataset.name adds.
+NEW_DATASET = ("a dataset of your own is a class in shared/datasets.py's DATASETS and a reader module in "
+               "preprocess/datasets/ (README: your own data)")
 
+
+class Dataset:
+    """What a dataset is; subclasses fill in the class attributes."""
+
+    reader: ClassVar[str] = ""  # its reader module, e.g. "preprocess.datasets.scannet"
     table: ClassVar[ClassTable | None] = None  # its benchmark classes (None: its pipeline lists them)
     options: ClassVar[tuple[str, ...]] = ()  # its own [dataset] keys beside name, root, train, val, max_scenes
     root_env: ClassVar[str] = ""  # an environment variable that, when set, replaces dataset.root
     mesh: ClassVar[bool] = True  # every scene is a triangle mesh (the simulated labeler renders it)
     views: ClassVar[bool] = True  # scenes come with posed camera images (what 2D teachers and masks need)
     channels: ClassVar[tuple[str, ...]] = ()  # per-point sensor channels its points carry (LiDAR intensity, ring)
+    sweeps: ClassVar[bool] = False  # its points are LiDAR sweeps in the sensor's frame (point normals face the origin)
     boxes: ClassVar[bool] = False  # instances are annotated 3D boxes: a point outside every box is background
     instances: ClassVar[str] = ""  # how its scenes get per-point instances (partition-quality needs them)
 
@@ -54,10 +62,6 @@ class Dataset:
         return {}
 
     @staticmethod
-    def reader() -> ModuleType:
-        raise NotImplementedError
-
-    @staticmethod
     def submission() -> type | None:
         """Its benchmark's submission layout (train/inference/submission.py), imported when called:
         what `train predict --format <dataset>` writes; None where it has no benchmark."""
@@ -65,17 +69,12 @@ class Dataset:
 
 
 class ScanNet(Dataset):
-    """ScanNet v2 scan folders: meshes with RGB-D video (preprocess/datasets/scannet.py)."""
+    """ScanNet v2 scan folders: meshes with RGB-D video."""
 
+    reader = "preprocess.datasets.scannet"
     table = SCANNET
     root_env = "SCANNET_ROOT"
     instances = "ScanNet scenes need their .aggregation.json and _vh_clean_2.0.010000.segs.json"
-
-    @staticmethod
-    def reader() -> ModuleType:
-        from preprocess.datasets import scannet
-
-        return scannet
 
     @staticmethod
     def submission() -> type | None:
@@ -95,21 +94,17 @@ class Synthetic(ScanNet):
 
 
 class NuScenes(Dataset):
-    """nuScenes keyframes: LiDAR sweeps with six cameras (preprocess/datasets/nuscenes.py)."""
+    """nuScenes keyframes: LiDAR sweeps with six cameras."""
 
+    reader = "preprocess.datasets.nuscenes"
     table = NUSCENES
     options = ("version", "box_instances")
     root_env = "NUSCENES_ROOT"
     mesh = False
     channels = ("intensity", "ring")
+    sweeps = True
     boxes = True
     instances = "set dataset.box_instances = true and rerun the ingest stage"
-
-    @staticmethod
-    def reader() -> ModuleType:
-        from preprocess.datasets import nuscenes
-
-        return nuscenes
 
     @staticmethod
     def submission() -> type | None:
@@ -120,9 +115,9 @@ class NuScenes(Dataset):
 
 class PlyFolder(Dataset):
     """Your own scans: a folder of PLY files, one scene each, mesh or point cloud, with the
-    classes listed in the pipeline file and optional per-point labels
-    (preprocess/datasets/ply_folder.py; README: your own data)."""
+    classes listed in the pipeline file and optional per-point labels (README: your own data)."""
 
+    reader = "preprocess.datasets.ply_folder"
     options = ("classes",)
     mesh = False
     views = False
@@ -141,13 +136,9 @@ class PlyFolder(Dataset):
 
     @classmethod
     def key_params(cls, cfg: DatasetConfig) -> dict[str, Any]:
-        return {"classes": list(cfg.classes)}  # the labels' ids are read against this list
-
-    @staticmethod
-    def reader() -> ModuleType:
-        from preprocess.datasets import ply_folder
-
-        return ply_folder
+        # the labels' ids are read against the class list; a point cloud's normals are the PLY's
+        # own, else made toward the scan's centre, as `train predict` makes them
+        return {"classes": list(cfg.classes), "normals": "own, else toward the centre"}
 
 
 DATASETS: dict[str, type[Dataset]] = {

@@ -28,6 +28,12 @@ class CheckpointError(UserError, ValueError):
     """A checkpoint file that is corrupt, foreign, from a newer version or holds pickled code."""
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's message cut to its first line (its type where it has none), to quote
+    inside a one-line error."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def pick(registry: dict, name: str, what: str):
     """`registry[name]`, or one ConfigError naming `what` (e.g. "labels.labeler") and the known names:
     every family registry is asked through this, so no caller falls through to a default."""

@@ -1,4 +1,8 @@
-"""Per-point unit normals: from mesh faces where there are faces, from k-NN PCA otherwise."""
+"""Per-point unit normals: from mesh faces where there are faces, from k-NN PCA otherwise.
+
+`scan_normals` is the one rule for a scan without normals of its own, so that the network sees
+the same normals in training (the ingest stage) as in `python -m train predict`.
+"""
 
 from __future__ import annotations
 
@@ -26,3 +30,12 @@ def point_normals(points: np.ndarray, knn: int = 30, viewpoint: np.ndarray | Non
         np.zeros(3) if viewpoint is None else np.asarray(viewpoint, dtype=np.float64)
     )
     return np.asarray(cloud.normals, dtype=np.float32)
+
+
+def scan_normals(xyz: np.ndarray, faces: np.ndarray | None, knn: int, sweep: bool) -> np.ndarray:
+    """A scan's normals: from its faces where it is a mesh, else by k-NN PCA oriented toward the
+    sensor for a LiDAR sweep in its own frame (the origin), or toward the scan's centre for any
+    other point cloud (a room's surfaces face into it, as a reconstructed room's mesh normals do)."""
+    if faces is not None and len(faces):
+        return mesh_normals(xyz, faces)
+    return point_normals(xyz, knn, np.zeros(3) if sweep else np.asarray(xyz).mean(axis=0))

@@ -10,7 +10,9 @@ what a dataset of the user's own files can read.
 - a folder: a ScanNet scene (`<scene>/<scene>_vh_clean_2.ply`, with its ground truth where
   `<scene>_vh_clean_2.labels.ply` is beside it) or Pointcept's scene folder (coord.npy[,
   color.npy, normal.npy]).
-`scan_inputs(paths)` expands other folders into the files above inside them.
+`scan_inputs(paths)` expands other folders into the files above inside them. A dataset of PLY
+files (preprocess/datasets/ply_folder.py) reads its scenes with `scan_of_ply`, so a model
+trained on it sees the same points, colours and normals in `predict`.
 
 Every problem is a `DatasetError` naming the file and the fix, so a caller labelling many files
 can report one line for a bad one and go on.
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import DatasetError
+from shared.errors import DatasetError, first_line
 from shared.lidar import read_lidar_points
 from shared.ply import read_ply
 
@@ -48,17 +50,13 @@ class Scan:
     gt_classes: tuple[str, ...] = ()
 
     def with_normals(self, knn: int = 30) -> "Scan":
-        """This scan with normals: its own, else from its faces, else k-NN PCA oriented toward the
-        sensor (a sweep, in its LiDAR frame) or toward the scan's centre (a room's surfaces face
-        into it, as mesh normals of a reconstructed room do)."""
+        """This scan with normals: its own, else made as the ingest stage makes them
+        (`shared.normals.scan_normals`)."""
         if self.normal is not None:
             return self
-        from shared.normals import mesh_normals, point_normals  # open3d: only where normals are made
+        from shared.normals import scan_normals  # open3d: only where normals are made
 
-        if self.faces is not None and len(self.faces):
-            return replace(self, normal=mesh_normals(self.xyz, self.faces))
-        viewpoint = np.zeros(3) if self.kind == "sweep" else self.xyz.mean(axis=0)
-        return replace(self, normal=point_normals(self.xyz, knn, viewpoint))
+        return replace(self, normal=scan_normals(self.xyz, self.faces, knn, sweep=self.kind == "sweep"))
 
 
 def scan_name(path: Path) -> str:
@@ -119,7 +117,12 @@ def _scannet_gt(mesh: Path) -> dict:
 
 
 def _read_ply(path: Path) -> Scan:
-    ply = read_ply(path)
+    return scan_of_ply(path, read_ply(path))
+
+
+def scan_of_ply(path: Path, ply: dict) -> Scan:
+    """The scan of a PLY file as `read_ply` returned it (its other vertex properties, e.g. a
+    `label`, are the caller's to read)."""
     faces = ply["faces"] if ply["faces"] is not None and len(ply["faces"]) else None
     normal = None
     if all(k in ply for k in ("nx", "ny", "nz")):
@@ -144,8 +147,7 @@ def _read_pth(path: Path) -> Scan:
         with torch.serialization.safe_globals([reconstruct, np.ndarray, np.dtype, *dtypes]):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- pickled code is refused; a corrupt file fails anywhere
-        line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise DatasetError(f"{path}: cannot read it as arrays without running pickled code ({line}); save plain "
+        raise DatasetError(f"{path}: cannot read it as arrays without running pickled code ({first_line(e)}); save plain "
                            "tensors or NumPy arrays") from None
     if isinstance(data, dict):
         xyz = _pick(data, ("coord", "xyz", "points"), path, required=True)

@@ -8,7 +8,7 @@ so a TorchDispatchMode can count them: a test that counts them per training step
 creeping back into the GPU path without a GPU. Copies between devices are not seen on a CPU
 (nothing moves); `make gpu-check` counts the real synchronisations with CUDA's sync debug mode.
 
-Used by tests/test_sync_count.py and benchmarks/gpu_check.py (no pytest needed).
+Used by tests/test_gpu_path.py and benchmarks/gpu_check.py (no pytest needed).
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def trained(tmp_path_factory) -> dict:
     """Two generated rooms, preprocessed; a text-head (pseudo-ce) and a linear-head (hicl) model trained on them;
     the val room's predictions by `evaluate`'s path; then the pipeline files and store deleted."""
     root = tmp_path_factory.mktemp("rooms")
-    generate(root, scenes=2, seed=3, resolution=0.12, min_vertices=0, frames=8, width=160, height=120)
+    generate(root, scenes=2, seed=3, resolution=0.12, frames=8, width=160, height=120)
     out = {"root": root}
     for head in ("text", "linear"):
         path = root / f"{head}.toml"

@@ -1,15 +1,15 @@
 """Your own scans: a folder of PLY files, one scene per file (`dataset.name = "ply-folder"`).
 
     <root>/<scene>.ply    a triangle mesh or a point cloud: vertex x, y, z; optional red, green,
-                          blue (0-255); optional integer `label` (the class id in the order of the
-                          pipeline's dataset.classes; any other value, e.g. -1 or 255, is
-                          unlabelled) and `instance` (an object id, -1 for none)
+                          blue (0-255) and nx, ny, nz; optional integer `label` (the class id in
+                          the order of the pipeline's dataset.classes; any other value, e.g. -1
+                          or 255, is unlabelled) and `instance` (an object id, -1 for none)
     <root>/<split>.txt    optional split files, one scene id (file name without .ply) a line
 
 The scene id is the file name without `.ply`. Scenes have no camera views, so no 2D teacher
 labels them: train on the per-point labels (train.method = "gt") or bring a labelled layout.
-The same PLY is what `python -m train predict` reads, so a model trained here labels new scans
-of the same kind as they are.
+A scene is read as `python -m train predict` reads a PLY (`shared.scans.scan_of_ply`), so a
+model trained here sees a new scan of the same kind as it saw its training scans.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from preprocess.datasets.scene import Scene
-from shared.ply import read_ply
 from shared.config import DatasetConfig
 from shared.datasets import PlyFolder
 from shared.errors import DatasetError
+from shared.ply import read_ply
+from shared.scans import scan_of_ply
 
 
 def list_scenes(cfg: DatasetConfig) -> list[str]:
@@ -41,13 +42,14 @@ def scene_group(scene_id: str) -> str:
 
 def read_scene(cfg: DatasetConfig, scene_id: str, load_views: bool = True, frame_skip: int = 1) -> Scene:
     """One PLY as a Scene: its vertices, colours (black where it has none), faces where it is a
-    mesh, ground truth where it has a `label` property, instances where it has `instance`."""
+    mesh, normals where it has them, ground truth where it has a `label` property, instances
+    where it has `instance`."""
     path = Path(cfg.root) / f"{scene_id}.ply"
     ply = read_ply(path)
-    xyz = ply["xyz"]
-    faces = ply["faces"] if ply["faces"] is not None and len(ply["faces"]) else None
+    scan = scan_of_ply(path, ply)
     return Scene(
-        scene_id=scene_id, xyz=xyz, rgb=ply.get("rgb", np.zeros((len(xyz), 3), np.uint8)), faces=faces,
+        scene_id=scene_id, xyz=scan.xyz, rgb=scan.rgb if scan.rgb is not None else np.zeros(scan.xyz.shape, np.uint8),
+        faces=scan.faces, normal=scan.normal,
         gt=None if "label" not in ply else PlyFolder.classes(cfg).map_raw(_integers(ply["label"], path, "label")),
         instance=None if "instance" not in ply else _integers(ply["instance"], path, "instance").astype(np.int32),
         sources=[path], meta={"dropped_faces": ply["dropped_faces"]},

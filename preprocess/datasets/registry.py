@@ -1,7 +1,7 @@
 """A pipeline's dataset: which scenes its splits hold and how to read one, through the reader
 module its entry in `shared.datasets.DATASETS` names.
 
-A reader module offers:
+A reader module offers (`READER_FUNCTIONS`):
 - `list_scenes(cfg) -> list[str]`: every scene id under `cfg.root`, sorted;
 - `scene_group(scene_id) -> str`: the name a split file may use for a group of scenes (a
   nuScenes scene name stands for all its keyframes; elsewhere a scene is its own group);
@@ -17,6 +17,8 @@ A reader module offers:
 
 from __future__ import annotations
 
+import importlib
+from functools import cache
 from pathlib import Path
 from types import ModuleType
 
@@ -25,9 +27,34 @@ from shared.config import DatasetConfig
 from shared.datasets import DATASETS
 from shared.errors import DatasetError, pick
 
+READER_FUNCTIONS = ("list_scenes", "scene_group", "read_scene", "scene_files", "frame_files", "frame_folders")
+
 
 def reader(cfg: DatasetConfig) -> ModuleType:
-    return pick(DATASETS, cfg.name, "dataset.name").reader()
+    return reader_module(cfg.name)
+
+
+@cache
+def reader_module(name: str) -> ModuleType:
+    """The reader module of dataset `name`, checked once: one error where its class names no
+    module, names one that is not there, or names one without every function of a reader."""
+    entry = pick(DATASETS, name, "dataset.name")
+    where = f"shared/datasets.py: {entry.__name__}.reader"
+    if not entry.reader:
+        raise DatasetError(f"{where} is not set; name the dataset's reader module, e.g. "
+                           f"reader = \"preprocess.datasets.<module>\" (README: your own data)")
+    try:
+        module = importlib.import_module(entry.reader)
+    except ModuleNotFoundError as e:
+        if e.name is None or not (entry.reader + ".").startswith(e.name + "."):
+            raise  # the module is there, and something it imports is not
+        raise DatasetError(f"{where} = {entry.reader!r}: no such module; write the reader as "
+                           f"{entry.reader.replace('.', '/')}.py (README: your own data)") from None
+    missing = [f for f in READER_FUNCTIONS if not callable(getattr(module, f, None))]
+    if missing:
+        raise DatasetError(f"{module.__file__}: the reader of dataset {name!r} lacks {', '.join(missing)}; "
+                           "a reader module offers the functions preprocess/datasets/registry.py lists")
+    return module
 
 
 def read_split(root: str | Path, spec: str | list[str]) -> list[str]:

@@ -54,6 +54,7 @@ class Scene:
     xyz: np.ndarray  # (N,3) float32
     rgb: np.ndarray  # (N,3) uint8 (zeros where the sensor gives no colour)
     faces: np.ndarray | None = None  # (F,3) int32 triangle vertex ids, meshes only
+    normal: np.ndarray | None = None  # (N,3) float32 unit normals where the file has them (else ingest makes them)
     gt: np.ndarray | None = None  # (N,) int16 benchmark class ids, -1 ignore
     instance: np.ndarray | None = None  # (N,) int32 instance ids (-1 none) where annotated
     views: list[View] = field(default_factory=list)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from shared.config import Pipeline
-from shared.errors import CheckpointError, MissingData
+from shared.errors import CheckpointError, MissingData, first_line
 from shared.labelers import LABELERS
 from shared.schema import class_names, dataset_table
 from train.models.heads import CLASSIFIERS
@@ -70,14 +70,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL (\S+)", str(e))
         if found is None:  # not a pickle at all (e.g. a text file): torch says "invalid load key"
-            raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(e)}); give a checkpoint `python -m train fit` wrote") from None
+            raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(e)}); give a checkpoint `python -m train fit` wrote") from None
         raise CheckpointError(
             f"{path}: refused: it holds the pickled Python object {found.group(1)}, which loading would run "
             "(a hicl3d checkpoint holds only tensors, numbers, strings, lists and dicts); use a checkpoint "
             "`python -m train fit` wrote"
         ) from None
     except Exception as e:  # noqa: BLE001 -- a corrupt file fails anywhere in the unpickler (KeyError, EOFError, ...)
-        raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(e)}); it is corrupt or truncated, "
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(e)}); it is corrupt or truncated, "
                               "train again or give another checkpoint") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         what = f"a dict with keys {sorted(map(str, state))[:6]}" if isinstance(state, dict) else f"a {type(state).__name__}"
@@ -87,10 +87,6 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: written by a newer hicl3d (checkpoint format {state['format_version']}, this "
                               f"version reads {FORMAT_VERSION}); update the project")
     return state
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def inference_record(pipeline: Pipeline, method: Method) -> dict[str, Any]:

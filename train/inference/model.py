@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from shared.errors import CheckpointError, UserError
+from shared.errors import CheckpointError, UserError, first_line
 from shared.scans import Scan, scan_from_arrays
 from shared.text_space import encode_names
 from train.engine.checkpoint import load_checkpoint
@@ -75,7 +75,7 @@ class TrainedModel:
                 module.load_state_dict(weights)
             except RuntimeError as e:
                 raise CheckpointError(f"{source}: its {prefix[:-1]} weights do not fit the network it describes "
-                                      f"({str(e).splitlines()[0]}); the file is damaged") from None
+                                      f"({first_line(e)}); the file is damaged") from None
             module.to(self.device).eval()
 
     def __repr__(self) -> str:
