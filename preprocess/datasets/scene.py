@@ -54,9 +54,9 @@ class Scene:
     xyz: np.ndarray  # (N,3) float32
     rgb: np.ndarray  # (N,3) uint8 (zeros where the sensor gives no colour)
     faces: np.ndarray | None = None  # (F,3) int32 triangle vertex ids, meshes only
-    normal: np.ndarray | None = None  # (N,3) float32 unit normals where the file has them (else ingest makes them)
     gt: np.ndarray | None = None  # (N,) int16 benchmark class ids, -1 ignore
     instance: np.ndarray | None = None  # (N,) int32 instance ids (-1 none) where annotated
+    normal: np.ndarray | None = None  # (N,3) float32 unit normals where the file has them (else ingest makes them)
     views: list[View] = field(default_factory=list)
     sources: list[Path] = field(default_factory=list)  # files whose content defines the scene
     meta: dict = field(default_factory=dict)  # axis_alignment, skipped frames, timestamps...
