@@ -275,10 +275,13 @@ def test_cli_gathers_the_table_and_refuses_mixed_options(toy, capsys):
     from train.cli import main
 
     path, reports = toy
-    assert main(["experiment", str(path), "--out", str(reports / "cli"), "--table-only"]) == 2
-    assert "no finished run" in capsys.readouterr().err  # nothing recorded in that folder
+    assert main(["experiment", str(path), "--out", str(reports / "cli"), "--table-only", "--set", "train.lr=0.01"]) == 2
+    assert "no finished run" in capsys.readouterr().err  # nothing recorded under these settings anywhere
     assert main(["experiment", str(path), "--out", str(reports / "exp"), "--table-only"]) == 0
     assert capsys.readouterr().out.startswith("ce: mIoU ")
+    # a folder without records takes another experiment's record of the same hash, as training does
+    assert main(["experiment", str(path), "--out", str(reports / "cli"), "--table-only"]) == 0
+    assert capsys.readouterr().out.startswith("ce: mIoU ") and not (reports / "cli" / "ce").exists()
     assert main(["experiment", str(path), "--table-only", "--runs", "ce"]) == 2
     assert "leave out --runs and --seeds" in capsys.readouterr().err
     with pytest.raises(SystemExit):

@@ -184,24 +184,31 @@ class Gathered:
 
 def collect_records(pipeline: Pipeline, out: Path) -> Gathered:
     """Every (run, seed)'s record, checked against the hash it would be trained under now where
-    the store is there to compute it (without one, the records are taken as they are)."""
+    the store is there to compute it (without one, the records are taken as they are). A
+    (run, seed) without a record of that hash in `out` takes another experiment's, as training
+    would (`train_run`), without copying it."""
     found = Gathered()
     for run in pipeline.runs:
         found.records[run.name] = []
         for seed in pipeline.experiment.seeds:
-            record = RunRecord.read(record_folder(out, run, seed))
-            if record is None:
-                found.missing.append(f"{run.name} seed {seed}")
-                continue
+            folder = record_folder(out, run, seed)
+            record = RunRecord.read(folder)
             if found.verified:
                 try:
                     wanted = config_hash(run_pipeline(pipeline, run, seed))
                 except MissingData as e:
                     log.warning("config hashes not checked: %s", e)
-                    found.verified, wanted = False, record.config_hash
-                if record.config_hash != wanted:
-                    found.stale.append(f"{run.name} seed {seed}")
-                    continue
+                    found.verified = False
+                else:
+                    elsewhere = find_record(folder, wanted, out.parent)
+                    if elsewhere is not None:
+                        record = elsewhere[0]
+                    elif record is not None:
+                        found.stale.append(f"{run.name} seed {seed}")
+                        continue
+            if record is None:
+                found.missing.append(f"{run.name} seed {seed}")
+                continue
             found.records[run.name].append((seed, record))
     return found
 
