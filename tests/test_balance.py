@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from shared.config import load_pipeline
 from shared.errors import ConfigError, UserError
@@ -15,7 +16,7 @@ from toy_store import make_toy_store
 from train.engine.balance import class_weights, voxel_weights
 from train.engine.dataset import SceneDataset
 from train.engine.loop import fit
-from train.engine.methods import method_class
+from train.engine.methods import build_method, method_class
 from train.engine.transforms import crop
 
 BALANCED = {"train.crop_centre": "class-balanced", "train.max_points": 400}  # toy scenes have ~1,000 voxels
@@ -102,6 +103,20 @@ def test_the_dataset_weighs_each_voxel_by_the_methods_training_target(tmp_path, 
     assert np.array_equal(again["coords"], sample["coords"]) and not np.array_equal(later["coords"], sample["coords"])
     with pytest.raises(ValueError, match="pass target"):
         SceneDataset(pipeline, "train", fields=cls.fields_for(pipeline.train))
+
+
+def test_the_ce_weights_and_the_crop_read_the_split_once(tmp_path, monkeypatch):
+    pipeline = load_pipeline(make_toy_store(tmp_path, method="hicl"), {**BALANCED, "train.class_weights": "inverse-sqrt"})
+    cls = method_class(pipeline.train)
+    ds = SceneDataset(pipeline, "train", fields=cls.fields_for(pipeline.train), target=cls.target_for(pipeline.train))
+
+    def counted_again(name):
+        raise AssertionError("the split's class counts were read again for the CE's weights")
+
+    monkeypatch.setattr(ds, "label_counts", counted_again)
+    method = build_method(pipeline, ds, torch.device("cpu"))
+    assert method.target == "refined"
+    np.testing.assert_array_equal(method.class_weight.numpy(), ds.centre_weight.astype(np.float32))
 
 
 @pytest.mark.parametrize("method", ["gt", "hicl"])

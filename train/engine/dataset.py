@@ -165,8 +165,9 @@ class SceneDataset(Dataset):
             raise MissingData(f"{pipeline.source}: the {split} split (dataset.{split} = "
                               f"{getattr(pipeline.dataset, split)!r}) has no scenes in {self.store.path}")
         self.groups = [self._groups(s) for s in self.scenes]
-        # the split's class weights, counted once (a crop centre's weight is its target class's)
-        self.centre_weight = class_weights(self.label_counts(self.target)) if self.target else None
+        self._class_weights: dict[str, np.ndarray] = {}
+        # a crop centre's weight is its target class's (the same weights as the CE's)
+        self.centre_weight = self.split_class_weights(self.target) if self.target else None
 
     def _groups(self, scene: str) -> dict[str, str]:
         """Resolve every needed stage output once, so a missing one fails before training starts."""
@@ -186,6 +187,13 @@ class SceneDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.scenes)
+
+    def split_class_weights(self, name: str) -> np.ndarray:
+        """(C,) `class_weights` of the split's stored target `name`, counted once per dataset: the
+        class-balanced crop and the CE's weights read the split's labels once between them."""
+        if name not in self._class_weights:
+            self._class_weights[name] = class_weights(self.label_counts(name))
+        return self._class_weights[name]
 
     def label_counts(self, name: str) -> np.ndarray:
         """(C,) points per class over the split of a stored per-point target ("gt", "label": the

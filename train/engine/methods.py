@@ -27,7 +27,6 @@ from shared.config import Pipeline, TrainConfig
 from shared.errors import pick
 from shared.methods import METHODS
 from train.amp import Precision, resolve_precision
-from train.engine.balance import class_weights
 from train.engine.batch import Batch
 from train.engine.dataset import SceneDataset, text_embedding
 from train.losses import HICLLoss, clip2scene_loss, pseudo_ce_loss
@@ -60,6 +59,7 @@ class Method:
 
     def __init__(self, pipeline: Pipeline, dataset: SceneDataset, device: torch.device):
         self.cfg = pipeline.train
+        self.target = self.target_for(self.cfg)
         self.num_classes = dataset.num_classes
         self.backend: Backend = select_backend(self.cfg.backend, device)
         self.precision: Precision = resolve_precision(self.cfg.amp, device, self.backend)
@@ -79,7 +79,7 @@ class Method:
         needs them, and an evaluation dataset does not carry the training targets."""
         if self.cfg.class_weights == "none":
             return None
-        return torch.from_numpy(class_weights(self.dataset.label_counts(self.target))).float().to(self.device)
+        return torch.from_numpy(self.dataset.split_class_weights(self.target)).float().to(self.device)
 
     @classmethod
     def target_for(cls, cfg: TrainConfig) -> str:
@@ -196,7 +196,6 @@ class HICL(Method):
     def __init__(self, pipeline: Pipeline, dataset: SceneDataset, device: torch.device):
         super().__init__(pipeline, dataset, device)
         self.criterion = HICLLoss(self.cfg.hicl, self.num_classes).to(device)
-        self.target = self.target_for(self.cfg)
 
     @classmethod
     def target_for(cls, cfg: TrainConfig) -> str:
