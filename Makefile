@@ -97,11 +97,14 @@ ablation-components:  ## refinement, + intra-set, + intra-scene, + inter-scene, 
 cost:  ## seconds per scene of each preprocessing stage, from the store
 	$(PY) -m preprocess cost $(PIPELINE) --out reports/$(DATASET)-cost
 
-# Fig. 1 from the threshold ablation's store where the dataset has one (nuScenes: the partition one)
+# Fig. 1 from the threshold ablation's store where the dataset has one (nuScenes: the partition one);
+# Fig. 2 from the HICL checkpoint of the first experiment that trains it (`experiments` runs budget
+# first: the comparison then reuses its record and has no checkpoint of its own)
 figures:  ## partitions side by side (Fig. 1), attention maps (Fig. 2)
 	$(PY) -m preprocess show-partitions $(firstword $(wildcard pipelines/$(DATASET)-threshold.toml pipelines/$(DATASET)-partition.toml)) \
 	  --out reports/$(DATASET)-figures/partitions.png
-	$(PY) -m train attention pipelines/$(DATASET)-compare.toml --run hicl --out reports/$(DATASET)-figures
+	$(PY) -m train attention $(firstword $(wildcard pipelines/$(DATASET)-budget.toml pipelines/$(DATASET)-compare.toml)) \
+	  --run hicl --out reports/$(DATASET)-figures
 
 report:  ## gather every table and figure into reports/REPORT.md
 	$(PY) -m train report --readme README.md
