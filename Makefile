@@ -91,7 +91,7 @@ ablation-threshold:  ## Felzenszwalb k = 0.01 ... 0.05
 ablation-partition:  ## VCCS vs SPG vs Felzenszwalb vs 2D masks
 	$(call experiment,partition)
 
-ablation-components:  ## refinement, + intra-set, + intra-scene, + inter-scene, + feedback
+ablation-components:  ## refinement, + intra-set, + intra-scene, + inter-scene, + feedback; full HICL without intra-set
 	$(call experiment,components)
 
 cost:  ## seconds per scene of each preprocessing stage, from the store
