@@ -104,6 +104,8 @@ def test_noise_sentence_gives_welch_p_values():
     assert f"A vs B: {100 * (a.miou - b.miou):+.2f} (p = {p_ab:.3f})" in beyond and "A vs C: +" in beyond
     assert "B vs C" in within and "Welch" in text
     assert noise_sentence({"A": SeedResults((a.runs[0],))}).startswith("One seed per model")
+    assert noise_sentence({"A": a, "B": SeedResults((b.runs[0],))}).startswith(
+        "Only A has two seeds or more: no other row has a noise estimate")
 
 
 def test_teacher_sentence_says_which_labels_the_model_beats():

@@ -96,7 +96,11 @@ def noise_sentence(rows: dict[str, SeedResults]) -> str:
         text = f"{a} vs {b}: {100 * (ra.miou - rb.miou):+.2f} ({p_text(p)})"
         (beyond if p < SIGNIFICANCE else within).append(text)
     if not beyond and not within:
-        return "One seed per model: the table shows no noise estimate, so no difference in it is established."
+        several = [name for name, r in rows.items() if len(r.runs) >= 2]
+        if not several:
+            return "One seed per model: the table shows no noise estimate, so no difference in it is established."
+        return (f"Only {several[0]} has two seeds or more: no other row has a noise estimate, so no "
+                "difference between models is established.")
     return (f"Differences of mean mIoU (Welch's t-test over seeds, two-sided) with p < {SIGNIFICANCE}: "
             + ("; ".join(beyond) or "none") + "." + (" Not established: " + "; ".join(within) + "." if within else ""))
 
