@@ -120,7 +120,9 @@ class TrainConfig:
     class_weights: Annotated[str, OneOf(("none", "inverse-sqrt"))] = "none"
     # MinkUNet channel multiplier (SPVNAS's cr); below 1/32 its narrowest stage would have no channel
     width: Annotated[float, Range(1 / 32)] = 1.0
-    head: Annotated[str, OneOf(("text", "linear"))] = "text"  # fixed CLIP text embeddings (cosine logits) | linear
+    # classifier: "text" (cosine logits against the fixed CLIP text embeddings) | "linear" |
+    # "dot-text" (CLIP2Scene's: a linear map to the CLIP dimension dotted with the embeddings)
+    head: Annotated[str, OneOf(("text", "linear", "dot-text"))] = "text"
     num_workers: Index = 2
     seed: Seed = 0
     checkpoint_every: Count = 500
@@ -194,7 +196,7 @@ class Pipeline:
 
     @property
     def has_text(self) -> bool:
-        """Whether the store will hold class text embeddings (what train.head = "text" needs)."""
+        """Whether the store will hold class text embeddings (what a text head, train.head = "text" or "dot-text", needs)."""
         return self.labelled and LABELERS[self.labels.labeler].has_text(self.labels)
 
 
@@ -471,7 +473,7 @@ class _Loader:
                       f"and {p.dataset.name} scenes have no camera views to label; train.method = {on_truth} trains "
                       "on the per-point labels", ("dataset", "name"))
         method.check(p, self.failer(()))
-        if not p.has_text and (p.train.head == "text" or method.needs_text):
+        if not p.has_text and (p.train.head != "linear" or method.needs_text):
             self.no_text(p)
         seeds = p.experiment.seeds
         if not seeds or len(set(seeds)) < len(seeds):
@@ -511,8 +513,8 @@ class _Loader:
                           ("partitions", i), ("dataset", "name"))
 
     def no_text(self, p: Pipeline) -> NoReturn:
-        if p.train.head == "text":
-            path, needs = ("train", "head"), 'train.head = "text"'
+        if p.train.head != "linear":
+            path, needs = ("train", "head"), f'train.head = "{p.train.head}"'
         else:
             path, needs = ("train", "method"), f'train.method = "{p.train.method}"'
         if not p.labelled:

@@ -328,11 +328,11 @@ def test_the_synthetic_experiments_are_what_their_rows_say():
         return {r.name: run_pipeline(p, r, 0) for r in p.runs}
 
     compare = runs("compare")
-    assert list(compare) == ["pseudo-ce", "refined-ce", "hicl", "clip2scene", "clip2scene-no-switch"]
+    assert list(compare) == ["pseudo-ce", "refined-ce", "hicl", "clip2scene", "clip2scene-no-switch", "pseudo-ce-dot-text"]
     for name, p in compare.items():
         fields = method_class(p.train).fields_for(p.train)
         assert ("refined" in fields) == (name in ("refined-ce", "hicl")), name  # CE targets: refined or raw
-        assert name.startswith("clip2scene") or p.train.head == "linear"
+        assert name.startswith("clip2scene") or p.train.head == ("dot-text" if name == "pseudo-ce-dot-text" else "linear")
     terms = ("intra_set", "intra_scene", "inter_scene", "feedback")
     assert not any(getattr(compare["refined-ce"].train.hicl, t) for t in terms)
     epochs = compare["hicl"].train.epochs

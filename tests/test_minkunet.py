@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.models import DotTextHead, LinearHead, MinkUNet, ProjectionHead, TextHead
+from train.models import DotTextHead, LinearHead, MinkUNet, ProjectionHead, TextHead, build_classifier
 from train.sparse import SparseTensor, sparse_collate
 
 
@@ -171,3 +171,15 @@ def test_dot_text_head_is_the_plain_dot_product_with_the_text() -> None:
         cosine.proj.bias.mul_(3.0)
     torch.testing.assert_close(cosine(feats), before)  # the cosine head is scale-free: not CLIP2Scene's
     assert "text_embeddings" in dict(head.named_buffers()) and "text_embeddings" not in dict(head.named_parameters())
+
+
+@pytest.mark.parametrize("kind, cls", [("linear", LinearHead), ("text", TextHead), ("dot-text", DotTextHead)])
+def test_build_classifier_by_name(kind, cls) -> None:
+    """`train.head` names the classifier; the text heads take the class embeddings as given."""
+    text = torch.randn(7, 16)
+    head = build_classifier(kind, 24, 7, text)
+    assert type(head) is cls and head(torch.randn(30, 24)).shape == (30, 7)
+    if kind != "linear":
+        torch.testing.assert_close(head.text_embeddings, text if kind == "dot-text" else F.normalize(text, dim=1))
+        with pytest.raises(ValueError, match=f"a '{kind}' classifier needs \\(7, D\\) class text embeddings"):
+            build_classifier(kind, 24, 7, None)

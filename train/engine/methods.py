@@ -30,7 +30,7 @@ from train.amp import Precision, resolve_precision
 from train.engine.batch import Batch
 from train.engine.dataset import SceneDataset, text_embedding
 from train.losses import HICLLoss, clip2scene_loss, pseudo_ce_loss
-from train.models import DotTextHead, LinearHead, MinkUNet, ProjectionHead, TextHead
+from train.models import DotTextHead, MinkUNet, ProjectionHead, build_classifier
 from train.sparse import Backend, select_backend
 
 
@@ -65,7 +65,7 @@ class Method:
         self.precision: Precision = resolve_precision(self.cfg.amp, device, self.backend)
         self.text = (
             torch.from_numpy(text_embedding(dataset.store, dataset.layout))
-            if self.cfg.head == "text" or self.needs_text else None
+            if self.cfg.head != "linear" or self.needs_text else None
         )
         self.backbone = MinkUNet(dataset.in_channels, width=self.cfg.width, backend=self.backend)
         self.model = SegNet(self.backbone, self.heads(self.backbone.out_channels))
@@ -104,10 +104,7 @@ class Method:
         return batch.sparse(self.backend.SparseTensor)
 
     def heads(self, channels: int) -> dict[str, nn.Module]:
-        classifier = (
-            TextHead(channels, self.text) if self.cfg.head == "text" else LinearHead(channels, self.num_classes)
-        )
-        return {"logits": classifier}
+        return {"logits": build_classifier(self.cfg.head, channels, self.num_classes, self.text)}
 
     def parameters(self) -> list[nn.Parameter]:
         """Everything the optimiser updates (the network; losses here have no parameters)."""

@@ -24,7 +24,7 @@ from shared.text_space import encode_names
 from train.engine.checkpoint import load_checkpoint
 from train.engine.transforms import input_features, voxelize
 from train.models import MinkUNet
-from train.models.heads import CLASSIFIERS, ProjectionHead
+from train.models.heads import ProjectionHead, build_classifier
 from train.sparse import select_backend
 
 
@@ -61,9 +61,8 @@ class TrainedModel:
         backend_ops = select_backend(backend, self.device)
         self.backbone = MinkUNet(net["in_channels"], width=net["width"], backend=backend_ops)
         channels = self.backbone.out_channels
-        head_cls = CLASSIFIERS[net["head"]]
-        self.head = (head_cls(channels, net["num_classes"]) if net["text_dim"] is None
-                     else head_cls(channels, torch.zeros(net["num_classes"], net["text_dim"])))
+        text = None if net["text_dim"] is None else torch.zeros(net["num_classes"], net["text_dim"])
+        self.head = build_classifier(net["head"], channels, net["num_classes"], text)
         self._SparseTensor = backend_ops.SparseTensor
         # HICL's embedding head (the space its correlation terms shape), for attention maps.
         embed = state["model"].get("heads.embed.net.2.weight")
@@ -87,7 +86,8 @@ class TrainedModel:
         """(K, D) text embeddings of class names or phrases in the head's text space."""
         if self.text_space is None:
             raise UserError(f"{self.source}: the model has a linear head over its {len(self.classes)} training classes; "
-                            "open-vocabulary queries need a model trained with train.head = \"text\" (or clip2scene)")
+                            "open-vocabulary queries need a model trained with a text head "
+                            "(train.head = \"text\" or \"dot-text\", or clip2scene)")
         stored = self.head.text_embeddings.cpu().numpy()
         return torch.from_numpy(encode_names(self.text_space, list(names), stored, clip_weights)).to(self.device)
 

@@ -1,6 +1,6 @@
 """Networks: the sparse U-Net backbone and its per-voxel heads."""
 
-from train.models.heads import DotTextHead, LinearHead, ProjectionHead, TextHead
+from train.models.heads import DotTextHead, LinearHead, ProjectionHead, TextHead, build_classifier
 from train.models.minkunet import MinkUNet
 
-__all__ = ["DotTextHead", "LinearHead", "MinkUNet", "ProjectionHead", "TextHead"]
+__all__ = ["DotTextHead", "LinearHead", "MinkUNet", "ProjectionHead", "TextHead", "build_classifier"]

@@ -83,6 +83,16 @@ class ProjectionHead(nn.Module):
         return F.normalize(self.net(feats), dim=1)
 
 
-# The classifier heads a checkpoint names (train/engine/checkpoint.py), so inference rebuilds one
-# from the checkpoint alone.
+# The classifier heads `train.head` and a checkpoint name (train/engine/checkpoint.py), so
+# training builds one from the pipeline and inference from the checkpoint alone.
 CLASSIFIERS: dict[str, type[nn.Module]] = {"linear": LinearHead, "text": TextHead, "dot-text": DotTextHead}
+
+
+def build_classifier(kind: str, channels: int, num_classes: int, text: torch.Tensor | None) -> nn.Module:
+    """The `CLASSIFIERS[kind]` head on `channels` features: a linear one over `num_classes`,
+    the others over the (num_classes, D) class `text` embeddings."""
+    if kind == "linear":
+        return LinearHead(channels, num_classes)
+    if text is None or len(text) != num_classes:
+        raise ValueError(f"a {kind!r} classifier needs ({num_classes}, D) class text embeddings")
+    return CLASSIFIERS[kind](channels, text)
