@@ -33,7 +33,7 @@ from shared.metrics import IoUResult, SeedResults, p_text, welch_p, write_tables
 from train.engine.loop import CHECKPOINT, VAL_LOG, fit
 from train.reports.curves import CURVES, plot_learning_curves
 from train.reports.evaluate import evaluate, teacher_sentence
-from train.run_record import RunRecord, code_version, config_hash, find_record, hashed_settings, read_curve
+from train.run_record import RECORD, RunRecord, code_version, config_hash, find_record, hashed_settings, read_curve
 
 log = logging.getLogger("train")
 
@@ -196,20 +196,21 @@ def collect_records(pipeline: Pipeline, out: Path) -> Gathered:
         found.records[run.name] = []
         for seed in pipeline.experiment.seeds:
             folder = record_folder(out, run, seed)
-            record = RunRecord.read(folder)
+            wanted = None
             if found.verified:
                 try:
                     wanted = config_hash(run_pipeline(pipeline, run, seed))
                 except MissingData as e:
                     log.warning("config hashes not checked: %s", e)
                     found.verified = False
-                else:
-                    elsewhere = find_record(folder, wanted, out.parent)
-                    if elsewhere is not None:
-                        record = elsewhere[0]
-                    elif record is not None:
-                        found.stale.append(f"{run.name} seed {seed}")
-                        continue
+            if wanted is None:
+                record = RunRecord.read(folder)
+            else:
+                elsewhere = find_record(folder, wanted, out.parent)
+                record = None if elsewhere is None else elsewhere[0]
+                if record is None and (folder / RECORD).is_file():
+                    found.stale.append(f"{run.name} seed {seed}")
+                    continue
             if record is None:
                 found.missing.append(f"{run.name} seed {seed}")
                 continue
