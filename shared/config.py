@@ -35,6 +35,9 @@ from shared.ranges import Count, Index, Metres, NonNegative, OneOf, Positive, Ra
 INPUT_FEATURES = {"rgb": 3, "normal": 3, "height": 1}  # train.input_features: name -> channels
 SPARSE_BACKENDS = ("auto", "torch", "torchsparse", "spconv")  # train.backend
 AMP_SETTINGS = ("auto", "off", "fp16", "bf16")  # train.amp
+# train.head: the classifiers train/models/heads.py CLASSIFIERS builds; all but "linear" score
+# against the class text embeddings
+CLASSIFIER_HEADS = ("text", "linear", "dot-text")
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,7 +125,7 @@ class TrainConfig:
     width: Annotated[float, Range(1 / 32)] = 1.0
     # classifier: "text" (cosine logits against the fixed CLIP text embeddings) | "linear" |
     # "dot-text" (CLIP2Scene's: a linear map to the CLIP dimension dotted with the embeddings)
-    head: Annotated[str, OneOf(("text", "linear", "dot-text"))] = "text"
+    head: Annotated[str, OneOf(CLASSIFIER_HEADS)] = "text"
     num_workers: Index = 2
     seed: Seed = 0
     checkpoint_every: Count = 500
@@ -144,6 +147,11 @@ class TrainConfig:
     input_features: list[Annotated[str, OneOf(tuple(INPUT_FEATURES))]] = field(default_factory=lambda: ["rgb"])
     hicl: HICLConfig = field(default_factory=HICLConfig)
     clip2scene: CLIP2SceneConfig = field(default_factory=CLIP2SceneConfig)
+
+    @property
+    def text_head(self) -> bool:
+        """Whether the classifier scores against the class text embeddings (every head but "linear")."""
+        return self.head != "linear"
 
 
 @dataclass(frozen=True)
@@ -473,7 +481,7 @@ class _Loader:
                       f"and {p.dataset.name} scenes have no camera views to label; train.method = {on_truth} trains "
                       "on the per-point labels", ("dataset", "name"))
         method.check(p, self.failer(()))
-        if not p.has_text and (p.train.head != "linear" or method.needs_text):
+        if not p.has_text and (p.train.text_head or method.needs_text):
             self.no_text(p)
         seeds = p.experiment.seeds
         if not seeds or len(set(seeds)) < len(seeds):
@@ -513,7 +521,7 @@ class _Loader:
                           ("partitions", i), ("dataset", "name"))
 
     def no_text(self, p: Pipeline) -> NoReturn:
-        if p.train.head != "linear":
+        if p.train.text_head:
             path, needs = ("train", "head"), f'train.head = "{p.train.head}"'
         else:
             path, needs = ("train", "method"), f'train.method = "{p.train.method}"'

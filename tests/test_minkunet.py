@@ -8,7 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from shared.config import CLASSIFIER_HEADS
 from train.models import DotTextHead, LinearHead, MinkUNet, ProjectionHead, TextHead, build_classifier
+from train.models.heads import CLASSIFIERS
 from train.sparse import SparseTensor, sparse_collate
 
 
@@ -175,7 +177,9 @@ def test_dot_text_head_is_the_plain_dot_product_with_the_text() -> None:
 
 @pytest.mark.parametrize("kind, cls", [("linear", LinearHead), ("text", TextHead), ("dot-text", DotTextHead)])
 def test_build_classifier_by_name(kind, cls) -> None:
-    """`train.head` names the classifier; the text heads take the class embeddings as given."""
+    """`train.head` names the classifier (every name the config takes, and no other); the text
+    heads take the class embeddings as given."""
+    assert set(CLASSIFIERS) == set(CLASSIFIER_HEADS)
     text = torch.randn(7, 16)
     head = build_classifier(kind, 24, 7, text)
     assert type(head) is cls and head(torch.randn(30, 24)).shape == (30, 7)

@@ -161,16 +161,15 @@ def test_best_checkpoint_kept_beside_last_when_validating(tmp_path, one_thread):
 def test_pseudo_ce_with_clip2scenes_dot_product_head(tmp_path):
     """train.head = "dot-text" gives any method CLIP2Scene's classifier (what separates its head
     from its per-pair loss); the checkpoint names it, so the model loads from it alone."""
-    from train.engine.methods import build_method
+    from train import load_model
     from train.engine.dataset import SceneDataset
+    from train.engine.methods import build_method
     from train.models import DotTextHead
 
     pipeline = load_pipeline(make_toy_store(tmp_path, method="pseudo-ce"), {**FAST, "train.epochs": 1, "train.head": "dot-text"})
     method = build_method(pipeline, SceneDataset(pipeline, "train", fields=("pseudo",)), torch.device("cpu"))
     assert type(method.model.heads["logits"]) is DotTextHead
     fit(pipeline)
-    from train import load_model
-
     model = load_model(tmp_path / "run" / "last.pt", "cpu")
     assert type(model.head) is DotTextHead
     torch.testing.assert_close(model.head.text_embeddings, method.model.heads["logits"].text_embeddings)

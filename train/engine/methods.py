@@ -65,7 +65,7 @@ class Method:
         self.precision: Precision = resolve_precision(self.cfg.amp, device, self.backend)
         self.text = (
             torch.from_numpy(text_embedding(dataset.store, dataset.layout))
-            if self.cfg.head != "linear" or self.needs_text else None
+            if self.cfg.text_head or self.needs_text else None
         )
         self.backbone = MinkUNet(dataset.in_channels, width=self.cfg.width, backend=self.backend)
         self.model = SegNet(self.backbone, self.heads(self.backbone.out_channels))
