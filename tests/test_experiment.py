@@ -4,6 +4,7 @@ partial experiment's table names what is missing."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -341,6 +342,13 @@ def test_the_synthetic_experiments_are_what_their_rows_say():
         == round(epochs / 3)
     assert compare["clip2scene"].train.clip2scene.switch_prob > 0
     assert compare["clip2scene-no-switch"].train.clip2scene.switch_prob == 0
+    budget = runs("budget")
+    for doubled in ("gt-240", "hicl-240"):  # the budget's run stretched: twice the epochs, the rest kept
+        long, short = budget[doubled].train, budget[doubled.removesuffix("-240")].train
+        assert long.epochs == 2 * short.epochs, doubled
+        assert dataclasses.replace(long, epochs=short.epochs, eval_every_epochs=short.eval_every_epochs,
+                                   hicl=short.hicl, out_dir=short.out_dir) == short, doubled
+    assert budget["hicl-240"].train.hicl.feedback_warmup_epochs == round(budget["hicl-240"].train.epochs / 3)
     shared = [(compare["refined-ce"], runs("components")["refine"], runs("budget")["refined-ce"]),
               (compare["hicl"], runs("components")["feedback"], runs("partition")["felzenszwalb"],
                runs("threshold")["k0.01"], runs("budget")["hicl"])]
