@@ -23,6 +23,13 @@ def _rank(folder: Path) -> int:
     return next((i for i, key in enumerate(ORDER) if folder.name.endswith(key)), len(ORDER))
 
 
+def epochs_phrase(epochs: int, runs: list[dict]) -> str:
+    """"120 epochs per model", naming the runs whose overrides train longer or shorter (a doubled
+    schedule beside the budget), so a table's header never claims one schedule for every row."""
+    other = [f"{r['name']}: {r['epochs']}" for r in runs if r.get("epochs", epochs) != epochs]
+    return f"{epochs} epochs per model" + (f" ({', '.join(other)})" if other else "")
+
+
 def _image(png: Path, root: Path) -> str:
     return f"![{png.parent.name}/{png.stem}]({png.relative_to(root).as_posix()})"
 
@@ -30,7 +37,7 @@ def _image(png: Path, root: Path) -> str:
 def _experiment(folder: Path, root: Path) -> list[str]:
     info = json.loads((folder / "experiment.json").read_text())
     seeds = info.get("seeds", [0])
-    lines = [f"Reproduce: `{info['command']}` (labeler: **{info['labeler']}**, {info['epochs']} epochs per model, "
+    lines = [f"Reproduce: `{info['command']}` (labeler: **{info['labeler']}**, {epochs_phrase(info['epochs'], info['runs'])}, "
              f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} each)", "", (folder / "table.md").read_text().strip(), ""]
     lines += [f"- `{r['name']}`: overrides `{r['set']}`, trained in {r['train_seconds']} s per seed"
               + (f" ({r['steps']} steps)" if "steps" in r else "")
