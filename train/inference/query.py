@@ -1,8 +1,8 @@
 """`python -m train query CHECKPOINT SCENE "a red chair" ...`: where in a scan each phrase is.
 
 For a model whose head lives in a text space, every point's score against the phrase's text
-embedding is the head's logit for it (a text head: the scaled cosine of the projected feature
-and the phrase). Writes per phrase a PLY with the score as a `similarity` vertex property and
+embedding is the head's logit for it (the scaled cosine of the projected feature and the
+phrase for a text head, their dot product for CLIP2Scene's). Writes per phrase a PLY with the score as a `similarity` vertex property and
 colours on one scale, and a PNG: the scan, then one oblique render per phrase with a colour bar.
 """
 
@@ -44,7 +44,7 @@ def query_scene(model: TrainedModel, scene: str | Path, phrases: list[str], out:
         panels[scan.name] = view.image(scan.rgb, smooth=True)
     for k, phrase in enumerate(phrases):
         panels[f'"{phrase}"'] = view.image(colour_values(scores[:, k], CMAP, lo, hi))
-    label = "score (the text head's logit: scaled cosine)" if model.text_space else "score"
+    label = f"score (the head's logit: {model.head.score})" if model.text_space else "score"
     written.append(save_figure(out / f"{scan.name}_query.png", panels, colorbar=(CMAP, lo, hi, label),
                                columns=min(len(panels), 3)))
     return written

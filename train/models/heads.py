@@ -26,6 +26,8 @@ class TextHead(nn.Module):
     at 100 as CLIP does, so the softmax can sharpen without running away.
     """
 
+    score = "scaled cosine"  # what its logit against a phrase is (query figures say so)
+
     def __init__(self, in_channels: int, text_embeddings: torch.Tensor) -> None:
         super().__init__()
         self.proj = nn.Linear(in_channels, text_embeddings.shape[1])
@@ -57,6 +59,8 @@ class DotTextHead(nn.Module):
 
     Computed as x (Wᵀ tᵀ) with the bias folded in as x = [f, 1], without the (M, D) projection.
     """
+
+    score = "dot product"
 
     def __init__(self, in_channels: int, text_embeddings: torch.Tensor) -> None:
         super().__init__()
