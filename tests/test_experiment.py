@@ -329,8 +329,8 @@ def test_the_synthetic_experiments_are_what_their_rows_say():
         return {r.name: run_pipeline(p, r, 0) for r in p.runs}
 
     compare = runs("compare")
-    assert list(compare) == ["pseudo-ce", "refined-ce", "hicl", "clip2scene", "clip2scene-no-switch", "pseudo-ce-dot-text",
-                            "clip2scene-sgd"]
+    assert list(compare) == ["pseudo-ce", "refined-ce", "hicl", "clip2scene", "clip2scene-no-switch",
+                             "pseudo-ce-dot-text", "clip2scene-sgd"]
     for name, p in compare.items():
         fields = method_class(p.train).fields_for(p.train)
         assert ("refined" in fields) == (name in ("refined-ce", "hicl")), name  # CE targets: refined or raw

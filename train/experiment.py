@@ -242,7 +242,7 @@ def gather(pipeline: Pipeline, out_dir: str | Path | None = None) -> dict[str, S
         summary = row.as_dict()
         runs_info.append({"name": run.name, "label": label, "set": run.set, "seeds": [s for s, _ in records],
                           "train_seconds": round(float(np.mean([r.train_seconds for _, r in records])), 1),
-                          "steps": records[0][1].steps, "epochs": run_pipeline(pipeline, run, records[0][0]).train.epochs,
+                          "steps": records[0][1].steps, "epochs": records[0][1].settings["epochs"],
                           "mIoU": summary["mIoU"], "mIoU_std": summary["mIoU_std"], "mIoU_seeds": summary["mIoU_seeds"],
                           "reference_mIoU": {k: r.as_dict()["mIoU"] for k, r in own.items()},
                           "config_hash": {s: r.config_hash for s, r in records},
@@ -255,7 +255,8 @@ def gather(pipeline: Pipeline, out_dir: str | Path | None = None) -> dict[str, S
     labeler = pipeline.labels.labeler
     note = f"Pipeline: {pipeline.source}; labeler: {labeler}" + (
         f" ({labeler}: {LABELERS[labeler].note})" if LABELERS[labeler].note else ""
-    ) + (f"; {epochs_phrase(pipeline.train.epochs, runs_info)}, {len(seeds)} training seed{'s' if len(seeds) > 1 else ''} "
+    ) + (f"; {epochs_phrase(pipeline.train.epochs, runs_info)}, "
+         f"{len(seeds)} training seed{'s' if len(seeds) > 1 else ''} "
          f"{seeds}: model rows show the mean mIoU ± its std over seeds and per-class means.")
     gaps = _gaps_sentence(found)
     verdict = noise_sentence(rows)

@@ -2,8 +2,9 @@
 
 For a model whose head lives in a text space, every point's score against the phrase's text
 embedding is the head's logit for it (the scaled cosine of the projected feature and the
-phrase for a text head, their dot product for CLIP2Scene's). Writes per phrase a PLY with the score as a `similarity` vertex property and
-colours on one scale, and a PNG: the scan, then one oblique render per phrase with a colour bar.
+phrase for a text head, their dot product for CLIP2Scene's). Writes per phrase a PLY with the
+score as a `similarity` vertex property and colours on one scale, and a PNG: the scan, then one
+oblique render per phrase with a colour bar.
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ def _image(png: Path, root: Path) -> str:
 def _experiment(folder: Path, root: Path) -> list[str]:
     info = json.loads((folder / "experiment.json").read_text())
     seeds = info.get("seeds", [0])
-    lines = [f"Reproduce: `{info['command']}` (labeler: **{info['labeler']}**, {epochs_phrase(info['epochs'], info['runs'])}, "
+    schedule = epochs_phrase(info["epochs"], info["runs"])
+    lines = [f"Reproduce: `{info['command']}` (labeler: **{info['labeler']}**, {schedule}, "
              f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} each)", "", (folder / "table.md").read_text().strip(), ""]
     lines += [f"- `{r['name']}`: overrides `{r['set']}`, trained in {r['train_seconds']} s per seed"
               + (f" ({r['steps']} steps)" if "steps" in r else "")
