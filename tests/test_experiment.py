@@ -354,9 +354,9 @@ def test_the_synthetic_experiments_are_what_their_rows_say():
                                    hicl=short_hicl, out_dir=short.out_dir) == short, doubled
         if long.method == "hicl" and long.hicl.feedback:  # the feedback still starts at a third
             assert long.hicl.feedback_warmup_epochs == round(long.epochs / 3), doubled
-    shared = [(compare["refined-ce"], runs("components")["refine"], runs("budget")["refined-ce"]),
-              (compare["hicl"], runs("components")["feedback"], runs("partition")["felzenszwalb"],
-               runs("threshold")["k0.01"], runs("budget")["hicl"])]
+    shared = [(compare["refined-ce"], components["refine"], budget["refined-ce"]),
+              (compare["hicl"], components["feedback"], runs("partition")["felzenszwalb"],
+               runs("threshold")["k0.01"], budget["hicl"])]
     for same in shared:
         assert all(hashed_settings(p) == hashed_settings(same[0]) for p in same)
         assert all(p.partition(p.train.partition).params == same[0].partition(same[0].train.partition).params for p in same)
